@@ -1,0 +1,49 @@
+// Element types. Compute is f32 (f64 for gradient checks); bf16 is a storage type.
+#pragma once
+
+#include <cstdint>
+#include <cstring>
+#include <string_view>
+
+namespace moe {
+
+enum class DType : uint8_t { kF32, kF64, kBF16, kF16 };
+
+std::string_view DTypeName(DType t);
+size_t DTypeSize(DType t);
+
+// bfloat16 storage: the top 16 bits of an IEEE f32.
+struct bf16 {
+  uint16_t bits = 0;
+};
+
+// Round to nearest even; NaN stays NaN (quiet).
+inline bf16 ToBf16(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return bf16{static_cast<uint16_t>((u >> 16) | 0x40u)};
+  u += 0x7fffu + ((u >> 16) & 1u);
+  return bf16{static_cast<uint16_t>(u >> 16)};
+}
+
+inline float FromBf16(bf16 h) {
+  uint32_t u = static_cast<uint32_t>(h.bits) << 16;
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+
+// IEEE half -> f32 (exact), f32 -> half (round to nearest even).
+float FromF16(uint16_t h);
+uint16_t ToF16(float f);
+
+template <typename T>
+constexpr DType DTypeOf();
+template <>
+constexpr DType DTypeOf<float>() { return DType::kF32; }
+template <>
+constexpr DType DTypeOf<double>() { return DType::kF64; }
+template <>
+constexpr DType DTypeOf<bf16>() { return DType::kBF16; }
+
+}  // namespace moe

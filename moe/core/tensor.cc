@@ -1,0 +1,90 @@
+#include "moe/core/tensor.h"
+
+#include <cstdlib>
+#include <cstring>
+
+namespace moe {
+
+Shape::Shape(std::initializer_list<int64_t> d) {
+  MOE_CHECK(d.size() <= static_cast<size_t>(kMaxRank), "tensor", "rank {} exceeds {}", d.size(),
+            kMaxRank);
+  for (int64_t v : d) {
+    MOE_CHECK(v >= 0, "tensor", "negative dimension {}", v);
+    dims[static_cast<size_t>(rank++)] = v;
+  }
+}
+
+int64_t Shape::numel() const {
+  int64_t n = 1;
+  for (int i = 0; i < rank; ++i) n *= dims[static_cast<size_t>(i)];
+  return n;
+}
+
+bool Shape::operator==(const Shape& o) const {
+  if (rank != o.rank) return false;
+  for (int i = 0; i < rank; ++i)
+    if (dims[static_cast<size_t>(i)] != o.dims[static_cast<size_t>(i)]) return false;
+  return true;
+}
+
+std::string Shape::str() const {
+  std::string s = "[";
+  for (int i = 0; i < rank; ++i) {
+    if (i) s += ",";
+    s += std::to_string(dims[static_cast<size_t>(i)]);
+  }
+  return s + "]";
+}
+
+void* AlignedAlloc(size_t bytes) {
+  MOE_CHECK(bytes <= kMaxAllocBytes, "alloc", "refusing to allocate {} bytes", bytes);
+  if (bytes == 0) bytes = kAlign;
+  const size_t rounded = (bytes + kAlign - 1) / kAlign * kAlign;
+  void* p = std::aligned_alloc(kAlign, rounded);
+  MOE_CHECK(p != nullptr, "alloc", "out of memory allocating {} bytes", bytes);
+  return p;
+}
+
+void AlignedFree(void* p) { std::free(p); }
+
+void Tensor::Free::operator()(void* p) const { AlignedFree(p); }
+
+Tensor::Tensor(DType dtype, Shape shape) { Resize(dtype, shape, /*zero=*/true); }
+
+void Tensor::Resize(DType dtype, Shape shape, bool zero) {
+  int64_t n = 1;
+  for (int i = 0; i < shape.rank; ++i) {
+    MOE_CHECK(shape[i] >= 0, "tensor", "negative dimension in {}", shape.str());
+    MOE_CHECK(shape[i] == 0 || n <= static_cast<int64_t>(kMaxAllocBytes) / shape[i], "tensor",
+              "shape {} is too large", shape.str());
+    n *= shape[i];
+  }
+  const size_t bytes = static_cast<size_t>(n) * DTypeSize(dtype);
+  MOE_CHECK(bytes <= kMaxAllocBytes, "tensor", "shape {} of {} needs {} bytes", shape.str(),
+            DTypeName(dtype), bytes);
+  dtype_ = dtype;
+  shape_ = shape;
+  if (bytes > capacity_ || !data_) {
+    data_.reset(AlignedAlloc(bytes));
+    capacity_ = bytes;
+    zero = true;
+  }
+  if (zero) std::memset(data_.get(), 0, bytes);
+}
+
+void Tensor::SetZero() {
+  if (data_) std::memset(data_.get(), 0, nbytes());
+}
+
+Tensor Tensor::Clone() const {
+  Tensor t(dtype_, shape_);
+  if (nbytes()) std::memcpy(t.raw(), raw(), nbytes());
+  return t;
+}
+
+void Tensor::CheckType(DType want) const {
+  MOE_CHECK(dtype_ == want, "tensor", "tensor of {} {} viewed as {}", DTypeName(dtype_),
+            shape_.str(), DTypeName(want));
+}
+
+}  // namespace moe

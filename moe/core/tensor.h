@@ -1,0 +1,136 @@
+// Tensor (owning, 64-byte aligned, dtype-tagged) and View<T> (non-owning, typed, contiguous,
+// row-major, rank <= 4). Ops take Views; layers own Tensors.
+#pragma once
+
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <initializer_list>
+#include <memory>
+#include <string>
+#include <type_traits>
+
+#include "moe/core/dtype.h"
+#include "moe/core/error.h"
+
+namespace moe {
+
+inline constexpr int kMaxRank = 4;
+inline constexpr size_t kAlign = 64;
+
+struct Shape {
+  std::array<int64_t, kMaxRank> dims{};
+  int rank = 0;
+
+  Shape() = default;
+  Shape(std::initializer_list<int64_t> d);
+  int64_t operator[](int i) const { return dims[static_cast<size_t>(i)]; }
+  int64_t numel() const;
+  bool operator==(const Shape& o) const;
+  std::string str() const;  // "[2,3,4]"
+};
+
+template <typename T>
+struct View {
+  T* data = nullptr;
+  Shape shape;
+
+  View() = default;
+  View(T* d, Shape s) : data(d), shape(s) {}
+  // View<T> -> View<const T>
+  template <typename U, typename = std::enable_if_t<std::is_same_v<const U, T> && !std::is_same_v<U, T>>>
+  View(const View<U>& o) : data(o.data), shape(o.shape) {}
+
+  int rank() const { return shape.rank; }
+  int64_t dim(int i) const { return shape[i]; }
+  int64_t numel() const { return shape.numel(); }
+  int64_t rows() const { return shape.rank == 0 ? 1 : shape[0]; }
+  int64_t cols() const { return shape.rank == 0 ? 1 : numel() / shape[0]; }
+  bool empty() const { return numel() == 0; }
+  // Row i of the view seen as [dim0, rest].
+  T* row(int64_t i) const { return data + i * cols(); }
+  T& operator[](int64_t i) const { return data[i]; }
+  T& at(int64_t i, int64_t j) const { return data[i * cols() + j]; }
+  // Rows [begin, end) as a view with the same trailing dims.
+  View<T> Rows(int64_t begin, int64_t end) const {
+    View<T> v(data + begin * cols(), shape);
+    v.shape.dims[0] = end - begin;
+    return v;
+  }
+  // Same data, new shape (numel must match).
+  View<T> Reshape(Shape s) const {
+    MOE_CHECK(s.numel() == numel(), "tensor", "cannot reshape {} to {}", shape.str(), s.str());
+    return View<T>(data, s);
+  }
+};
+
+template <typename T>
+using CView = View<const T>;
+
+// Owning tensor. Storage is 64-byte aligned and zero-initialised on allocation.
+class Tensor {
+ public:
+  Tensor() = default;
+  Tensor(DType dtype, Shape shape);
+  static Tensor Zeros(DType dtype, Shape shape) { return Tensor(dtype, shape); }
+
+  Tensor(Tensor&&) noexcept = default;
+  Tensor& operator=(Tensor&&) noexcept = default;
+  Tensor(const Tensor&) = delete;
+  Tensor& operator=(const Tensor&) = delete;
+  Tensor Clone() const;
+
+  DType dtype() const { return dtype_; }
+  const Shape& shape() const { return shape_; }
+  int64_t numel() const { return shape_.numel(); }
+  size_t nbytes() const { return static_cast<size_t>(numel()) * DTypeSize(dtype_); }
+  bool defined() const { return shape_.rank > 0; }
+  void* raw() { return data_.get(); }
+  const void* raw() const { return data_.get(); }
+
+  // Re-shapes in place, reusing the allocation when it is large enough. Contents are unspecified
+  // unless zero == true.
+  void Resize(DType dtype, Shape shape, bool zero = false);
+  void SetZero();
+
+  template <typename T>
+  View<T> view() {
+    CheckType(DTypeOf<std::remove_const_t<T>>());
+    return View<T>(static_cast<T*>(raw()), shape_);
+  }
+  template <typename T>
+  View<const T> view() const {
+    CheckType(DTypeOf<std::remove_const_t<T>>());
+    return View<const T>(static_cast<const T*>(raw()), shape_);
+  }
+
+ private:
+  struct Free {
+    void operator()(void* p) const;
+  };
+  void CheckType(DType want) const;
+
+  DType dtype_ = DType::kF32;
+  Shape shape_;
+  size_t capacity_ = 0;
+  std::unique_ptr<void, Free> data_;
+};
+
+// Free-function views: usable on members of dependent types without the `template` keyword.
+template <typename T>
+View<T> Mut(Tensor& t) {
+  return t.view<T>();
+}
+template <typename T>
+View<const T> Const(const Tensor& t) {
+  return t.view<T>();
+}
+
+// Aligned allocation for scratch buffers; throws Error on absurd or failed sizes.
+void* AlignedAlloc(size_t bytes);
+void AlignedFree(void* p);
+
+// Upper bound on one allocation (guards against sizes read from corrupt files).
+inline constexpr size_t kMaxAllocBytes = size_t{1} << 40;
+
+}  // namespace moe

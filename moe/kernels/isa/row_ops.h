@@ -1,0 +1,35 @@
+// Row kernels with one implementation per ISA (scalar, AVX2+FMA, AVX-512), chosen at run time by
+// ActiveOps(). They write (never accumulate) unless a flag says otherwise; the View-level ops in
+// moe/kernels wrap them.
+#pragma once
+
+#include <cstdint>
+
+#include "moe/core/cpu.h"
+
+namespace moe::kernels {
+
+struct RowOps {
+  Isa isa;
+  // a[i] = silu(g[i]) * u[i]
+  void (*swiglu)(const float* g, const float* u, float* a, int64_t n);
+  // dg[i] = da[i] * u[i] * silu'(g[i]);  du[i] = da[i] * silu(g[i])
+  void (*swiglu_backward)(const float* g, const float* u, const float* da, float* dg, float* du,
+                          int64_t n);
+  // y[i, j] (+)= sum_k x[i, k] * w[j, k]  for i < m, j < n. Reads each row of w once for all m rows
+  // of x: the decode / small-batch path (m <= kSmallM), bound by reading w.
+  void (*matmul_nt_small)(const float* x, int64_t ldx, int64_t m, const float* w, int64_t ldw,
+                          int64_t n, int64_t k, float* y, int64_t ldy, bool accumulate);
+};
+
+inline constexpr int64_t kSmallM = 8;
+
+const RowOps& ScalarRowOps();
+const RowOps& Avx2RowOps();
+const RowOps& Avx512RowOps();
+// The best table for ActiveIsa().
+const RowOps& ActiveRowOps();
+// The table for a given ISA (must be supported by this CPU).
+const RowOps& RowOpsFor(Isa isa);
+
+}  // namespace moe::kernels

@@ -1,0 +1,87 @@
+#include "moe/kernels/matmul.h"
+
+#include <cblas.h>
+
+#include "moe/kernels/isa/row_ops.h"
+
+namespace moe::kernels {
+
+template <>
+void Gemm<float>(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha, const float* a,
+                 int64_t lda, const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
+  if (m == 0 || n == 0) return;
+  cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
+              static_cast<blasint>(m), static_cast<blasint>(n), static_cast<blasint>(k), alpha, a,
+              static_cast<blasint>(lda), b, static_cast<blasint>(ldb), beta, c,
+              static_cast<blasint>(ldc));
+}
+
+template <>
+void Gemm<double>(bool ta, bool tb, int64_t m, int64_t n, int64_t k, double alpha, const double* a,
+                  int64_t lda, const double* b, int64_t ldb, double beta, double* c, int64_t ldc) {
+  if (m == 0 || n == 0) return;
+  cblas_dgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
+              static_cast<blasint>(m), static_cast<blasint>(n), static_cast<blasint>(k), alpha, a,
+              static_cast<blasint>(lda), b, static_cast<blasint>(ldb), beta, c,
+              static_cast<blasint>(ldc));
+}
+
+template <typename T>
+void MatMulNT(const T* x, int64_t ldx, int64_t m, const T* w, int64_t ldw, int64_t n, int64_t k,
+              T* y, int64_t ldy, bool accumulate) {
+  if (m == 0 || n == 0) return;
+  if constexpr (std::is_same_v<T, float>) {
+    if (m <= kSmallM) {
+      ActiveRowOps().matmul_nt_small(x, ldx, m, w, ldw, n, k, y, ldy, accumulate);
+      return;
+    }
+  }
+  Gemm<T>(false, true, m, n, k, T(1), x, ldx, w, ldw, accumulate ? T(1) : T(0), y, ldy);
+}
+
+template <typename T>
+void LinearForward(CView<T> x, CView<T> w, View<T> y, Context& ctx) {
+  const int64_t t = x.rows(), k = x.cols(), n = w.rows();
+  MOE_CHECK(w.cols() == k && y.rows() == t && y.cols() == n, "linear",
+            "x {} * w {}^T does not fit y {}", x.shape.str(), w.shape.str(), y.shape.str());
+  // Split the output columns (weight rows) when there are few tokens, else the tokens.
+  if (t <= kSmallM * ctx.threads()) {
+    ParallelForRange(n, ctx, [&](int64_t b, int64_t e, int) {
+      MatMulNT<T>(x.data, k, t, w.data + b * k, k, e - b, k, y.data + b, n, false);
+    }, 16);
+  } else {
+    ParallelForRange(t, ctx, [&](int64_t b, int64_t e, int) {
+      MatMulNT<T>(x.data + b * k, k, e - b, w.data, k, n, k, y.data + b * n, n, false);
+    }, 4);
+  }
+}
+
+template <typename T>
+void LinearBackward(CView<T> dy, CView<T> x, CView<T> w, View<T> dx, View<T> dw, Context& ctx) {
+  const int64_t t = x.rows(), k = x.cols(), n = w.rows();
+  MOE_CHECK(w.cols() == k && dy.rows() == t && dy.cols() == n, "linear",
+            "dy {} does not fit x {} and w {}", dy.shape.str(), x.shape.str(), w.shape.str());
+  if (!dx.empty()) {
+    MOE_CHECK(dx.rows() == t && dx.cols() == k, "linear", "dx {} expected [{},{}]", dx.shape.str(), t, k);
+    ParallelForRange(t, ctx, [&](int64_t b, int64_t e, int) {
+      Gemm<T>(false, false, e - b, k, n, T(1), dy.data + b * n, n, w.data, k, T(1), dx.data + b * k, k);
+    });
+  }
+  if (!dw.empty()) {
+    MOE_CHECK(dw.rows() == n && dw.cols() == k, "linear", "dw {} expected [{},{}]", dw.shape.str(), n, k);
+    ParallelForRange(n, ctx, [&](int64_t b, int64_t e, int) {
+      Gemm<T>(true, false, e - b, k, t, T(1), dy.data + b, n, x.data, k, T(1), dw.data + b * k, k);
+    });
+  }
+}
+
+#define MOE_INSTANTIATE(T)                                                                       \
+  template void MatMulNT<T>(const T*, int64_t, int64_t, const T*, int64_t, int64_t, int64_t, T*, \
+                            int64_t, bool);                                                      \
+  template void LinearForward<T>(CView<T>, CView<T>, View<T>, Context&);                        \
+  template void LinearBackward<T>(CView<T>, CView<T>, CView<T>, View<T>, View<T>, Context&);
+MOE_INSTANTIATE(float)
+MOE_INSTANTIATE(double)
+#undef MOE_INSTANTIATE
+
+}  // namespace moe::kernels

@@ -1,0 +1,52 @@
+// Grouped SwiGLU FFNs: E_g(x) = W2_g (silu(W1_g x) * W3_g x) for several groups of rows at once
+// (the routed experts over their permuted rows, plus the shared expert over all tokens). Work is
+// cut into (group, column-block) tasks and split over the pool by cost, so an expert with no rows
+// costs nothing and small experts still keep every core busy. Gate and up projections come from one
+// fused weight w13 = [W1; W3] ([2F, D]); the SwiGLU runs on each block while it is in cache.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "moe/core/context.h"
+
+namespace moe::mixture {
+
+template <typename T>
+struct FfnGroup {
+  int64_t rows = 0;        // m
+  int64_t d_ff = 0;        // F of this group
+  const T* x = nullptr;    // [m, D]
+  const T* w13 = nullptr;  // [2F, D]
+  const T* w2 = nullptr;   // [D, F]
+  T* h = nullptr;          // [m, 2F] saved pre-activation (gate | up)
+  T* a = nullptr;          // [m, F]  saved activation
+  T* y = nullptr;          // [m, D]  output (written)
+};
+
+template <typename T>
+struct FfnGroupGrad {
+  const T* dy = nullptr;   // [m, D]
+  T* dx = nullptr;         // [m, D]  written
+  T* da = nullptr;         // [m, F]  scratch
+  T* dh = nullptr;         // [m, 2F] scratch
+  T* dw13 = nullptr;       // [2F, D] accumulated
+  T* dw2 = nullptr;        // [D, F]  accumulated
+};
+
+template <typename T>
+void GroupedSwiGluForward(const std::vector<FfnGroup<T>>& groups, int64_t d_model, Context& ctx);
+
+template <typename T>
+void GroupedSwiGluBackward(const std::vector<FfnGroup<T>>& groups,
+                           const std::vector<FfnGroupGrad<T>>& grads, int64_t d_model,
+                           Context& ctx);
+
+// Runs fn(task) for tasks 0..costs.size()-1, giving each worker one contiguous run of tasks with
+// about the same total cost (static and deterministic for a given thread count).
+template <typename Fn>
+void RunBalanced(const std::vector<double>& costs, Context& ctx, Fn&& fn);
+
+}  // namespace moe::mixture
+
+#include "moe/mixture/experts_inl.h"

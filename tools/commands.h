@@ -1,0 +1,10 @@
+// Subcommands of the `moe` CLI: each file registers one on the root app.
+#pragma once
+
+#include <CLI/CLI.hpp>
+
+namespace moe::cli {
+
+void AddBenchCommand(CLI::App& root);
+
+}  // namespace moe::cli
