@@ -20,6 +20,8 @@ struct RowOps {
   // of x: the decode / small-batch path (m <= kSmallM), bound by reading w.
   void (*matmul_nt_small)(const float* x, int64_t ldx, int64_t m, const float* w, int64_t ldw,
                           int64_t n, int64_t k, float* y, int64_t ldy, bool accumulate);
+  // sum of x[0..n): a pure streaming read (the bandwidth probe of the roofline).
+  float (*sum)(const float* x, int64_t n);
 };
 
 inline constexpr int64_t kSmallM = 8;

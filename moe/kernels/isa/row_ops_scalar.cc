@@ -33,10 +33,19 @@ void MatMulNtSmall(const float* x, int64_t ldx, int64_t m, const float* w, int64
   }
 }
 
+float Sum(const float* x, int64_t n) {
+  float a[8] = {};
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    for (int j = 0; j < 8; ++j) a[j] += x[i + j];
+  for (; i < n; ++i) a[0] += x[i];
+  return ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]));
+}
+
 }  // namespace
 
 const RowOps& ScalarRowOps() {
-  static const RowOps ops{Isa::kScalar, SwiGlu, SwiGluBackward, MatMulNtSmall};
+  static const RowOps ops{Isa::kScalar, SwiGlu, SwiGluBackward, MatMulNtSmall, Sum};
   return ops;
 }
 
