@@ -1,10 +1,10 @@
 #include "moe/testing/gradcheck.h"
 
+#include <fmt/format.h>
+
 #include <algorithm>
 #include <cmath>
 #include <unordered_set>
-
-#include <fmt/format.h>
 
 #include "moe/core/rng.h"
 
@@ -50,21 +50,24 @@ std::vector<int64_t> ChooseIndices(int64_t n, int64_t max_n, Rng& rng) {
       const double numeric = (f_plus - f_minus) / (2.0 * opts.step);
       const double analytic = p.grad[i];
       const double err = std::fabs(analytic - numeric);
-      const double bound = opts.atol + opts.rtol * std::max(std::fabs(analytic), std::fabs(numeric));
+      const double bound =
+          opts.atol + opts.rtol * std::max(std::fabs(analytic), std::fabs(numeric));
       ++checked;
       // Written so that a NaN on either side counts as a failure.
       if (!(err <= bound)) {
         if (failed < opts.max_reported)
-          report += fmt::format("\n  {}[{}]: analytic {:.10g}, numeric {:.10g}, |diff| {:.3g} > {:.3g}",
-                                p.name, i, analytic, numeric, err, bound);
+          report +=
+              fmt::format("\n  {}[{}]: analytic {:.10g}, numeric {:.10g}, |diff| {:.3g} > {:.3g}",
+                          p.name, i, analytic, numeric, err, bound);
         ++failed;
       }
     }
   }
   if (failed == 0) return ::testing::AssertionSuccess();
   return ::testing::AssertionFailure()
-         << fmt::format("gradcheck: {} of {} checked elements differ (h={:g}, atol={:g}, rtol={:g}):",
-                        failed, checked, opts.step, opts.atol, opts.rtol)
+         << fmt::format(
+                "gradcheck: {} of {} checked elements differ (h={:g}, atol={:g}, rtol={:g}):",
+                failed, checked, opts.step, opts.atol, opts.rtol)
          << report;
 }
 

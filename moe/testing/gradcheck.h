@@ -1,32 +1,32 @@
 // Central-difference gradient checks in double.
 //
-// The caller evaluates the analytic gradients of a scalar objective at the current parameter values,
-// then hands GradCheck the objective and a list of {name, value, grad, n}. Each checked element is
-// set to v + h and v - h in turn (and restored exactly), and
+// The caller evaluates the analytic gradients of a scalar objective at the current parameter
+// values, then hands GradCheck the objective and a list of {name, value, grad, n}. Each checked
+// element is set to v + h and v - h in turn (and restored exactly), and
 //   numeric = (f(v + h) - f(v - h)) / (2h)
 // must satisfy |analytic - numeric| <= atol + rtol * max(|analytic|, |numeric|).
 // Large buffers are sampled (a seeded random subset, always with the first and last element), so
 // the same check scales from one kernel to a whole MoE layer.
 #pragma once
 
+#include <gtest/gtest.h>
+
 #include <cstdint>
 #include <functional>
 #include <string>
 #include <vector>
 
-#include <gtest/gtest.h>
-
 namespace moe::testing {
 
 struct GradParam {
-  std::string name;        // reported on failure, e.g. "w_up"
-  double* value = nullptr;  // [n] perturbed in place, restored afterwards
+  std::string name;              // reported on failure, e.g. "w_up"
+  double* value = nullptr;       // [n] perturbed in place, restored afterwards
   const double* grad = nullptr;  // [n] analytic d objective / d value at the unperturbed point
   int64_t n = 0;
 };
 
 struct GradCheckOptions {
-  double step = 1e-6;          // h
+  double step = 1e-6;  // h
   double atol = 1e-6;
   double rtol = 1e-5;
   int64_t max_per_param = 256;  // elements checked per buffer; all of them when n <= this

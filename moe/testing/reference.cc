@@ -11,8 +11,7 @@ size_t Idx(int64_t i) { return static_cast<size_t>(i); }
 
 }  // namespace
 
-std::vector<double> RefMatMulNT(const double* x, const double* w, int64_t m, int64_t n,
-                                int64_t k) {
+std::vector<double> RefMatMulNT(const double* x, const double* w, int64_t m, int64_t n, int64_t k) {
   std::vector<double> y(Idx(m * n), 0.0);
   for (int64_t i = 0; i < m; ++i)
     for (int64_t j = 0; j < n; ++j) {
@@ -180,7 +179,8 @@ RefRmsNormGrads RefRmsNormBackward(const double* dy, const double* x, const doub
     for (int64_t j = 0; j < d; ++j) {
       double s = 0;
       for (int64_t i = 0; i < d; ++i) {
-        const double jac = w[i] * (rstd * (i == j ? 1.0 : 0.0) - rstd * rstd * rstd * xr[i] * xr[j] / dd);
+        const double jac =
+            w[i] * (rstd * (i == j ? 1.0 : 0.0) - rstd * rstd * rstd * xr[i] * xr[j] / dd);
         s += dyr[i] * jac;
       }
       g.dx[Idx(r * d + j)] = s;
@@ -197,7 +197,8 @@ std::vector<int32_t> RefTopK(const double* x, int64_t t, int64_t n, int64_t k) {
     const double* xr = x + r * n;
     std::iota(order.begin(), order.end(), 0);
     // A stable sort by descending value keeps equal values in index order.
-    std::stable_sort(order.begin(), order.end(), [xr](int32_t a, int32_t b) { return xr[a] > xr[b]; });
+    std::stable_sort(order.begin(), order.end(),
+                     [xr](int32_t a, int32_t b) { return xr[a] > xr[b]; });
     std::copy(order.begin(), order.begin() + k, out.begin() + r * k);
   }
   return out;
