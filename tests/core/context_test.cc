@@ -1,4 +1,6 @@
 // ThreadPool, ParallelFor, ParallelForRange and StaticChunk: coverage, partitioning, errors.
+#include "moe/core/context.h"
+
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -9,7 +11,6 @@
 #include <string>
 #include <vector>
 
-#include "moe/core/context.h"
 #include "moe/core/error.h"
 
 namespace moe {
@@ -63,13 +64,15 @@ struct Chunk {
 std::vector<Chunk> Chunks(int64_t n, Context& ctx, int64_t min_per_worker) {
   std::mutex mu;
   std::vector<Chunk> chunks;
-  ParallelForRange(n, ctx, [&](int64_t b, int64_t e, int w) {
-    std::lock_guard<std::mutex> lock(mu);
-    chunks.push_back({b, e, w});
-  }, min_per_worker);
-  std::sort(chunks.begin(), chunks.end(), [](const Chunk& a, const Chunk& b) {
-    return a.begin < b.begin;
-  });
+  ParallelForRange(
+      n, ctx,
+      [&](int64_t b, int64_t e, int w) {
+        std::lock_guard<std::mutex> lock(mu);
+        chunks.push_back({b, e, w});
+      },
+      min_per_worker);
+  std::sort(chunks.begin(), chunks.end(),
+            [](const Chunk& a, const Chunk& b) { return a.begin < b.begin; });
   return chunks;
 }
 
@@ -180,9 +183,10 @@ TEST(ThreadPool, ExceptionsFromManyWorkersRethrowOne) {
 TEST(ParallelFor, ExceptionReachesTheCaller) {
   for (int threads = 1; threads <= 3; ++threads) {
     Context ctx({.threads = threads});
-    EXPECT_THROW(ParallelFor(100, ctx, [](int64_t i, int) {
-                   if (i == 77) Fail("test", "index {}", i);
-                 }),
+    EXPECT_THROW(ParallelFor(100, ctx,
+                             [](int64_t i, int) {
+                               if (i == 77) Fail("test", "index {}", i);
+                             }),
                  Error);
     std::atomic<int64_t> sum{0};
     ParallelFor(100, ctx, [&](int64_t i, int) { sum.fetch_add(i); });
@@ -195,9 +199,7 @@ TEST(ThreadPool, NestedRunOnTheSamePoolIsAnError) {
   for (int threads = 2; threads <= 4; ++threads) {
     Context ctx({.threads = threads});
     try {
-      ParallelFor(64, ctx, [&](int64_t, int) {
-        ParallelFor(64, ctx, [](int64_t, int) {});
-      });
+      ParallelFor(64, ctx, [&](int64_t, int) { ParallelFor(64, ctx, [](int64_t, int) {}); });
       ADD_FAILURE() << "nested ParallelFor did not throw, threads=" << threads;
     } catch (const Error& e) {
       EXPECT_NE(std::string(e.what()).find("[context] nested"), std::string::npos) << e.what();

@@ -1,5 +1,7 @@
 // bf16 and f16 conversions: exact decoding, round-to-nearest-even at every halfway point, NaN, inf,
 // subnormals and overflow.
+#include "moe/core/dtype.h"
+
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -8,7 +10,6 @@
 #include <limits>
 
 #include "moe/core/cpu.h"
-#include "moe/core/dtype.h"
 
 #if defined(__x86_64__)
 #include <immintrin.h>
@@ -40,7 +41,8 @@ TEST(DType, NamesAndSizes) {
   EXPECT_EQ(DTypeSize(DType::kF16), 2u);
 }
 
-// ---- bf16 ----------------------------------------------------------------------------------------
+// ---- bf16
+// ----------------------------------------------------------------------------------------
 
 TEST(Bf16, ExactValuesAndSpecials) {
   EXPECT_EQ(ToBf16(1.0f).bits, 0x3f80);
@@ -99,7 +101,8 @@ TEST(Bf16, RoundTripsEveryNonNanPattern) {
 TEST(Bf16, NanStaysNan) {
   // Quiet and signalling NaNs, including payloads that live only in the low 16 bits (truncating
   // those would give infinity).
-  for (uint32_t u : {0x7fc00000u, 0xffc00000u, 0x7f800001u, 0xff800001u, 0x7f80ffffu, 0x7fffffffu}) {
+  for (uint32_t u :
+       {0x7fc00000u, 0xffc00000u, 0x7f800001u, 0xff800001u, 0x7f80ffffu, 0x7fffffffu}) {
     const bf16 h = ToBf16(FromBits(u));
     EXPECT_TRUE(std::isnan(FromBf16(h))) << std::hex << u;
     EXPECT_EQ(h.bits & 0x8000u, (u >> 16) & 0x8000u) << "sign kept, " << std::hex << u;
@@ -116,7 +119,8 @@ TEST(Bf16, SubnormalsAreKept) {
   EXPECT_EQ(ToBf16(tiny * 0.75f).bits, 0x0001);
 }
 
-// ---- f16 -----------------------------------------------------------------------------------------
+// ---- f16
+// -----------------------------------------------------------------------------------------
 
 // Independent decoding from the IEEE binary16 definition, in double.
 double DecodeHalf(uint16_t h) {
@@ -163,9 +167,9 @@ TEST(F16, KnownValues) {
   EXPECT_EQ(ToF16(1.0f), 0x3c00);
   EXPECT_EQ(ToF16(-2.0f), 0xc000);
   EXPECT_EQ(ToF16(0.5f), 0x3800);
-  EXPECT_EQ(ToF16(65504.0f), 0x7bff);      // largest finite half
-  EXPECT_EQ(ToF16(0x1.0p-14f), 0x0400);    // smallest normal
-  EXPECT_EQ(ToF16(0x1.0p-24f), 0x0001);    // smallest subnormal
+  EXPECT_EQ(ToF16(65504.0f), 0x7bff);           // largest finite half
+  EXPECT_EQ(ToF16(0x1.0p-14f), 0x0400);         // smallest normal
+  EXPECT_EQ(ToF16(0x1.0p-24f), 0x0001);         // smallest subnormal
   EXPECT_EQ(ToF16(1023 * 0x1.0p-24f), 0x03ff);  // largest subnormal
   EXPECT_EQ(ToF16(-0x1.0p-24f), 0x8001);
   EXPECT_EQ(ToF16(-0.0f), 0x8000);
@@ -175,9 +179,9 @@ TEST(F16, RoundsToNearestEvenIncludingSubnormals) {
   EXPECT_EQ(ToF16(1.0f + 0x1.0p-11f), 0x3c00);      // halfway, down to even
   EXPECT_EQ(ToF16(1.0f + 3 * 0x1.0p-11f), 0x3c02);  // halfway, up to even
   EXPECT_EQ(ToF16(1.0f + 0x1.0p-11f + 0x1.0p-20f), 0x3c01);
-  EXPECT_EQ(ToF16(0x1.0p-25f), 0x0000);          // half the smallest subnormal: to even (zero)
-  EXPECT_EQ(ToF16(0x1.8p-25f), 0x0001);          // above half
-  EXPECT_EQ(ToF16(1.5f * 0x1.0p-24f), 0x0002);   // between 1 and 2 units: to even
+  EXPECT_EQ(ToF16(0x1.0p-25f), 0x0000);         // half the smallest subnormal: to even (zero)
+  EXPECT_EQ(ToF16(0x1.8p-25f), 0x0001);         // above half
+  EXPECT_EQ(ToF16(1.5f * 0x1.0p-24f), 0x0002);  // between 1 and 2 units: to even
   EXPECT_EQ(ToF16(2.5f * 0x1.0p-24f), 0x0002);
   EXPECT_EQ(ToF16(1023.5f * 0x1.0p-24f), 0x0400);  // largest subnormal rounds up into the normals
   EXPECT_EQ(ToF16(0x1.0p-30f), 0x0000);

@@ -1,10 +1,10 @@
 // Rng: reproducibility (pinned outputs), ranges and rough distribution moments.
+#include "moe/core/rng.h"
+
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <cstdint>
-
-#include "moe/core/rng.h"
 
 namespace moe {
 namespace {
@@ -56,7 +56,7 @@ TEST(Rng, UniformIsInUnitIntervalWithMeanAndVarianceOfU01) {
     hi = std::max(hi, u);
   }
   const double mean = sum / n, var = sum2 / n - mean * mean;
-  EXPECT_NEAR(mean, 0.5, 0.005);          // sd of the mean ~ 0.00065
+  EXPECT_NEAR(mean, 0.5, 0.005);  // sd of the mean ~ 0.00065
   EXPECT_NEAR(var, 1.0 / 12.0, 0.002);
   EXPECT_LT(lo, 1e-4);
   EXPECT_GT(hi, 1.0 - 1e-4);
@@ -92,8 +92,8 @@ TEST(Rng, NormalHasMeanZeroVarianceOne) {
     beyond3 += std::fabs(z) > 3.0;
   }
   const double mean = sum / n, var = sum2 / n - mean * mean;
-  EXPECT_NEAR(mean, 0.0, 0.01);   // sd of the mean ~ 0.0022
-  EXPECT_NEAR(var, 1.0, 0.02);    // sd ~ 0.0032
+  EXPECT_NEAR(mean, 0.0, 0.01);     // sd of the mean ~ 0.0022
+  EXPECT_NEAR(var, 1.0, 0.02);      // sd ~ 0.0032
   EXPECT_NEAR(sum4 / n, 3.0, 0.1);  // kurtosis of a normal
   EXPECT_NEAR(beyond3 / static_cast<double>(n), 0.0027, 0.0008);
 }

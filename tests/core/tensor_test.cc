@@ -1,4 +1,6 @@
 // Shape, Tensor, View and moe::Error.
+#include "moe/core/tensor.h"
+
 #include <gtest/gtest.h>
 
 #include <cstdint>
@@ -6,7 +8,6 @@
 #include <utility>
 
 #include "moe/core/error.h"
-#include "moe/core/tensor.h"
 
 namespace moe {
 namespace {
@@ -115,6 +116,16 @@ TEST(View, RowsReshapeAndConstConversion) {
   const CView<float> c = v;  // View<T> -> View<const T>
   EXPECT_EQ(c.data, v.data);
   EXPECT_EQ(Const<float>(t).at(3, 2), 11.0f);
+}
+
+TEST(View, DefaultAndZeroElementViewsAreEmpty) {
+  // Ops take a default View as "none" (e.g. LinearBackward skips an empty dx or dw).
+  EXPECT_TRUE(View<float>().empty());
+  EXPECT_TRUE(CView<float>().empty());
+  float one = 1.0f;
+  EXPECT_FALSE(View<float>(&one, Shape{}).empty());  // a real scalar
+  EXPECT_TRUE(View<float>(&one, {0, 3}).empty());
+  EXPECT_FALSE(View<float>(&one, {1, 1}).empty());
 }
 
 TEST(View, ReshapeToADifferentSizeIsAnErrorNamingBothShapes) {
