@@ -46,7 +46,8 @@ struct View {
   int64_t numel() const { return shape.numel(); }
   int64_t rows() const { return shape.rank == 0 ? 1 : shape[0]; }
   int64_t cols() const { return shape.rank == 0 ? 1 : numel() / shape[0]; }
-  bool empty() const { return numel() == 0; }
+  // True for a zero-element view and for a default (null) view, which ops take as "none".
+  bool empty() const { return data == nullptr || numel() == 0; }
   // Row i of the view seen as [dim0, rest].
   T* row(int64_t i) const { return data + i * cols(); }
   T& operator[](int64_t i) const { return data[i]; }

@@ -27,9 +27,10 @@ template <typename T>
 void RmsNormBackward(CView<T> dy, CView<T> x, CView<T> w, CView<T> rstd, View<T> dx, View<T> dw,
                      Context& ctx) {
   const int64_t t = x.rows(), d = x.cols();
-  MOE_CHECK(dy.shape == x.shape && dx.shape == x.shape && dw.numel() == d && rstd.numel() == t,
-            "rmsnorm", "dy {}, x {}, dx {}, dw {} do not fit", dy.shape.str(), x.shape.str(),
-            dx.shape.str(), dw.shape.str());
+  MOE_CHECK(dy.shape == x.shape && dx.shape == x.shape && w.numel() == d && dw.numel() == d &&
+                rstd.numel() == t,
+            "rmsnorm", "dy {}, x {}, w {}, rstd {}, dx {}, dw {} do not fit", dy.shape.str(),
+            x.shape.str(), w.shape.str(), rstd.shape.str(), dx.shape.str(), dw.shape.str());
   const int workers = ctx.threads();
   std::vector<T> partial(static_cast<size_t>(workers * d), T(0));
   ParallelForRange(t, ctx, [&](int64_t b, int64_t e, int worker) {

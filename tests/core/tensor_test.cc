@@ -1,6 +1,13 @@
+// Shape, Tensor, View and moe::Error.
+#include "moe/core/tensor.h"
+
 #include <gtest/gtest.h>
 
-#include "moe/core/tensor.h"
+#include <cstdint>
+#include <stdexcept>
+#include <utility>
+
+#include "moe/core/error.h"
 
 namespace moe {
 namespace {
@@ -21,6 +28,160 @@ TEST(Tensor, WrongDtypeViewIsAnError) {
 TEST(Tensor, AbsurdShapeIsAnError) {
   EXPECT_THROW(Tensor(DType::kF32, {int64_t{1} << 30, int64_t{1} << 30}), Error);
   EXPECT_THROW(Tensor(DType::kF32, {-1}), Error);
+}
+
+TEST(Shape, RankNumelStrAndEquality) {
+  const Shape s{2, 3, 4};
+  EXPECT_EQ(s.rank, 3);
+  EXPECT_EQ(s.numel(), 24);
+  EXPECT_EQ(s.str(), "[2,3,4]");
+  EXPECT_EQ(Shape{}.numel(), 1);  // a scalar
+  EXPECT_EQ(Shape{}.str(), "[]");
+  EXPECT_EQ(Shape({5, 0}).numel(), 0);
+  EXPECT_TRUE((Shape{2, 3} == Shape{2, 3}));
+  EXPECT_FALSE((Shape{2, 3} == Shape{3, 2}));
+  EXPECT_FALSE((Shape{6} == Shape{6, 1}));
+  EXPECT_THROW((Shape{1, 2, 3, 4, 5}), Error);
+  EXPECT_THROW((Shape{2, -1}), Error);
+}
+
+TEST(Tensor, ResizeReusesALargeEnoughAllocation) {
+  Tensor t(DType::kF32, {4, 8});
+  void* const first = t.raw();
+  auto v = t.view<float>();
+  for (int64_t i = 0; i < v.numel(); ++i) v[i] = 1.0f;
+  // Smaller, then a different dtype with the same byte count: no reallocation.
+  t.Resize(DType::kF32, {2, 8});
+  EXPECT_EQ(t.raw(), first);
+  EXPECT_EQ(t.shape(), (Shape{2, 8}));
+  EXPECT_EQ(t.nbytes(), 64u);
+  t.Resize(DType::kF64, {4, 4});
+  EXPECT_EQ(t.raw(), first);
+  EXPECT_EQ(t.dtype(), DType::kF64);
+  EXPECT_THROW(t.view<float>(), Error);
+  // zero = true clears the reused storage.
+  t.Resize(DType::kF32, {4, 8}, /*zero=*/true);
+  EXPECT_EQ(t.raw(), first);
+  for (int64_t i = 0; i < 32; ++i) ASSERT_EQ(t.view<float>()[i], 0.0f);
+  // Growing reallocates and the new storage is zeroed even without zero = true.
+  t.Resize(DType::kF32, {64, 64});
+  EXPECT_EQ(t.numel(), 4096);
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(t.raw()) % kAlign, 0u);
+  for (int64_t i = 0; i < 4096; ++i) ASSERT_EQ(t.view<float>()[i], 0.0f);
+}
+
+TEST(Tensor, SetZero) {
+  Tensor t(DType::kF32, {3});
+  t.view<float>()[1] = 5.0f;
+  t.SetZero();
+  EXPECT_EQ(t.view<float>()[1], 0.0f);
+  Tensor empty;
+  EXPECT_FALSE(empty.defined());
+  empty.SetZero();  // no storage: nothing to do
+}
+
+TEST(Tensor, CloneIsADeepCopy) {
+  Tensor a(DType::kF64, {2, 3});
+  auto av = a.view<double>();
+  for (int64_t i = 0; i < 6; ++i) av[i] = 0.5 * static_cast<double>(i);
+  Tensor b = a.Clone();
+  EXPECT_NE(b.raw(), a.raw());
+  EXPECT_EQ(b.dtype(), DType::kF64);
+  EXPECT_EQ(b.shape(), a.shape());
+  auto bv = b.view<double>();
+  for (int64_t i = 0; i < 6; ++i) EXPECT_EQ(bv[i], av[i]);
+  bv[2] = -1.0;
+  EXPECT_EQ(av[2], 1.0);  // the original is untouched
+  // Moving keeps the storage.
+  void* const p = b.raw();
+  Tensor c = std::move(b);
+  EXPECT_EQ(c.raw(), p);
+}
+
+TEST(View, RowsReshapeAndConstConversion) {
+  Tensor t(DType::kF32, {4, 3});
+  auto v = t.view<float>();
+  for (int64_t i = 0; i < 12; ++i) v[i] = static_cast<float>(i);
+  EXPECT_EQ(v.rows(), 4);
+  EXPECT_EQ(v.cols(), 3);
+  EXPECT_EQ(v.at(2, 1), 7.0f);
+  EXPECT_EQ(v.row(3)[0], 9.0f);
+  const View<float> mid = v.Rows(1, 3);
+  EXPECT_EQ(mid.shape, (Shape{2, 3}));
+  EXPECT_EQ(mid[0], 3.0f);
+  const View<float> r = v.Reshape({2, 2, 3});
+  EXPECT_EQ(r.rows(), 2);
+  EXPECT_EQ(r.cols(), 6);
+  EXPECT_EQ(r.at(1, 0), 6.0f);
+  const CView<float> c = v;  // View<T> -> View<const T>
+  EXPECT_EQ(c.data, v.data);
+  EXPECT_EQ(Const<float>(t).at(3, 2), 11.0f);
+}
+
+TEST(View, DefaultAndZeroElementViewsAreEmpty) {
+  // Ops take a default View as "none" (e.g. LinearBackward skips an empty dx or dw).
+  EXPECT_TRUE(View<float>().empty());
+  EXPECT_TRUE(CView<float>().empty());
+  float one = 1.0f;
+  EXPECT_FALSE(View<float>(&one, Shape{}).empty());  // a real scalar
+  EXPECT_TRUE(View<float>(&one, {0, 3}).empty());
+  EXPECT_FALSE(View<float>(&one, {1, 1}).empty());
+}
+
+TEST(View, ReshapeToADifferentSizeIsAnErrorNamingBothShapes) {
+  Tensor t(DType::kF32, {4, 3});
+  try {
+    (void)t.view<float>().Reshape({5, 3});
+    ADD_FAILURE() << "no error";
+  } catch (const Error& e) {
+    EXPECT_STREQ(e.what(), "[tensor] cannot reshape [4,3] to [5,3]");
+  }
+}
+
+TEST(Tensor, WrongDtypeMessage) {
+  Tensor t(DType::kBF16, {2, 2});
+  try {
+    (void)t.view<float>();
+    ADD_FAILURE() << "no error";
+  } catch (const Error& e) {
+    EXPECT_STREQ(e.what(), "[tensor] tensor of BF16 [2,2] viewed as F32");
+  }
+}
+
+TEST(AlignedAlloc, AlignsAndRefusesAbsurdSizes) {
+  for (size_t bytes : {size_t{0}, size_t{1}, size_t{63}, size_t{65}, size_t{4096}}) {
+    void* p = AlignedAlloc(bytes);
+    EXPECT_EQ(reinterpret_cast<uintptr_t>(p) % kAlign, 0u);
+    AlignedFree(p);
+  }
+  EXPECT_THROW(AlignedAlloc(kMaxAllocBytes + 1), Error);
+}
+
+TEST(Error, MessageIsTagThenFormattedText) {
+  try {
+    Fail("gguf", "tensor '{}' has shape {}, expected {}", "blk.3.ffn_up_exps", "[8,14336,4096]",
+         "[8,4096,14336]");
+    ADD_FAILURE() << "Fail returned";
+  } catch (const Error& e) {
+    EXPECT_STREQ(e.what(),
+                 "[gguf] tensor 'blk.3.ffn_up_exps' has shape [8,14336,4096], expected "
+                 "[8,4096,14336]");
+  }
+  // moe::Error is a std::runtime_error, so tools can catch either.
+  EXPECT_THROW(Fail("x", "y"), std::runtime_error);
+}
+
+TEST(Error, CheckThrowsOnlyWhenTheConditionFails) {
+  int evaluated = 0;
+  EXPECT_NO_THROW(MOE_CHECK(++evaluated == 1, "test", "never {}", 1));
+  EXPECT_EQ(evaluated, 1);  // the condition is evaluated exactly once
+  try {
+    const int k = 9, n = 4;
+    MOE_CHECK(k <= n, "topk", "k = {} not in 1..{}", k, n);
+    ADD_FAILURE() << "no error";
+  } catch (const Error& e) {
+    EXPECT_STREQ(e.what(), "[topk] k = 9 not in 1..4");
+  }
 }
 
 }  // namespace
