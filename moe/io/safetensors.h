@@ -1,7 +1,7 @@
 // safetensors: an 8-byte little-endian header length N, N bytes of JSON
 //   {"name": {"dtype": "F32", "shape": [2,3], "data_offsets": [begin, end]}, ...,
 //    "__metadata__": {"key": "value", ...}}
-// and then the data buffer (offsets are relative to its start). See docs/FORMATS.md.
+// and then the data buffer (offsets are relative to its start).
 //
 // SafetensorsFile maps a file read-only and validates the whole header before anything is read:
 // sizes, types, dtypes, shape/offset agreement and non-overlap. Every problem is a moe::Error
