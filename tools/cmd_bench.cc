@@ -172,12 +172,17 @@ int RunLayerBench(const BenchOptions& opt) {
       std::string mem = nt <= 64 ? fmt::format("{:.1f} MB, {:.2f}x of {:.3f} ms", r.bytes / 1e6,
                                                r.fwd_s / bound_s, bound_s * 1e3)
                                  : "-";
-      std::printf("  %6lld | %9.3f %10.0f %8.1f %6.0f%% | %8.3f %9.2f | %9.3f %10.0f %8.1f %6.0f%% | %s\n",
-                  static_cast<long long>(nt), r.fwd_s * 1e3, static_cast<double>(nt) / r.fwd_s, gf,
-                  100.0 * gf / roof.sgemm_gflops, r.dense_fwd_s * 1e3,
-                  r.dense_fwd_s > 0 ? r.fwd_s / r.dense_fwd_s : 0.0, r.fwdbwd_s * 1e3,
-                  opt.backward ? static_cast<double>(nt) / r.fwdbwd_s : 0.0, gfb,
-                  100.0 * gfb / roof.sgemm_gflops, mem.c_str());
+      const std::string dense =
+          r.dense_fwd_s > 0 ? fmt::format("{:8.3f} {:9.2f}", r.dense_fwd_s * 1e3, r.fwd_s / r.dense_fwd_s)
+                            : fmt::format("{:>8} {:>9}", "-", "-");
+      const std::string fb =
+          opt.backward ? fmt::format("{:9.3f} {:10.0f} {:8.1f} {:6.0f}%", r.fwdbwd_s * 1e3,
+                                     static_cast<double>(nt) / r.fwdbwd_s, gfb,
+                                     100.0 * gfb / roof.sgemm_gflops)
+                       : fmt::format("{:>9} {:>10} {:>8} {:>7}", "-", "-", "-", "-");
+      std::printf("  %6lld | %9.3f %10.0f %8.1f %6.0f%% | %s | %s | %s\n", static_cast<long long>(nt),
+                  r.fwd_s * 1e3, static_cast<double>(nt) / r.fwd_s, gf, 100.0 * gf / roof.sgemm_gflops,
+                  dense.c_str(), fb.c_str(), mem.c_str());
       std::fflush(stdout);
       out["results"].push_back({{"preset", preset.name}, {"tokens", nt}, {"fwd_ms", r.fwd_s * 1e3},
                                 {"fwd_gflops", gf}, {"fwdbwd_ms", r.fwdbwd_s * 1e3},

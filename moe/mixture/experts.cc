@@ -10,6 +10,9 @@ namespace moe::mixture {
 
 namespace {
 
+// Rows per chunk inside a task (see the loops below).
+constexpr int64_t kRowChunk = 256;
+
 struct Task {
   int32_t group;
   int64_t begin, end;  // column block [begin, end) of F (phase 1) or D (phase 2)
@@ -57,12 +60,18 @@ void GroupedSwiGluForward(const std::vector<FfnGroup<T>>& groups, int64_t d, Con
     const Task& tk = tasks[static_cast<size_t>(i)];
     const FfnGroup<T>& g = groups[static_cast<size_t>(tk.group)];
     const int64_t f = g.d_ff, nb = tk.end - tk.begin;
-    kernels::MatMulNT<T>(g.x, d, g.rows, g.w13 + tk.begin * d, d, nb, d, g.h + tk.begin, 2 * f, false);
-    kernels::MatMulNT<T>(g.x, d, g.rows, g.w13 + (f + tk.begin) * d, d, nb, d, g.h + f + tk.begin,
-                         2 * f, false);
-    for (int64_t r = 0; r < g.rows; ++r) {
-      const T* hr = g.h + r * 2 * f;
-      kernels::SwiGluRow<T>(hr + tk.begin, hr + f + tk.begin, g.a + r * f + tk.begin, nb);
+    // Row chunks keep the chunk's h block in L2 while the SwiGLU reads it back.
+    for (int64_t r0 = 0; r0 < g.rows; r0 += kRowChunk) {
+      const int64_t rc = std::min(kRowChunk, g.rows - r0);
+      const T* x = g.x + r0 * d;
+      T* h = g.h + r0 * 2 * f;
+      kernels::MatMulNT<T>(x, d, rc, g.w13 + tk.begin * d, d, nb, d, h + tk.begin, 2 * f, false);
+      kernels::MatMulNT<T>(x, d, rc, g.w13 + (f + tk.begin) * d, d, nb, d, h + f + tk.begin, 2 * f,
+                           false);
+      for (int64_t r = 0; r < rc; ++r) {
+        const T* hr = h + r * 2 * f;
+        kernels::SwiGluRow<T>(hr + tk.begin, hr + f + tk.begin, g.a + (r0 + r) * f + tk.begin, nb);
+      }
     }
   });
   // Phase 2: y[:, blk] = a * W2[blk]^T.
@@ -93,17 +102,25 @@ void GroupedSwiGluBackward(const std::vector<FfnGroup<T>>& groups,
     const Task& tk = tasks[static_cast<size_t>(i)];
     const FfnGroup<T>& g = groups[static_cast<size_t>(tk.group)];
     const FfnGroupGrad<T>& gg = grads[static_cast<size_t>(tk.group)];
-    const int64_t f = g.d_ff, m = g.rows, b = tk.begin, nb = tk.end - tk.begin;
-    kernels::Gemm<T>(false, false, m, nb, d, T(1), gg.dy, d, g.w2 + b, f, T(0), gg.da + b, f);
-    kernels::Gemm<T>(true, false, d, nb, m, T(1), gg.dy, d, g.a + b, f, T(1), gg.dw2 + b, f);
-    for (int64_t r = 0; r < m; ++r) {
-      const T* hr = g.h + r * 2 * f;
-      T* dhr = gg.dh + r * 2 * f;
-      kernels::SwiGluBackwardRow<T>(hr + b, hr + f + b, gg.da + r * f + b, dhr + b, dhr + f + b, nb);
+    const int64_t f = g.d_ff, b = tk.begin, nb = tk.end - tk.begin;
+    // Row chunks keep da/dh of the chunk in L2 between the products that write and read them.
+    for (int64_t r0 = 0; r0 < g.rows; r0 += kRowChunk) {
+      const int64_t m = std::min(kRowChunk, g.rows - r0);
+      const T* dy = gg.dy + r0 * d;
+      const T* x = g.x + r0 * d;
+      T* da = gg.da + r0 * f;
+      T* dh = gg.dh + r0 * 2 * f;
+      kernels::Gemm<T>(false, false, m, nb, d, T(1), dy, d, g.w2 + b, f, T(0), da + b, f);
+      kernels::Gemm<T>(true, false, d, nb, m, T(1), dy, d, g.a + r0 * f + b, f, T(1), gg.dw2 + b, f);
+      for (int64_t r = 0; r < m; ++r) {
+        const T* hr = g.h + (r0 + r) * 2 * f;
+        T* dhr = dh + r * 2 * f;
+        kernels::SwiGluBackwardRow<T>(hr + b, hr + f + b, da + r * f + b, dhr + b, dhr + f + b, nb);
+      }
+      kernels::Gemm<T>(true, false, nb, d, m, T(1), dh + b, 2 * f, x, d, T(1), gg.dw13 + b * d, d);
+      kernels::Gemm<T>(true, false, nb, d, m, T(1), dh + f + b, 2 * f, x, d, T(1),
+                       gg.dw13 + (f + b) * d, d);
     }
-    kernels::Gemm<T>(true, false, nb, d, m, T(1), gg.dh + b, 2 * f, g.x, d, T(1), gg.dw13 + b * d, d);
-    kernels::Gemm<T>(true, false, nb, d, m, T(1), gg.dh + f + b, 2 * f, g.x, d, T(1),
-                     gg.dw13 + (f + b) * d, d);
   });
   // Phase 2, per (group, D-block): dx[:, blk] = dh * W13[:, blk].
   MakeTasks(ng, [&](int64_t g) { return groups[g].rows; }, [&](int64_t) { return d; }, ctx.threads(),
