@@ -16,6 +16,7 @@
 #include <nlohmann/json.hpp>
 
 #include "moe/core/error.h"
+#include "moe/io/file.h"
 
 namespace moe::io {
 
@@ -451,35 +452,7 @@ std::vector<uint8_t> SafetensorsWriter::Serialize() const {
 
 void SafetensorsWriter::Write(const std::string& path) const {
   const std::vector<uint8_t> bytes = Serialize();
-  const std::string tmp = path + ".tmp";
-  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) Fail(kTag, "{}: cannot create: {}", tmp, std::strerror(errno));
-  auto fail = [&](const char* what) {
-    const int err = errno;
-    ::close(fd);
-    ::unlink(tmp.c_str());
-    Fail(kTag, "{}: {} failed: {}", tmp, what, std::strerror(err));
-  };
-  size_t done = 0;
-  while (done < bytes.size()) {
-    const ssize_t w = ::write(fd, bytes.data() + done, bytes.size() - done);
-    if (w < 0) {
-      if (errno == EINTR) continue;
-      fail("write");
-    }
-    done += static_cast<size_t>(w);
-  }
-  if (::fsync(fd) != 0) fail("fsync");
-  if (::close(fd) != 0) {
-    const int err = errno;
-    ::unlink(tmp.c_str());
-    Fail(kTag, "{}: close failed: {}", tmp, std::strerror(err));
-  }
-  if (::rename(tmp.c_str(), path.c_str()) != 0) {
-    const int err = errno;
-    ::unlink(tmp.c_str());
-    Fail(kTag, "cannot rename {} to {}: {}", tmp, path, std::strerror(err));
-  }
+  WriteFileAtomic(path, std::string_view(reinterpret_cast<const char*>(bytes.data()), bytes.size()));
 }
 
 }  // namespace moe::io

@@ -1,0 +1,29 @@
+// Small file helpers with clear errors: atomic writes (temp file + fsync + rename, so a reader or a
+// crash never sees a partial file), bounded whole-file reads, and directory operations used by
+// checkpoints.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+namespace moe::io {
+
+// Writes `path.tmp`, fsyncs it, renames it over `path` and fsyncs the directory.
+void WriteFileAtomic(const std::string& path, std::string_view bytes);
+// The whole file; Error naming the file when it is missing, unreadable or larger than max_bytes.
+std::string ReadFile(const std::string& path, uint64_t max_bytes = uint64_t{1} << 30);
+bool PathExists(const std::string& path);
+bool IsDirectory(const std::string& path);
+// mkdir -p; Error when a component exists and is not a directory.
+void MakeDirs(const std::string& path);
+// rm -rf (no error when absent).
+void RemoveAll(const std::string& path);
+// rename(2) with an Error naming both paths, then fsync of the destination's directory.
+void RenameDurable(const std::string& from, const std::string& to);
+
+// Puts the finished folder `tmp` in place of `dir`: an atomic exchange (renameat2 RENAME_EXCHANGE)
+// when `dir` exists, then removes the old contents. Readers see either the old or the new folder.
+void ReplaceDirAtomic(const std::string& tmp, const std::string& dir);
+
+}  // namespace moe::io

@@ -1,0 +1,61 @@
+#include "moe/model/weights.h"
+
+#include <cmath>
+
+namespace moe::model {
+
+void ModelWeights::Allocate(const ModelConfig& cfg, DType dtype) {
+  cfg.Validate();
+  const int64_t d = cfg.d_model;
+  embed = Tensor(dtype, {cfg.vocab_size, d});
+  layers.clear();
+  layers.resize(static_cast<size_t>(cfg.n_layers));
+  for (int64_t l = 0; l < cfg.n_layers; ++l) {
+    LayerWeights& L = layers[static_cast<size_t>(l)];
+    L.attn_norm = Tensor(dtype, {d});
+    L.wq = Tensor(dtype, {cfg.q_dim(), d});
+    L.wk = Tensor(dtype, {cfg.kv_dim(), d});
+    L.wv = Tensor(dtype, {cfg.kv_dim(), d});
+    L.wo = Tensor(dtype, {d, cfg.q_dim()});
+    L.ffn_norm = Tensor(dtype, {d});
+    L.is_moe = cfg.IsMoeLayer(l);
+    if (L.is_moe) {
+      L.moe.Allocate(cfg.moe, dtype);
+    } else {
+      L.w13 = Tensor(dtype, {2 * cfg.dense_d_ff, d});
+      L.w2 = Tensor(dtype, {d, cfg.dense_d_ff});
+    }
+  }
+  final_norm = Tensor(dtype, {d});
+  lm_head = cfg.tie_embeddings ? Tensor() : Tensor(dtype, {cfg.vocab_size, d});
+}
+
+namespace {
+template <typename T>
+void Fill(Tensor& t, Rng& rng, double std, double constant) {
+  auto v = t.view<T>();
+  for (int64_t i = 0; i < v.numel(); ++i)
+    v[i] = static_cast<T>(std > 0 ? rng.Normal() * std : constant);
+}
+}  // namespace
+
+void ModelWeights::InitRandom(const ModelConfig& cfg, DType dtype, Rng& rng) {
+  Allocate(cfg, dtype);
+  const double std = 0.02, out_std = 0.02 / std::sqrt(2.0 * static_cast<double>(cfg.n_layers));
+  ForEachTensor([&](const std::string& name, Tensor& t) {
+    double s = std, c = 0.0;
+    if (name.ends_with("norm")) s = 0.0, c = 1.0;
+    else if (name.ends_with(".bias")) s = 0.0, c = 0.0;
+    else if (name.ends_with(".wo") || name.ends_with("w2")) s = out_std;
+    if (dtype == DType::kF64) Fill<double>(t, rng, s, c);
+    else Fill<float>(t, rng, s, c);
+  });
+}
+
+int64_t ModelWeights::NumParams() {
+  int64_t n = 0;
+  ForEachParameter([&](const std::string&, Tensor& t) { n += t.numel(); });
+  return n;
+}
+
+}  // namespace moe::model

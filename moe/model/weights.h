@@ -1,0 +1,82 @@
+// Weights of the MoE transformer as plain structs of named tensors. One ForEachTensor lists the
+// names once; initialisation, zeroing gradients, the optimiser, checkpoints and gradient checks all
+// go through it. Canonical names are ours ("layers.3.moe.w13"); moe/model/checkpoint.h maps them to
+// the Hugging Face Mixtral names.
+#pragma once
+
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "moe/core/rng.h"
+#include "moe/core/tensor.h"
+#include "moe/mixture/moe_layer.h"
+#include "moe/model/config.h"
+
+namespace moe::model {
+
+struct LayerWeights {
+  Tensor attn_norm;  // [D]
+  Tensor wq;         // [H*Dh, D]
+  Tensor wk;         // [Hkv*Dh, D]
+  Tensor wv;         // [Hkv*Dh, D]
+  Tensor wo;         // [D, H*Dh]
+  Tensor ffn_norm;   // [D]
+  Tensor w13;        // [2Fd, D]  dense FFN gate|up (dense layers only)
+  Tensor w2;         // [D, Fd]   dense FFN down
+  mixture::MoeWeights moe;  // MoE layers only
+  bool is_moe = false;
+};
+
+struct ModelWeights {
+  Tensor embed;       // [V, D]
+  std::vector<LayerWeights> layers;
+  Tensor final_norm;  // [D]
+  Tensor lm_head;     // [V, D] (undefined when tied to embed)
+
+  // Zeroed tensors of the right shapes.
+  void Allocate(const ModelConfig& cfg, DType dtype);
+  // GPT-2-style init: N(0, 0.02) for matrices, output projections (wo, w2) scaled by
+  // 1/sqrt(2L), norms = 1, router N(0, 0.02), selection bias 0.
+  void InitRandom(const ModelConfig& cfg, DType dtype, Rng& rng);
+
+  // fn(name, tensor) for every defined tensor (selection biases included).
+  template <typename Fn>
+  void ForEachTensor(Fn&& fn) {
+    Visit(fn, true);
+  }
+  // Trainable tensors (no selection bias).
+  template <typename Fn>
+  void ForEachParameter(Fn&& fn) {
+    Visit(fn, false);
+  }
+  int64_t NumParams();
+
+ private:
+  template <typename Fn>
+  void Visit(Fn& fn, bool with_bias) {
+    fn(std::string("embed"), embed);
+    for (size_t l = 0; l < layers.size(); ++l) {
+      LayerWeights& L = layers[l];
+      const std::string p = "layers." + std::to_string(l) + ".";
+      fn(p + "attn_norm", L.attn_norm);
+      fn(p + "wq", L.wq);
+      fn(p + "wk", L.wk);
+      fn(p + "wv", L.wv);
+      fn(p + "wo", L.wo);
+      fn(p + "ffn_norm", L.ffn_norm);
+      if (L.is_moe) {
+        auto sub = [&](std::string_view n, Tensor& t) { fn(p + "moe." + std::string(n), t); };
+        if (with_bias) L.moe.ForEachTensor(sub);
+        else L.moe.ForEachParameter(sub);
+      } else {
+        fn(p + "w13", L.w13);
+        fn(p + "w2", L.w2);
+      }
+    }
+    fn(std::string("final_norm"), final_norm);
+    if (lm_head.defined()) fn(std::string("lm_head"), lm_head);
+  }
+};
+
+}  // namespace moe::model
