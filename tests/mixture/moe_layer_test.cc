@@ -13,6 +13,7 @@
 #include <cmath>
 #include <cstring>
 #include <functional>
+#include <ostream>
 #include <numeric>
 #include <string>
 #include <vector>
@@ -102,7 +103,7 @@ MoeWeights ToF32(const MoeConfig& cfg, MoeWeights& w) {
 
 // One forward (and optionally backward) of the layer, keeping everything for inspection.
 template <typename T>
-struct Run {
+struct LayerRun {
   Tensor y;  // [T, D]
   MoeState<T> st;
   MoeWeights grad;
@@ -110,7 +111,7 @@ struct Run {
 };
 
 template <typename T>
-void Forward(const MoeConfig& cfg, const MoeWeights& w, const Tensor& x, Run<T>& r, Context& ctx,
+void Forward(const MoeConfig& cfg, const MoeWeights& w, const Tensor& x, LayerRun<T>& r, Context& ctx,
              const MoeForwardOptions& opts = {}) {
   r.y = Tensor(DTypeOf<T>(), x.shape());
   MoeForward<T>(cfg, w, Const<T>(x), Mut<T>(r.y), r.st, ctx, opts);
@@ -119,16 +120,16 @@ void Forward(const MoeConfig& cfg, const MoeWeights& w, const Tensor& x, Run<T>&
 // Gradients of sum(y * dy) + aux_total (loss_scale 1) after Forward.
 template <typename T>
 void Backward(const MoeConfig& cfg, const MoeWeights& w, const Tensor& x, const Tensor& dy,
-              Run<T>& r, Context& ctx) {
+              LayerRun<T>& r, Context& ctx) {
   r.grad.Allocate(cfg, DTypeOf<T>());
   r.dx = Tensor(DTypeOf<T>(), x.shape());
   MoeBackward<T>(cfg, w, Const<T>(x), Const<T>(dy), r.st, r.grad, Mut<T>(r.dx), ctx, 1.0);
 }
 
 template <typename T>
-Run<T> ForwardBackward(const MoeConfig& cfg, const MoeWeights& w, const Tensor& x,
+LayerRun<T> ForwardBackward(const MoeConfig& cfg, const MoeWeights& w, const Tensor& x,
                        const Tensor& dy, Context& ctx, const MoeForwardOptions& opts = {}) {
-  Run<T> r;
+  LayerRun<T> r;
   Forward<T>(cfg, w, x, r, ctx, opts);
   Backward<T>(cfg, w, x, dy, r, ctx);
   return r;
@@ -336,6 +337,153 @@ TEST(MoeErrors, InputOfTheWrongWidth) {
               }),
               HasSubstr("weight 'w2' has shape [4,8,5], expected [4,8,6]"));
 }
+
+
+// ---- gradient checks of the whole layer ---------------------------------------------------------
+
+struct GradCase {
+  const char* name;
+  MoeConfig cfg;
+  int64_t tokens;
+  uint64_t seed;  // weights and inputs
+  MoeForwardOptions opts;
+};
+
+std::vector<GradCase> GradCases() {
+  std::vector<GradCase> cases;
+  {  // Mixtral: softmax top-2, renormalised, with the load-balancing loss.
+    MoeConfig c = SmallConfig(8, 2);
+    c.aux_loss_coef = 0.05;
+    cases.push_back({"mixtral_softmax_top2_renorm", c, 10, 11, {}});
+  }
+  {  // Switch: top-1 softmax gate (no renormalisation), capacity C = ceil(0.75*12/4) = 3 < 12/4,
+     // so tokens drop; load-balancing and z losses.
+    MoeConfig c = SmallConfig(4, 1);
+    c.renormalize = false;
+    c.capacity_factor = 0.75;
+    c.aux_loss_coef = 0.1;
+    c.z_loss_coef = 0.01;
+    cases.push_back({"switch_top1_capacity_aux_z", c, 12, 12, {}});
+  }
+  {  // DeepSeek-V3: sigmoid, selection bias, 4 groups of 2 of which 2 are eligible (top-2-sum
+     // group score), renormalised top-3 scaled by 2.5, one shared expert; sigmoid balance loss.
+    MoeConfig c = SmallConfig(8, 3);
+    c.score = ScoreFn::kSigmoid;
+    c.selection_bias = true;
+    c.n_groups = 4;
+    c.topk_groups = 2;
+    c.route_scale = 2.5;
+    c.shared_d_ff = kF;
+    c.aux_loss_coef = 0.05;
+    cases.push_back({"deepseek_v3_sigmoid_bias_groups_shared", c, 10, 13, {}});
+  }
+  {  // DeepSeek-V2 group-limited greedy: softmax, max group score, no renormalisation.
+    MoeConfig c = SmallConfig(8, 2);
+    c.renormalize = false;
+    c.n_groups = 4;
+    c.topk_groups = 2;
+    c.group_score = GroupScore::kMax;
+    c.route_scale = 2.0;
+    cases.push_back({"deepseek_v2_softmax_group_max", c, 10, 14, {}});
+  }
+  {  // Qwen2-MoE: softmax top-4 without renormalisation plus a sigmoid-gated shared expert.
+    MoeConfig c = SmallConfig(8, 4);
+    c.renormalize = false;
+    c.shared_d_ff = kF;
+    c.shared_gate = true;
+    c.z_loss_coef = 0.01;
+    cases.push_back({"qwen2_softmax_top4_gated_shared", c, 8, 15, {}});
+  }
+  {  // Expert choice, cf = 1: each of 4 experts takes C = round(1*10*1/4) = 3 of 10 tokens.
+    MoeConfig c = SmallConfig(4, 1);
+    c.router = RouterKind::kExpertChoice;
+    c.renormalize = false;
+    c.capacity_factor = 1.0;
+    c.z_loss_coef = 0.01;
+    cases.push_back({"expert_choice_cf1", c, 10, 16, {}});
+  }
+  {  // Expert choice, cf = 2: each of 8 experts takes C = round(2*12*1/8) = 3 of 12 tokens.
+    MoeConfig c = SmallConfig(8, 1);
+    c.router = RouterKind::kExpertChoice;
+    c.renormalize = false;
+    c.capacity_factor = 2.0;
+    cases.push_back({"expert_choice_cf2", c, 12, 20, {}});
+  }
+  {  // Multiplicative router jitter in training mode: the noise is a function of the seed only.
+    MoeConfig c = SmallConfig(4, 2);
+    c.jitter = 0.3;
+    c.aux_loss_coef = 0.05;
+    cases.push_back({"jitter_training_top2", c, 8, 18, {.training = true, .seed = 1234}});
+  }
+  return cases;
+}
+
+void PrintTo(const GradCase& c, std::ostream* os) { *os << c.name; }
+
+class MoeGradCheck : public ::testing::TestWithParam<GradCase> {};
+
+// Objective f = sum(y * dy) + aux + z, checked by central differences in x and every parameter.
+//
+// Routing is piecewise constant in the inputs, so f is smooth only between routing changes. The
+// test makes the check robust instead of hoping: each perturbed evaluation's discrete plan (kept
+// (token, expert) pairs in order, the token-choice choices and which of them were dropped) must
+// equal the unperturbed one; a change fails with a clear message (pick another seed) instead of a
+// confusing gradient mismatch. With h = 1e-6 and O(1) scores, a routing flip needs a k-th/(k+1)-th
+// gap below ~1e-6, which the fixed seeds do not have.
+TEST_P(MoeGradCheck, MatchesCentralDifferences) {
+  const GradCase& gc = GetParam();
+  SCOPED_TRACE(gc.cfg.ToString());
+  Problem p = MakeProblem(gc.cfg, gc.tokens, gc.seed);
+  Context ctx(ContextOptions{.threads = 1});
+  LayerRun<double> base = ForwardBackward<double>(p.cfg, p.w, p.x, p.dy, ctx, gc.opts);
+  const PlanKey key = KeyOf(base.st);
+
+  // The case exercises what it claims to.
+  const MoeStats& stats = base.st.stats;
+  if (p.cfg.capacity_factor > 0 && p.cfg.router == RouterKind::kTokenChoice) {
+    EXPECT_GT(stats.dropped, 0) << "the capacity case drops nothing";
+  }
+  if (p.cfg.router == RouterKind::kExpertChoice) {
+    std::vector<int64_t> per_token(static_cast<size_t>(gc.tokens), 0);
+    for (int32_t t : base.st.plan.token) ++per_token[static_cast<size_t>(t)];
+    EXPECT_EQ(*std::min_element(per_token.begin(), per_token.end()), 0)
+        << "every token has an expert";
+    EXPECT_GE(*std::max_element(per_token.begin(), per_token.end()), 2)
+        << "no token has several experts";
+  }
+  EXPECT_EQ(stats.aux_loss > 0, p.cfg.aux_loss_coef > 0);
+  EXPECT_EQ(stats.z_loss > 0, p.cfg.z_loss_coef > 0);
+  EXPECT_EQ(base.st.router.noise.defined(), gc.opts.training && p.cfg.jitter > 0);
+
+  LayerRun<double> probe;
+  int routing_changes = 0;
+  const auto objective = [&]() {
+    Forward<double>(p.cfg, p.w, p.x, probe, ctx, gc.opts);
+    if (!(KeyOf(probe.st) == key)) ++routing_changes;
+    return moe::testing::WeightedSum(probe.y.view<const double>().data,
+                                     p.dy.view<const double>().data, p.x.numel()) +
+           probe.st.aux_total();
+  };
+
+  std::vector<GradParam> params = {{"x", Mut<double>(p.x).data, Const<double>(base.dx).data,
+                                    p.x.numel()}};
+  const auto values = Params(p.w), grads = Params(base.grad);
+  ASSERT_EQ(values.size(), grads.size());
+  for (size_t i = 0; i < values.size(); ++i) {
+    params.push_back({values[i].first, Mut<double>(*values[i].second).data,
+                      Const<double>(*grads[i].second).data, values[i].second->numel()});
+    // A gradient that is all zero would make the check vacuous.
+    EXPECT_FALSE(AllZero(*grads[i].second)) << "d_" << values[i].first << " is all zero";
+  }
+  EXPECT_FALSE(AllZero(base.dx));
+  EXPECT_TRUE(GradCheck(objective, params, GradCheckOptions{.step = 1e-6, .atol = 1e-7, .rtol = 1e-5}));
+  EXPECT_EQ(routing_changes, 0) << "the routing plan changed under a perturbation of 1e-6: the "
+                                   "finite differences crossed a routing boundary; choose another seed";
+}
+
+INSTANTIATE_TEST_SUITE_P(Routers, MoeGradCheck, ::testing::ValuesIn(GradCases()),
+                         [](const auto& info) { return std::string(info.param.name); });
+
 
 }  // namespace
 }  // namespace moe::mixture
