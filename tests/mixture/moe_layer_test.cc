@@ -485,5 +485,269 @@ INSTANTIATE_TEST_SUITE_P(Routers, MoeGradCheck, ::testing::ValuesIn(GradCases())
                          [](const auto& info) { return std::string(info.param.name); });
 
 
+// ---- invariants ----------------------------------------------------------------------------------
+
+// One expert chosen by every token with gate 1 is a dense SwiGLU FFN: forward and every gradient
+// equal the references, and the router (softmax over one logit) gets exactly zero gradient.
+TEST(MoeInvariants, OneExpertIsADenseFfn) {
+  const MoeConfig cfg = SmallConfig(1, 1);
+  Problem p = MakeProblem(cfg, 7, 21);
+  Context ctx(ContextOptions{.threads = 2});
+  LayerRun<double> r = ForwardBackward<double>(cfg, p.w, p.x, p.dy, ctx);
+  const int64_t nt = 7, d = kD, f = kF;
+  const double* x = p.x.view<const double>().data;
+  EXPECT_TRUE(CloseF64(r.y.view<const double>().data, RefExpert(x, nt, p.w, 0, d, f).data(),
+                       nt * d, "y"));
+  EXPECT_EQ(r.st.stats.assignments, nt);
+
+  // Dense backward from the references: y = a W2^T, a = swiglu(h), h = x W13^T.
+  const double* w13 = p.w.w13.view<const double>().data;
+  const double* w2 = p.w.w2.view<const double>().data;
+  const std::vector<double> h = moe::testing::RefMatMulNT(x, w13, nt, 2 * f, d);
+  const std::vector<double> a = moe::testing::RefSwiGlu(h.data(), nt, f);
+  const auto g2 = moe::testing::RefMatMulNTBackward(p.dy.view<const double>().data, a.data(), w2,
+                                                    nt, d, f);
+  const std::vector<double> dh = moe::testing::RefSwiGluBackward(h.data(), g2.dx.data(), nt, f);
+  const auto g13 = moe::testing::RefMatMulNTBackward(dh.data(), x, w13, nt, 2 * f, d);
+  EXPECT_TRUE(CloseF64(r.dx.view<const double>().data, g13.dx.data(), nt * d, "dx"));
+  EXPECT_TRUE(CloseF64(r.grad.w13.view<const double>().data, g13.dw.data(), 2 * f * d, "dw13"));
+  EXPECT_TRUE(CloseF64(r.grad.w2.view<const double>().data, g2.dw.data(), d * f, "dw2"));
+  EXPECT_TRUE(AllZero(r.grad.router));
+}
+
+// K = E with softmax + renormalisation is the dense soft mixture sum_i softmax_i(x W_r^T) E_i(x).
+TEST(MoeInvariants, AllExpertsIsTheDenseSoftMixture) {
+  const MoeConfig cfg = SmallConfig(4, 4);
+  const int64_t nt = 9, e_count = 4;
+  Problem p = MakeProblem(cfg, nt, 22);
+  Context ctx(ContextOptions{.threads = 2});
+  LayerRun<double> r;
+  Forward<double>(cfg, p.w, p.x, r, ctx);
+  const double* x = p.x.view<const double>().data;
+  const std::vector<double> logits =
+      moe::testing::RefMatMulNT(x, p.w.router.view<const double>().data, nt, e_count, kD);
+  const std::vector<double> prob = moe::testing::RefSoftmax(logits.data(), nt, e_count);
+  std::vector<double> want(static_cast<size_t>(nt * kD), 0.0);
+  for (int64_t e = 0; e < e_count; ++e) {
+    const std::vector<double> ye = RefExpert(x, nt, p.w, e, kD, kF);
+    for (int64_t t = 0; t < nt; ++t)
+      for (int64_t j = 0; j < kD; ++j)
+        want[static_cast<size_t>(t * kD + j)] +=
+            prob[static_cast<size_t>(t * e_count + e)] * ye[static_cast<size_t>(t * kD + j)];
+  }
+  EXPECT_TRUE(CloseF64(r.y.view<const double>().data, want.data(), nt * kD, "y"));
+  EXPECT_EQ(r.st.stats.tokens_per_expert, std::vector<int64_t>(4, nt));
+}
+
+// Token choice without capacity treats tokens independently: permuting the input rows permutes
+// the output rows and dx, and leaves the weight gradients, losses and loads unchanged.
+TEST(MoeInvariants, PermutingTokensPermutesOutputs) {
+  MoeConfig cfg = SmallConfig(8, 2);
+  cfg.shared_d_ff = kF;
+  cfg.shared_gate = true;
+  cfg.aux_loss_coef = 0.05;
+  cfg.z_loss_coef = 0.01;
+  const int64_t nt = 11;
+  Problem p = MakeProblem(cfg, nt, 23);
+  std::vector<int64_t> perm(static_cast<size_t>(nt));
+  std::iota(perm.begin(), perm.end(), 0);
+  Rng rng(5);
+  for (int64_t i = nt - 1; i > 0; --i)
+    std::swap(perm[static_cast<size_t>(i)], perm[rng.Below(static_cast<uint64_t>(i + 1))]);
+  const auto permute = [&](const Tensor& t) {
+    Tensor out(DType::kF64, t.shape());
+    for (int64_t i = 0; i < nt; ++i)
+      std::memcpy(Mut<double>(out).row(i), Const<double>(t).row(perm[static_cast<size_t>(i)]),
+                  sizeof(double) * kD);
+    return out;
+  };
+  const Tensor xp = permute(p.x), dyp = permute(p.dy);
+  Context ctx(ContextOptions{.threads = 2});
+  LayerRun<double> a = ForwardBackward<double>(cfg, p.w, p.x, p.dy, ctx);
+  LayerRun<double> b = ForwardBackward<double>(cfg, p.w, xp, dyp, ctx);
+  EXPECT_TRUE(CloseF64(b.y, permute(a.y), "y"));
+  EXPECT_TRUE(CloseF64(b.dx, permute(a.dx), "dx"));
+  const auto ga = Params(a.grad), gb = Params(b.grad);
+  for (size_t i = 0; i < ga.size(); ++i)
+    EXPECT_TRUE(CloseF64(*gb[i].second, *ga[i].second, "d_" + ga[i].first));
+  EXPECT_EQ(b.st.stats.tokens_per_expert, a.st.stats.tokens_per_expert);
+  EXPECT_NEAR(b.st.stats.aux_loss, a.st.stats.aux_loss, 1e-14);
+  EXPECT_NEAR(b.st.stats.z_loss, a.st.stats.z_loss, 1e-14);
+  EXPECT_NEAR(b.st.stats.entropy, a.st.stats.entropy, 1e-14);
+}
+
+// A capacity of C >= T can hold every assignment: nothing drops, and the layer is the dropless
+// one bit for bit (same plan, same arithmetic), gradients included.
+TEST(MoeInvariants, CapacityOfAtLeastTDropsNothing) {
+  MoeConfig dropless = SmallConfig(4, 2);
+  dropless.aux_loss_coef = 0.05;
+  const int64_t nt = 10;
+  Problem p = MakeProblem(dropless, nt, 24);
+  Context ctx(ContextOptions{.threads = 2});
+  LayerRun<double> ref = ForwardBackward<double>(dropless, p.w, p.x, p.dy, ctx);
+  ASSERT_EQ(ref.st.stats.dropped, 0);
+  // cf = E/K gives C = ceil(T) = T exactly; cf = 10 gives C = 5T.
+  for (double cf : {2.0, 10.0}) {
+    SCOPED_TRACE(cf);
+    MoeConfig cfg = dropless;
+    cfg.capacity_factor = cf;
+    ASSERT_GE(ExpertCapacity(cfg, nt), nt);
+    LayerRun<double> r = ForwardBackward<double>(cfg, p.w, p.x, p.dy, ctx);
+    EXPECT_EQ(r.st.router.capacity, ExpertCapacity(cfg, nt));
+    EXPECT_EQ(r.st.stats.dropped, 0);
+    EXPECT_EQ(r.st.stats.assignments, nt * 2);
+    EXPECT_TRUE(KeyOf(r.st) == KeyOf(ref.st));
+    EXPECT_TRUE(BitwiseEqual(r.y, ref.y));
+    EXPECT_TRUE(BitwiseEqual(r.dx, ref.dx));
+    const auto gr = Params(r.grad), gref = Params(ref.grad);
+    for (size_t i = 0; i < gr.size(); ++i)
+      EXPECT_TRUE(BitwiseEqual(*gr[i].second, *gref[i].second)) << gr[i].first;
+    EXPECT_EQ(r.st.stats.aux_loss, ref.st.stats.aux_loss);
+  }
+  // And C = T - 1 is the first capacity that can drop: all 10 tokens choosing one expert would.
+  MoeConfig tight = dropless;
+  tight.capacity_factor = 1.8;
+  EXPECT_EQ(ExpertCapacity(tight, nt), nt - 1);
+}
+
+// An expert that no token chooses costs nothing: no rows, no active weight bytes, and exactly
+// zero w13/w2 gradient, while every other expert gets tokens and gradient. Feature 0 of every token
+// is 1 and the dead expert's router row is (-20, 0, ...), so its logit is -20 for every token.
+TEST(MoeInvariants, ExpertWithNoTokensGetsNoGradientAndCostsNothing) {
+  MoeConfig cfg = SmallConfig(4, 2);
+  cfg.shared_d_ff = kF;
+  const int64_t nt = 12, dead = 2;
+  Problem p = MakeProblem(cfg, nt, 25);
+  auto x = Mut<double>(p.x);
+  for (int64_t t = 0; t < nt; ++t) x.at(t, 0) = 1.0;
+  auto router = Mut<double>(p.w.router);
+  for (int64_t j = 0; j < kD; ++j) router.at(dead, j) = j == 0 ? -20.0 : 0.0;
+  for (int threads : {1, 2}) {
+    SCOPED_TRACE(threads);
+    Context ctx(ContextOptions{.threads = threads});
+    LayerRun<double> r = ForwardBackward<double>(cfg, p.w, p.x, p.dy, ctx);
+    const MoeStats& s = r.st.stats;
+    ASSERT_EQ(s.tokens_per_expert[dead], 0);
+    EXPECT_EQ(s.selected_per_expert[dead], 0);
+    EXPECT_EQ(s.assignments, nt * 2);
+    EXPECT_EQ(r.st.xp.shape()[0], nt * 2);  // only the chosen rows are gathered
+    std::vector<int64_t> used = s.tokens_per_expert;
+    used[dead] = 1;
+    EXPECT_EQ(ActiveWeightBytes(cfg, s.tokens_per_expert, nt),
+              ActiveWeightBytes(cfg, used, nt) - 4.0 * 3.0 * kD * kF);
+    const int64_t n13 = 2 * kF * kD, n2 = kD * kF;
+    const double* g13 = r.grad.w13.view<const double>().data;
+    const double* g2 = r.grad.w2.view<const double>().data;
+    for (int64_t e = 0; e < cfg.n_experts; ++e) {
+      const bool zero13 = std::all_of(g13 + e * n13, g13 + (e + 1) * n13, [](double v) { return v == 0; });
+      const bool zero2 = std::all_of(g2 + e * n2, g2 + (e + 1) * n2, [](double v) { return v == 0; });
+      EXPECT_EQ(zero13, e == dead) << "expert " << e;
+      EXPECT_EQ(zero2, e == dead) << "expert " << e;
+    }
+  }
+}
+
+// The f32 layer agrees with the double layer to f32 accuracy on the same weights and inputs (the
+// routing is the same: the seeds have no near-ties), forward and backward.
+TEST(MoeInvariants, FloatAgreesWithDouble) {
+  for (const GradCase& gc : GradCases()) {
+    SCOPED_TRACE(gc.name);
+    Problem p = MakeProblem(gc.cfg, gc.tokens, gc.seed);
+    MoeWeights wf = ToF32(p.cfg, p.w);
+    const Tensor xf = ToF32(p.x), dyf = ToF32(p.dy);
+    Context ctx(ContextOptions{.threads = 2});
+    LayerRun<double> d = ForwardBackward<double>(p.cfg, p.w, p.x, p.dy, ctx, gc.opts);
+    LayerRun<float> f = ForwardBackward<float>(p.cfg, wf, xf, dyf, ctx, gc.opts);
+    ASSERT_TRUE(KeyOf(f.st) == KeyOf(d.st)) << "f32 and f64 routed differently";
+    EXPECT_TRUE(CloseF32(f.y, d.y, "y"));
+    EXPECT_TRUE(ExpectClose(f.st.plan.gate.data(), d.st.plan.gate.data(), d.st.plan.size(),
+                            Tolerance{.atol = 1e-6, .rtol = 1e-5, .nmse = 1e-10}, "gate"));
+    const Tolerance loss_tol{.atol = 1e-9, .rtol = 1e-5, .nmse = 1e-9};
+    EXPECT_TRUE(ExpectClose(&f.st.stats.aux_loss, &d.st.stats.aux_loss, 1, loss_tol, "aux"));
+    EXPECT_TRUE(ExpectClose(&f.st.stats.z_loss, &d.st.stats.z_loss, 1, loss_tol, "z"));
+    EXPECT_TRUE(ExpectClose(&f.st.stats.entropy, &d.st.stats.entropy, 1, loss_tol, "entropy"));
+    EXPECT_TRUE(CloseF32(f.dx, d.dx, "dx"));
+    const auto gf = Params(f.grad), gd = Params(d.grad);
+    for (size_t i = 0; i < gf.size(); ++i)
+      EXPECT_TRUE(CloseF32(*gf[i].second, *gd[i].second, "d_" + gf[i].first));
+  }
+}
+
+// The same inputs give bit-identical results, whether the state is fresh or reused after a call
+// of another size (STYLE.md: reproducible for a given thread count), jitter included.
+TEST(MoeInvariants, RepeatedRunsAreBitwiseIdentical) {
+  for (const GradCase& gc : GradCases()) {
+    SCOPED_TRACE(gc.name);
+    Problem p = MakeProblem(gc.cfg, gc.tokens, gc.seed);
+    MoeWeights wf = ToF32(p.cfg, p.w);
+    const Tensor xf = ToF32(p.x), dyf = ToF32(p.dy);
+    Context ctx(ContextOptions{.threads = 2});
+    LayerRun<float> a = ForwardBackward<float>(p.cfg, wf, xf, dyf, ctx, gc.opts);
+    LayerRun<float> b;
+    Tensor small(DType::kF32, {3, kD});
+    Forward<float>(p.cfg, wf, small, b, ctx, gc.opts);  // leaves differently sized buffers
+    Forward<float>(p.cfg, wf, xf, b, ctx, gc.opts);
+    Backward<float>(p.cfg, wf, xf, dyf, b, ctx);
+    EXPECT_TRUE(KeyOf(a.st) == KeyOf(b.st));
+    EXPECT_TRUE(BitwiseEqual(a.y, b.y));
+    EXPECT_TRUE(BitwiseEqual(a.dx, b.dx));
+    EXPECT_EQ(a.st.plan.gate, b.st.plan.gate);
+    EXPECT_EQ(a.st.stats.aux_loss, b.st.stats.aux_loss);
+    EXPECT_EQ(a.st.stats.z_loss, b.st.stats.z_loss);
+    EXPECT_EQ(a.st.stats.entropy, b.st.stats.entropy);
+    const auto ga = Params(a.grad), gb = Params(b.grad);
+    for (size_t i = 0; i < ga.size(); ++i)
+      EXPECT_TRUE(BitwiseEqual(*ga[i].second, *gb[i].second)) << ga[i].first;
+  }
+}
+
+// Across thread counts the library promises the same routing but not the same bits: the router
+// matmul switches between its few-row kernel and BLAS with the split, and entropy and the balance
+// loss sum per-worker partials. So the plan must be identical and the numbers close: to rounding
+// in double, to f32 accuracy in float. Sizes are large enough (T = 40, F = 32) that the token,
+// expert-column and weight-row splits really happen.
+TEST(MoeInvariants, ThreadCountsAgree) {
+  MoeConfig cfg;
+  cfg.d_model = 16;
+  cfg.d_ff = 32;
+  cfg.n_experts = 8;
+  cfg.top_k = 2;
+  cfg.shared_d_ff = 32;
+  cfg.shared_gate = true;
+  cfg.aux_loss_coef = 0.05;
+  cfg.z_loss_coef = 0.01;
+  cfg.capacity_factor = 1.0;
+  const int64_t nt = 40;
+  Problem p = MakeProblem(cfg, nt, 26);
+  MoeWeights wf = ToF32(cfg, p.w);
+  const Tensor xf = ToF32(p.x), dyf = ToF32(p.dy);
+  Context ctx1(ContextOptions{.threads = 1});
+  LayerRun<double> d1 = ForwardBackward<double>(cfg, p.w, p.x, p.dy, ctx1);
+  LayerRun<float> f1 = ForwardBackward<float>(cfg, wf, xf, dyf, ctx1);
+  EXPECT_GT(d1.st.stats.dropped, 0);
+  for (int threads : {2, 3}) {
+    SCOPED_TRACE(threads);
+    Context ctx(ContextOptions{.threads = threads});
+    LayerRun<double> d = ForwardBackward<double>(cfg, p.w, p.x, p.dy, ctx);
+    LayerRun<float> f = ForwardBackward<float>(cfg, wf, xf, dyf, ctx);
+    EXPECT_TRUE(KeyOf(d.st) == KeyOf(d1.st));
+    EXPECT_TRUE(KeyOf(f.st) == KeyOf(f1.st));
+    EXPECT_TRUE(CloseF64(d.y, d1.y, "y f64"));
+    EXPECT_TRUE(CloseF64(d.dx, d1.dx, "dx f64"));
+    EXPECT_NEAR(d.st.stats.aux_loss, d1.st.stats.aux_loss, 1e-14);
+    const auto g = Params(d.grad), g1 = Params(d1.grad);
+    for (size_t i = 0; i < g.size(); ++i)
+      EXPECT_TRUE(CloseF64(*g[i].second, *g1[i].second, "d_" + g[i].first + " f64"));
+    // f32 with t threads against f32 with one thread, within f32 tolerance of the double result.
+    EXPECT_TRUE(CloseF32(f.y, d1.y, "y f32"));
+    EXPECT_TRUE(ExpectClose(Const<float>(f.y).data, Const<float>(f1.y).data, f.y.numel(),
+                            Tolerance{.atol = 1e-6, .rtol = 1e-5, .nmse = 1e-12}, "y f32 vs 1 thread"));
+    EXPECT_TRUE(CloseF32(f.dx, d1.dx, "dx f32"));
+    const auto gf = Params(f.grad);
+    for (size_t i = 0; i < gf.size(); ++i)
+      EXPECT_TRUE(CloseF32(*gf[i].second, *g1[i].second, "d_" + gf[i].first + " f32"));
+  }
+}
+
 }  // namespace
 }  // namespace moe::mixture
