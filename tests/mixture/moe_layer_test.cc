@@ -749,5 +749,267 @@ TEST(MoeInvariants, ThreadCountsAgree) {
   }
 }
 
+
+// ---- statistics ----------------------------------------------------------------------------------
+
+// Loads add up for every routing mode: kept assignments per expert sum to the assignments, token
+// choice selects T*K before capacity (kept + dropped), expert choice fills every expert to C.
+TEST(MoeStats, LoadsAddUp) {
+  for (const GradCase& gc : GradCases()) {
+    SCOPED_TRACE(gc.name);
+    Problem p = MakeProblem(gc.cfg, gc.tokens, gc.seed);
+    Context ctx(ContextOptions{.threads = 2});
+    LayerRun<double> r;
+    Forward<double>(p.cfg, p.w, p.x, r, ctx, gc.opts);
+    const MoeStats& s = r.st.stats;
+    const int64_t e_count = p.cfg.n_experts, tk = gc.tokens * p.cfg.top_k;
+    ASSERT_EQ(static_cast<int64_t>(s.tokens_per_expert.size()), e_count);
+    EXPECT_EQ(std::accumulate(s.tokens_per_expert.begin(), s.tokens_per_expert.end(), int64_t{0}),
+              s.assignments);
+    EXPECT_EQ(s.assignments, r.st.plan.size());
+    for (int64_t e = 0; e < e_count; ++e) {
+      EXPECT_EQ(s.tokens_per_expert[e], r.st.plan.count(e));
+      EXPECT_LE(s.tokens_per_expert[e], s.selected_per_expert[e]);
+    }
+    const int64_t cap = r.st.router.capacity;
+    if (p.cfg.router == RouterKind::kTokenChoice) {
+      EXPECT_EQ(std::accumulate(s.selected_per_expert.begin(), s.selected_per_expert.end(),
+                                int64_t{0}),
+                tk);
+      EXPECT_EQ(s.assignments + s.dropped, tk);
+      for (int64_t e = 0; e < e_count; ++e) {
+        if (cap > 0) EXPECT_EQ(s.tokens_per_expert[e], std::min(cap, s.selected_per_expert[e]));
+        else EXPECT_EQ(s.tokens_per_expert[e], s.selected_per_expert[e]);
+      }
+    } else {
+      EXPECT_EQ(s.tokens_per_expert, std::vector<int64_t>(static_cast<size_t>(e_count), cap));
+      EXPECT_EQ(s.dropped, 0);
+    }
+    EXPECT_EQ(s.max_load, static_cast<double>(*std::max_element(s.tokens_per_expert.begin(),
+                                                                 s.tokens_per_expert.end())));
+    EXPECT_DOUBLE_EQ(s.mean_load, static_cast<double>(s.assignments) / static_cast<double>(e_count));
+    EXPECT_DOUBLE_EQ(s.imbalance, s.max_load / s.mean_load);
+  }
+}
+
+// Every token prefers expert 0 and C = ceil(1 * 8 * 1 / 4) = 2: tokens 0 and 1 are kept (token
+// order), the other six are dropped and their output is exactly zero (no shared expert).
+TEST(MoeStats, DropsOverCapacityInTokenOrder) {
+  MoeConfig cfg = SmallConfig(4, 1);
+  cfg.capacity_factor = 1.0;
+  const int64_t nt = 8;
+  Problem p = MakeProblem(cfg, nt, 31);
+  for (int64_t t = 0; t < nt; ++t) Mut<double>(p.x).at(t, 0) = 1.0;
+  auto router = Mut<double>(p.w.router);
+  for (int64_t i = 0; i < router.numel(); ++i) router[i] = 0.0;
+  router.at(0, 0) = 5.0;  // logits (5, 0, 0, 0) for every token
+  Context ctx(ContextOptions{.threads = 2});
+  LayerRun<double> r;
+  Forward<double>(cfg, p.w, p.x, r, ctx);
+  const MoeStats& s = r.st.stats;
+  EXPECT_EQ(r.st.router.capacity, 2);
+  EXPECT_EQ(s.tokens_per_expert, (std::vector<int64_t>{2, 0, 0, 0}));
+  EXPECT_EQ(s.selected_per_expert, (std::vector<int64_t>{8, 0, 0, 0}));
+  EXPECT_EQ(s.assignments, 2);
+  EXPECT_EQ(s.dropped, 6);
+  EXPECT_EQ(s.max_load, 2.0);
+  EXPECT_EQ(s.mean_load, 0.5);
+  EXPECT_EQ(s.imbalance, 4.0);
+  EXPECT_EQ(r.st.plan.token, (std::vector<int32_t>{0, 1}));
+  // Kept tokens: gate 1 (top-1 renormalised) times expert 0.
+  const std::vector<double> e0 = RefExpert(p.x.view<const double>().data, nt, p.w, 0, kD, kF);
+  EXPECT_TRUE(CloseF64(r.y.view<const double>().data, e0.data(), 2 * kD, "kept rows"));
+  for (int64_t i = 2 * kD; i < nt * kD; ++i) ASSERT_EQ(Const<double>(r.y)[i], 0.0) << i;
+}
+
+// With K = 2, capacity is granted by rank first (every first choice before any second choice, as in
+// GShard): tokens 0,1 choose (1, 0) and tokens 2,3 choose (0, 1), C = 2, so each expert is filled by
+// first choices and every second choice drops, although tokens 0 and 1 come first in token order.
+// Gates are renormalised over the chosen pair before dropping.
+TEST(MoeStats, CapacityGoesToFirstChoicesFirst) {
+  MoeConfig cfg = SmallConfig(4, 2);
+  cfg.capacity_factor = 1.0;
+  const int64_t nt = 4;
+  Problem p = MakeProblem(cfg, nt, 32);
+  auto x = Mut<double>(p.x);
+  for (int64_t t = 0; t < nt; ++t) {
+    x.at(t, 0) = t < 2 ? 1.0 : 2.0;
+    x.at(t, 1) = t < 2 ? 2.0 : 1.0;
+  }
+  auto router = Mut<double>(p.w.router);
+  for (int64_t i = 0; i < router.numel(); ++i) router[i] = 0.0;
+  router.at(0, 0) = 3.0;
+  router.at(1, 1) = 3.0;  // logits (3, 6, 0, 0) for tokens 0,1 and (6, 3, 0, 0) for tokens 2,3
+  Context ctx(ContextOptions{.threads = 1});
+  LayerRun<double> r;
+  Forward<double>(cfg, p.w, p.x, r, ctx);
+  EXPECT_EQ(r.st.router.capacity, 2);
+  EXPECT_EQ(r.st.router.choice, (std::vector<int32_t>{1, 0, 1, 0, 0, 1, 0, 1}));
+  EXPECT_EQ(r.st.plan.token, (std::vector<int32_t>{2, 3, 0, 1}));
+  EXPECT_EQ(r.st.plan.expert, (std::vector<int32_t>{0, 0, 1, 1}));
+  EXPECT_EQ(r.st.router.choice_pos, (std::vector<int32_t>{2, -1, 3, -1, 0, -1, 1, -1}));
+  EXPECT_EQ(r.st.stats.dropped, 4);
+  EXPECT_EQ(r.st.stats.selected_per_expert, (std::vector<int64_t>{4, 4, 0, 0}));
+  const double gate = 1.0 / (1.0 + std::exp(-3.0));  // e^6 / (e^6 + e^3)
+  for (double g : r.st.plan.gate) EXPECT_NEAR(g, gate, 1e-15);
+  const double* xd = p.x.view<const double>().data;
+  const std::vector<double> e0 = RefExpert(xd, nt, p.w, 0, kD, kF);
+  const std::vector<double> e1 = RefExpert(xd, nt, p.w, 1, kD, kF);
+  std::vector<double> want(static_cast<size_t>(nt * kD));
+  for (int64_t i = 0; i < nt * kD; ++i)
+    want[static_cast<size_t>(i)] = gate * (i < 2 * kD ? e1 : e0)[static_cast<size_t>(i)];
+  EXPECT_TRUE(CloseF64(r.y.view<const double>().data, want.data(), nt * kD, "y"));
+}
+
+// A uniform router (all logits 0) has entropy log(E), balance loss alpha * E * sum_i f_i / E =
+// alpha whatever it selects, and z-loss beta * log(E)^2; for softmax and sigmoid scores alike.
+TEST(MoeStats, UniformRouter) {
+  for (ScoreFn score : {ScoreFn::kSoftmax, ScoreFn::kSigmoid}) {
+    SCOPED_TRACE(Name(score));
+    MoeConfig cfg = SmallConfig(8, 2);
+    cfg.score = score;
+    cfg.aux_loss_coef = 0.3;
+    cfg.z_loss_coef = 0.2;
+    Problem p = MakeProblem(cfg, 6, 33);
+    p.w.router.SetZero();
+    Context ctx(ContextOptions{.threads = 2});
+    LayerRun<double> r;
+    Forward<double>(cfg, p.w, p.x, r, ctx);
+    EXPECT_NEAR(r.st.stats.entropy, std::log(8.0), 1e-14);
+    EXPECT_NEAR(r.st.stats.aux_loss, 0.3, 1e-14);
+    EXPECT_NEAR(r.st.stats.z_loss, 0.2 * std::log(8.0) * std::log(8.0), 1e-14);
+  }
+}
+
+// Group-limited selection against a reference written from the definition: selection score =
+// score + bias; a group's score is the sum of its two best (or its best) selection scores; only the
+// topk_groups best groups are eligible; the K best eligible experts are chosen, in rank order.
+TEST(MoeStats, GroupLimitedSelectionMatchesReference) {
+  for (const GradCase& gc : GradCases()) {
+    if (gc.cfg.n_groups == 1) continue;
+    SCOPED_TRACE(gc.name);
+    const MoeConfig& cfg = gc.cfg;
+    const int64_t nt = 32, e_count = cfg.n_experts, gsize = e_count / cfg.n_groups;
+    Problem p = MakeProblem(cfg, nt, gc.seed);
+    Context ctx(ContextOptions{.threads = 2});
+    LayerRun<double> r;
+    Forward<double>(cfg, p.w, p.x, r, ctx);
+    auto scores = Const<double>(r.st.router.scores);
+    for (int64_t t = 0; t < nt; ++t) {
+      std::vector<double> sel(static_cast<size_t>(e_count));
+      for (int64_t e = 0; e < e_count; ++e)
+        sel[static_cast<size_t>(e)] = scores.at(t, e) + (cfg.selection_bias ? Const<double>(p.w.bias)[e] : 0.0);
+      std::vector<double> gscore(static_cast<size_t>(cfg.n_groups));
+      for (int64_t g = 0; g < cfg.n_groups; ++g) {
+        std::vector<double> m(sel.begin() + g * gsize, sel.begin() + (g + 1) * gsize);
+        std::sort(m.rbegin(), m.rend());
+        gscore[static_cast<size_t>(g)] = cfg.group_score == GroupScore::kMax ? m[0] : m[0] + m[1];
+      }
+      const std::vector<int32_t> groups =
+          moe::testing::RefTopK(gscore.data(), 1, cfg.n_groups, cfg.topk_groups);
+      for (int64_t e = 0; e < e_count; ++e)
+        if (std::find(groups.begin(), groups.end(), e / gsize) == groups.end())
+          sel[static_cast<size_t>(e)] = -HUGE_VAL;
+      const std::vector<int32_t> want = moe::testing::RefTopK(sel.data(), 1, e_count, cfg.top_k);
+      const std::vector<int32_t> got(r.st.router.choice.begin() + t * cfg.top_k,
+                                     r.st.router.choice.begin() + (t + 1) * cfg.top_k);
+      EXPECT_EQ(got, want) << "token " << t;
+    }
+  }
+}
+
+// ---- DeepSeek-V3 selection bias ------------------------------------------------------------------
+
+// b_i += gamma * sign(mean load - load_i): under-loaded experts gain, over-loaded ones lose,
+// experts at the mean stay.
+TEST(SelectionBias, UpdateByHand) {
+  MoeConfig cfg = SmallConfig(4, 1);
+  cfg.score = ScoreFn::kSigmoid;
+  cfg.selection_bias = true;
+  cfg.bias_update_rate = 0.1;
+  const std::vector<int64_t> loads = {5, 1, 3, 3};  // mean 3
+  Tensor bd(DType::kF64, {4});
+  Tensor bf(DType::kF32, {4});
+  const double start[] = {0.5, 0.0, -0.2, 1.0};
+  for (int i = 0; i < 4; ++i) {
+    Mut<double>(bd)[i] = start[i];
+    Mut<float>(bf)[i] = static_cast<float>(start[i]);
+  }
+  UpdateSelectionBias(cfg, loads, bd);
+  UpdateSelectionBias(cfg, loads, bf);
+  const double want[] = {0.5 - 0.1, 0.0 + 0.1, -0.2, 1.0};
+  for (int i = 0; i < 4; ++i) {
+    EXPECT_DOUBLE_EQ(Const<double>(bd)[i], want[i]) << i;
+    EXPECT_FLOAT_EQ(Const<float>(bf)[i], static_cast<float>(want[i])) << i;
+  }
+  // Balanced loads change nothing.
+  UpdateSelectionBias(cfg, {2, 2, 2, 2}, bd);
+  for (int i = 0; i < 4; ++i) EXPECT_DOUBLE_EQ(Const<double>(bd)[i], want[i]) << i;
+  // Misuse is an Error.
+  EXPECT_THAT(ErrorOf([&] { UpdateSelectionBias(cfg, {1, 2, 3}, bd); }),
+              HasSubstr("3 loads and 4 biases for 4 experts"));
+  MoeConfig no_bias = cfg;
+  no_bias.selection_bias = false;
+  no_bias.bias_update_rate = 0;
+  EXPECT_THAT(ErrorOf([&] { UpdateSelectionBias(no_bias, loads, bd); }),
+              HasSubstr("selection_bias = true"));
+}
+
+// The bias steers selection only: a large bias on expert j makes every token choose j first, but
+// j's gate is its unbiased sigmoid score (renormalised over the chosen experts and scaled by
+// route_scale as configured), and the other choice is the best unbiased score. The bias gets no
+// gradient.
+TEST(SelectionBias, ChangesSelectionButNotGates) {
+  for (bool renorm : {true, false}) {
+    SCOPED_TRACE(renorm);
+    MoeConfig cfg = SmallConfig(4, 2);
+    cfg.score = ScoreFn::kSigmoid;
+    cfg.selection_bias = true;
+    cfg.renormalize = renorm;
+    cfg.route_scale = 2.5;
+    const int64_t nt = 6, k = 2, e_count = 4;
+    Problem p = MakeProblem(cfg, nt, 34);
+    p.w.bias.SetZero();
+    Context ctx(ContextOptions{.threads = 1});
+    LayerRun<double> before;
+    Forward<double>(cfg, p.w, p.x, before, ctx);
+    const auto& load = before.st.stats.selected_per_expert;
+    const int64_t j = std::min_element(load.begin(), load.end()) - load.begin();
+    ASSERT_LT(load[j], nt) << "expert " << j << " is already chosen by every token";
+
+    Mut<double>(p.w.bias)[j] = 10.0;
+    LayerRun<double> r = ForwardBackward<double>(cfg, p.w, p.x, p.dy, ctx);
+    EXPECT_EQ(r.st.stats.selected_per_expert[j], nt);
+    EXPECT_TRUE(AllZero(r.grad.bias));
+
+    const double* xd = p.x.view<const double>().data;
+    const std::vector<double> logits =
+        moe::testing::RefMatMulNT(xd, p.w.router.view<const double>().data, nt, e_count, kD);
+    std::vector<std::vector<double>> experts;
+    for (int64_t e = 0; e < e_count; ++e) experts.push_back(RefExpert(xd, nt, p.w, e, kD, kF));
+    std::vector<double> want_y(static_cast<size_t>(nt * kD), 0.0);
+    for (int64_t t = 0; t < nt; ++t) {
+      std::vector<double> sc(static_cast<size_t>(e_count));
+      for (int64_t e = 0; e < e_count; ++e)
+        sc[static_cast<size_t>(e)] = moe::testing::RefSigmoid(logits[static_cast<size_t>(t * e_count + e)]);
+      std::vector<double> others = sc;
+      others[static_cast<size_t>(j)] = -HUGE_VAL;
+      const int32_t second = moe::testing::RefTopK(others.data(), 1, e_count, 1)[0];
+      ASSERT_EQ(r.st.router.choice[static_cast<size_t>(t * k)], j) << "token " << t;
+      ASSERT_EQ(r.st.router.choice[static_cast<size_t>(t * k + 1)], second) << "token " << t;
+      const double norm = renorm ? sc[static_cast<size_t>(j)] + sc[static_cast<size_t>(second)] : 1.0;
+      for (int64_t a = r.st.plan.token_offsets[t]; a < r.st.plan.token_offsets[t + 1]; ++a) {
+        const int32_t n = r.st.plan.token_assign[static_cast<size_t>(a)];
+        const int32_t e = r.st.plan.expert[static_cast<size_t>(n)];
+        const double gate = 2.5 * sc[static_cast<size_t>(e)] / norm;
+        EXPECT_NEAR(r.st.plan.gate[static_cast<size_t>(n)], gate, 1e-14) << "token " << t << " expert " << e;
+        for (int64_t d = 0; d < kD; ++d)
+          want_y[static_cast<size_t>(t * kD + d)] += gate * experts[static_cast<size_t>(e)][static_cast<size_t>(t * kD + d)];
+      }
+    }
+    EXPECT_TRUE(CloseF64(r.y.view<const double>().data, want_y.data(), nt * kD, "y"));
+  }
+}
+
 }  // namespace
 }  // namespace moe::mixture
