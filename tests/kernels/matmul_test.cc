@@ -89,9 +89,9 @@ TEST(Gemm, EmptyOutputIsANoOp) {
   EXPECT_EQ(c[0], 7.0f);
 }
 
-// An empty inner dimension (K = 0) is a valid product: C = beta * C. The natural leading dimension of
-// a [M,0] or [0,N] operand is 0, which BLAS rejects (it reports an illegal parameter and leaves C
-// untouched), so Gemm must not pass it through.
+// An empty inner dimension (K = 0) is a valid product: C = beta * C. The natural leading dimension
+// of a [M,0] or [0,N] operand is 0, which a strict BLAS rejects (it reports an illegal parameter
+// and leaves C untouched; OpenBLAS happens to accept it), so Gemm must not pass it through.
 TEST(Gemm, EmptyInnerDimensionScalesC) {
   for (bool ta : {false, true})
     for (bool tb : {false, true})
@@ -104,8 +104,8 @@ TEST(Gemm, EmptyInnerDimensionScalesC) {
         std::vector<float> cf(static_cast<size_t>(m * ldc));
         for (size_t i = 0; i < cf.size(); ++i)
           cf[i] = (i % ldc) >= static_cast<size_t>(n) ? 12345.0f
-                  : beta == 0.0f                     ? kNaN
-                                                     : static_cast<float>(i) - 5.0f;
+                  : beta == 0.0f                      ? kNaN
+                                                      : static_cast<float>(i) - 5.0f;
         std::vector<double> want = ToDouble(cf.data(), Size(cf));
         std::vector<double> cd = want;
         const double dd = 1.0;

@@ -13,8 +13,8 @@
 #include <cmath>
 #include <cstring>
 #include <functional>
-#include <ostream>
 #include <numeric>
+#include <ostream>
 #include <string>
 #include <vector>
 
@@ -29,13 +29,13 @@
 namespace moe::mixture {
 namespace {
 
-using ::testing::HasSubstr;
-using ::testing::StartsWith;
 using moe::testing::ExpectClose;
 using moe::testing::GradCheck;
 using moe::testing::GradCheckOptions;
 using moe::testing::GradParam;
 using moe::testing::Tolerance;
+using ::testing::HasSubstr;
+using ::testing::StartsWith;
 
 // ---- helpers ------------------------------------------------------------------------------------
 
@@ -111,8 +111,8 @@ struct LayerRun {
 };
 
 template <typename T>
-void Forward(const MoeConfig& cfg, const MoeWeights& w, const Tensor& x, LayerRun<T>& r, Context& ctx,
-             const MoeForwardOptions& opts = {}) {
+void Forward(const MoeConfig& cfg, const MoeWeights& w, const Tensor& x, LayerRun<T>& r,
+             Context& ctx, const MoeForwardOptions& opts = {}) {
   r.y = Tensor(DTypeOf<T>(), x.shape());
   MoeForward<T>(cfg, w, Const<T>(x), Mut<T>(r.y), r.st, ctx, opts);
 }
@@ -128,7 +128,7 @@ void Backward(const MoeConfig& cfg, const MoeWeights& w, const Tensor& x, const 
 
 template <typename T>
 LayerRun<T> ForwardBackward(const MoeConfig& cfg, const MoeWeights& w, const Tensor& x,
-                       const Tensor& dy, Context& ctx, const MoeForwardOptions& opts = {}) {
+                            const Tensor& dy, Context& ctx, const MoeForwardOptions& opts = {}) {
   LayerRun<T> r;
   Forward<T>(cfg, w, x, r, ctx, opts);
   Backward<T>(cfg, w, x, dy, r, ctx);
@@ -136,7 +136,8 @@ LayerRun<T> ForwardBackward(const MoeConfig& cfg, const MoeWeights& w, const Ten
 }
 
 // The discrete part of a routing decision: the kept (token, expert) pairs in plan order, and the
-// token-choice choices with their plan positions (-1 = dropped). Gates are continuous: not part of it.
+// token-choice choices with their plan positions (-1 = dropped). Gates are continuous: not part of
+// it.
 struct PlanKey {
   std::vector<int32_t> token, expert, choice, choice_pos;
   std::vector<int64_t> offsets;
@@ -186,8 +187,8 @@ std::vector<std::pair<std::string, Tensor*>> Params(MoeWeights& w) {
 ::testing::AssertionResult CloseF64(const Tensor& actual, const Tensor& expected,
                                     const std::string& what) {
   if (!(actual.shape() == expected.shape()))
-    return ::testing::AssertionFailure() << what << ": shape " << actual.shape().str() << " vs "
-                                         << expected.shape().str();
+    return ::testing::AssertionFailure()
+           << what << ": shape " << actual.shape().str() << " vs " << expected.shape().str();
   return CloseF64(actual.view<const double>().data, expected.view<const double>().data,
                   actual.numel(), what);
 }
@@ -211,7 +212,6 @@ std::string ErrorOf(const std::function<void()>& fn) {
   }
   return "(no error)";
 }
-
 
 // ---- configuration and input errors ------------------------------------------------------------
 
@@ -251,7 +251,6 @@ TEST(MoeErrors, RouteForwardNeedsABiasOfEValues) {
               HasSubstr("needs a bias of shape [4] (n_experts), got [2,2]"));
 }
 
-
 struct BadConfig {
   const char* what;
   std::function<void(MoeConfig&)> edit;
@@ -263,7 +262,8 @@ struct BadConfig {
 TEST(MoeErrors, BadConfigsNameTheFieldAndValue) {
   const std::vector<BadConfig> cases = {
       {"top_k > n_experts", [](MoeConfig& c) { c.top_k = 5; }, {"top_k = 5", "n_experts (4)"}},
-      {"negative capacity_factor", [](MoeConfig& c) { c.capacity_factor = -0.5; },
+      {"negative capacity_factor",
+       [](MoeConfig& c) { c.capacity_factor = -0.5; },
        {"capacity_factor = -0.5"}},
       {"no experts", [](MoeConfig& c) { c.n_experts = 0; }, {"n_experts = 0"}},
       {"expert choice without capacity",
@@ -337,7 +337,6 @@ TEST(MoeErrors, InputOfTheWrongWidth) {
               }),
               HasSubstr("weight 'w2' has shape [4,8,5], expected [4,8,6]"));
 }
-
 
 // ---- gradient checks of the whole layer ---------------------------------------------------------
 
@@ -465,8 +464,8 @@ TEST_P(MoeGradCheck, MatchesCentralDifferences) {
            probe.st.aux_total();
   };
 
-  std::vector<GradParam> params = {{"x", Mut<double>(p.x).data, Const<double>(base.dx).data,
-                                    p.x.numel()}};
+  std::vector<GradParam> params = {
+      {"x", Mut<double>(p.x).data, Const<double>(base.dx).data, p.x.numel()}};
   const auto values = Params(p.w), grads = Params(base.grad);
   ASSERT_EQ(values.size(), grads.size());
   for (size_t i = 0; i < values.size(); ++i) {
@@ -476,16 +475,18 @@ TEST_P(MoeGradCheck, MatchesCentralDifferences) {
     EXPECT_FALSE(AllZero(*grads[i].second)) << "d_" << values[i].first << " is all zero";
   }
   EXPECT_FALSE(AllZero(base.dx));
-  EXPECT_TRUE(GradCheck(objective, params, GradCheckOptions{.step = 1e-6, .atol = 1e-7, .rtol = 1e-5}));
-  EXPECT_EQ(routing_changes, 0) << "the routing plan changed under a perturbation of 1e-6: the "
-                                   "finite differences crossed a routing boundary; choose another seed";
+  EXPECT_TRUE(
+      GradCheck(objective, params, GradCheckOptions{.step = 1e-6, .atol = 1e-7, .rtol = 1e-5}));
+  EXPECT_EQ(routing_changes, 0)
+      << "the routing plan changed under a perturbation of 1e-6: the "
+         "finite differences crossed a routing boundary; choose another seed";
 }
 
 INSTANTIATE_TEST_SUITE_P(Routers, MoeGradCheck, ::testing::ValuesIn(GradCases()),
                          [](const auto& info) { return std::string(info.param.name); });
 
-
-// ---- invariants ----------------------------------------------------------------------------------
+// ---- invariants
+// ----------------------------------------------------------------------------------
 
 // One expert chosen by every token with gate 1 is a dense SwiGLU FFN: forward and every gradient
 // equal the references, and the router (softmax over one logit) gets exactly zero gradient.
@@ -496,8 +497,8 @@ TEST(MoeInvariants, OneExpertIsADenseFfn) {
   LayerRun<double> r = ForwardBackward<double>(cfg, p.w, p.x, p.dy, ctx);
   const int64_t nt = 7, d = kD, f = kF;
   const double* x = p.x.view<const double>().data;
-  EXPECT_TRUE(CloseF64(r.y.view<const double>().data, RefExpert(x, nt, p.w, 0, d, f).data(),
-                       nt * d, "y"));
+  EXPECT_TRUE(
+      CloseF64(r.y.view<const double>().data, RefExpert(x, nt, p.w, 0, d, f).data(), nt * d, "y"));
   EXPECT_EQ(r.st.stats.assignments, nt);
 
   // Dense backward from the references: y = a W2^T, a = swiglu(h), h = x W13^T.
@@ -505,8 +506,8 @@ TEST(MoeInvariants, OneExpertIsADenseFfn) {
   const double* w2 = p.w.w2.view<const double>().data;
   const std::vector<double> h = moe::testing::RefMatMulNT(x, w13, nt, 2 * f, d);
   const std::vector<double> a = moe::testing::RefSwiGlu(h.data(), nt, f);
-  const auto g2 = moe::testing::RefMatMulNTBackward(p.dy.view<const double>().data, a.data(), w2,
-                                                    nt, d, f);
+  const auto g2 =
+      moe::testing::RefMatMulNTBackward(p.dy.view<const double>().data, a.data(), w2, nt, d, f);
   const std::vector<double> dh = moe::testing::RefSwiGluBackward(h.data(), g2.dx.data(), nt, f);
   const auto g13 = moe::testing::RefMatMulNTBackward(dh.data(), x, w13, nt, 2 * f, d);
   EXPECT_TRUE(CloseF64(r.dx.view<const double>().data, g13.dx.data(), nt * d, "dx"));
@@ -639,8 +640,10 @@ TEST(MoeInvariants, ExpertWithNoTokensGetsNoGradientAndCostsNothing) {
     const double* g13 = r.grad.w13.view<const double>().data;
     const double* g2 = r.grad.w2.view<const double>().data;
     for (int64_t e = 0; e < cfg.n_experts; ++e) {
-      const bool zero13 = std::all_of(g13 + e * n13, g13 + (e + 1) * n13, [](double v) { return v == 0; });
-      const bool zero2 = std::all_of(g2 + e * n2, g2 + (e + 1) * n2, [](double v) { return v == 0; });
+      const bool zero13 =
+          std::all_of(g13 + e * n13, g13 + (e + 1) * n13, [](double v) { return v == 0; });
+      const bool zero2 =
+          std::all_of(g2 + e * n2, g2 + (e + 1) * n2, [](double v) { return v == 0; });
       EXPECT_EQ(zero13, e == dead) << "expert " << e;
       EXPECT_EQ(zero2, e == dead) << "expert " << e;
     }
@@ -741,7 +744,8 @@ TEST(MoeInvariants, ThreadCountsAgree) {
     // f32 with t threads against f32 with one thread, within f32 tolerance of the double result.
     EXPECT_TRUE(CloseF32(f.y, d1.y, "y f32"));
     EXPECT_TRUE(ExpectClose(Const<float>(f.y).data, Const<float>(f1.y).data, f.y.numel(),
-                            Tolerance{.atol = 1e-6, .rtol = 1e-5, .nmse = 1e-12}, "y f32 vs 1 thread"));
+                            Tolerance{.atol = 1e-6, .rtol = 1e-5, .nmse = 1e-12},
+                            "y f32 vs 1 thread"));
     EXPECT_TRUE(CloseF32(f.dx, d1.dx, "dx f32"));
     const auto gf = Params(f.grad);
     for (size_t i = 0; i < gf.size(); ++i)
@@ -749,8 +753,8 @@ TEST(MoeInvariants, ThreadCountsAgree) {
   }
 }
 
-
-// ---- statistics ----------------------------------------------------------------------------------
+// ---- statistics
+// ----------------------------------------------------------------------------------
 
 // Loads add up for every routing mode: kept assignments per expert sum to the assignments, token
 // choice selects T*K before capacity (kept + dropped), expert choice fills every expert to C.
@@ -773,21 +777,24 @@ TEST(MoeStats, LoadsAddUp) {
     }
     const int64_t cap = r.st.router.capacity;
     if (p.cfg.router == RouterKind::kTokenChoice) {
-      EXPECT_EQ(std::accumulate(s.selected_per_expert.begin(), s.selected_per_expert.end(),
-                                int64_t{0}),
-                tk);
+      EXPECT_EQ(
+          std::accumulate(s.selected_per_expert.begin(), s.selected_per_expert.end(), int64_t{0}),
+          tk);
       EXPECT_EQ(s.assignments + s.dropped, tk);
       for (int64_t e = 0; e < e_count; ++e) {
-        if (cap > 0) EXPECT_EQ(s.tokens_per_expert[e], std::min(cap, s.selected_per_expert[e]));
-        else EXPECT_EQ(s.tokens_per_expert[e], s.selected_per_expert[e]);
+        if (cap > 0)
+          EXPECT_EQ(s.tokens_per_expert[e], std::min(cap, s.selected_per_expert[e]));
+        else
+          EXPECT_EQ(s.tokens_per_expert[e], s.selected_per_expert[e]);
       }
     } else {
       EXPECT_EQ(s.tokens_per_expert, std::vector<int64_t>(static_cast<size_t>(e_count), cap));
       EXPECT_EQ(s.dropped, 0);
     }
     EXPECT_EQ(s.max_load, static_cast<double>(*std::max_element(s.tokens_per_expert.begin(),
-                                                                 s.tokens_per_expert.end())));
-    EXPECT_DOUBLE_EQ(s.mean_load, static_cast<double>(s.assignments) / static_cast<double>(e_count));
+                                                                s.tokens_per_expert.end())));
+    EXPECT_DOUBLE_EQ(s.mean_load,
+                     static_cast<double>(s.assignments) / static_cast<double>(e_count));
     EXPECT_DOUBLE_EQ(s.imbalance, s.max_load / s.mean_load);
   }
 }
@@ -823,9 +830,9 @@ TEST(MoeStats, DropsOverCapacityInTokenOrder) {
 }
 
 // With K = 2, capacity is granted by rank first (every first choice before any second choice, as in
-// GShard): tokens 0,1 choose (1, 0) and tokens 2,3 choose (0, 1), C = 2, so each expert is filled by
-// first choices and every second choice drops, although tokens 0 and 1 come first in token order.
-// Gates are renormalised over the chosen pair before dropping.
+// GShard): tokens 0,1 choose (1, 0) and tokens 2,3 choose (0, 1), C = 2, so each expert is filled
+// by first choices and every second choice drops, although tokens 0 and 1 come first in token
+// order. Gates are renormalised over the chosen pair before dropping.
 TEST(MoeStats, CapacityGoesToFirstChoicesFirst) {
   MoeConfig cfg = SmallConfig(4, 2);
   cfg.capacity_factor = 1.0;
@@ -898,7 +905,8 @@ TEST(MoeStats, GroupLimitedSelectionMatchesReference) {
     for (int64_t t = 0; t < nt; ++t) {
       std::vector<double> sel(static_cast<size_t>(e_count));
       for (int64_t e = 0; e < e_count; ++e)
-        sel[static_cast<size_t>(e)] = scores.at(t, e) + (cfg.selection_bias ? Const<double>(p.w.bias)[e] : 0.0);
+        sel[static_cast<size_t>(e)] =
+            scores.at(t, e) + (cfg.selection_bias ? Const<double>(p.w.bias)[e] : 0.0);
       std::vector<double> gscore(static_cast<size_t>(cfg.n_groups));
       for (int64_t g = 0; g < cfg.n_groups; ++g) {
         std::vector<double> m(sel.begin() + g * gsize, sel.begin() + (g + 1) * gsize);
@@ -918,7 +926,8 @@ TEST(MoeStats, GroupLimitedSelectionMatchesReference) {
   }
 }
 
-// ---- DeepSeek-V3 selection bias ------------------------------------------------------------------
+// ---- DeepSeek-V3 selection bias
+// ------------------------------------------------------------------
 
 // b_i += gamma * sign(mean load - load_i): under-loaded experts gain, over-loaded ones lose,
 // experts at the mean stay.
@@ -946,7 +955,9 @@ TEST(SelectionBias, UpdateByHand) {
   UpdateSelectionBias(cfg, {2, 2, 2, 2}, bd);
   for (int i = 0; i < 4; ++i) EXPECT_DOUBLE_EQ(Const<double>(bd)[i], want[i]) << i;
   // Misuse is an Error.
-  EXPECT_THAT(ErrorOf([&] { UpdateSelectionBias(cfg, {1, 2, 3}, bd); }),
+  EXPECT_THAT(ErrorOf([&] {
+                UpdateSelectionBias(cfg, {1, 2, 3}, bd);
+              }),
               HasSubstr("3 loads and 4 biases for 4 experts"));
   MoeConfig no_bias = cfg;
   no_bias.selection_bias = false;
@@ -991,20 +1002,24 @@ TEST(SelectionBias, ChangesSelectionButNotGates) {
     for (int64_t t = 0; t < nt; ++t) {
       std::vector<double> sc(static_cast<size_t>(e_count));
       for (int64_t e = 0; e < e_count; ++e)
-        sc[static_cast<size_t>(e)] = moe::testing::RefSigmoid(logits[static_cast<size_t>(t * e_count + e)]);
+        sc[static_cast<size_t>(e)] =
+            moe::testing::RefSigmoid(logits[static_cast<size_t>(t * e_count + e)]);
       std::vector<double> others = sc;
       others[static_cast<size_t>(j)] = -HUGE_VAL;
       const int32_t second = moe::testing::RefTopK(others.data(), 1, e_count, 1)[0];
       ASSERT_EQ(r.st.router.choice[static_cast<size_t>(t * k)], j) << "token " << t;
       ASSERT_EQ(r.st.router.choice[static_cast<size_t>(t * k + 1)], second) << "token " << t;
-      const double norm = renorm ? sc[static_cast<size_t>(j)] + sc[static_cast<size_t>(second)] : 1.0;
+      const double norm =
+          renorm ? sc[static_cast<size_t>(j)] + sc[static_cast<size_t>(second)] : 1.0;
       for (int64_t a = r.st.plan.token_offsets[t]; a < r.st.plan.token_offsets[t + 1]; ++a) {
         const int32_t n = r.st.plan.token_assign[static_cast<size_t>(a)];
         const int32_t e = r.st.plan.expert[static_cast<size_t>(n)];
         const double gate = 2.5 * sc[static_cast<size_t>(e)] / norm;
-        EXPECT_NEAR(r.st.plan.gate[static_cast<size_t>(n)], gate, 1e-14) << "token " << t << " expert " << e;
+        EXPECT_NEAR(r.st.plan.gate[static_cast<size_t>(n)], gate, 1e-14)
+            << "token " << t << " expert " << e;
         for (int64_t d = 0; d < kD; ++d)
-          want_y[static_cast<size_t>(t * kD + d)] += gate * experts[static_cast<size_t>(e)][static_cast<size_t>(t * kD + d)];
+          want_y[static_cast<size_t>(t * kD + d)] +=
+              gate * experts[static_cast<size_t>(e)][static_cast<size_t>(t * kD + d)];
       }
     }
     EXPECT_TRUE(CloseF64(r.y.view<const double>().data, want_y.data(), nt * kD, "y"));
