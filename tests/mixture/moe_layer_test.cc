@@ -160,7 +160,7 @@ bool AllZero(const Tensor& t) {
   return std::all_of(v.data, v.data + v.numel(), [](double e) { return e == 0.0; });
 }
 
-// Every parameter gradient of a and b, by name, in ForEachParameter order.
+// The tensors of w that get gradients (or the gradients themselves), in ForEachParameter order.
 std::vector<std::pair<std::string, Tensor*>> Params(MoeWeights& w) {
   std::vector<std::pair<std::string, Tensor*>> out;
   w.ForEachParameter([&](std::string_view name, Tensor& t) { out.emplace_back(name, &t); });
