@@ -97,7 +97,8 @@ void MoeForward(const MoeConfig& cfg, const MoeWeights& w, CView<T> x, View<T> y
   cfg.Validate();
   CheckWeights<T>(cfg, w);
   const int64_t nt = x.rows(), d = cfg.d_model, f = cfg.d_ff, fs = cfg.shared_d_ff;
-  MOE_CHECK(x.rank() == 2 && x.cols() == d, "moe", "input {} expected [T,{}]", x.shape.str(), d);
+  MOE_CHECK(x.rank() == 2 && x.cols() == d, "moe", "input x {} expected [T,{}] (d_model = {})",
+            x.shape.str(), d, d);
   MOE_CHECK(y.rank() == 2 && y.rows() == nt && y.cols() == d, "moe", "output {} expected [{},{}]",
             y.shape.str(), nt, d);
   constexpr DType dt = DTypeOf<T>();

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <string>
 
 #include "moe/kernels/activations.h"
 #include "moe/kernels/matmul.h"
@@ -84,8 +85,10 @@ void RouteForward(const MoeConfig& cfg, CView<T> x, CView<T> w_router, CView<T> 
   MOE_CHECK(d == cfg.d_model, "moe", "input has {} features, d_model is {}", d, cfg.d_model);
   MOE_CHECK(w_router.rows() == ne && w_router.cols() == d, "moe", "router weight {} expected [{},{}]",
             w_router.shape.str(), ne, d);
-  MOE_CHECK(!cfg.selection_bias || bias.numel() == ne, "moe",
-            "selection_bias needs a bias of {} values, got {}", ne, bias.numel());
+  // An undefined view has rank 0 and numel() 1, so check that it is there before its size.
+  MOE_CHECK(!cfg.selection_bias || (bias.data != nullptr && bias.rank() == 1 && bias.numel() == ne),
+            "moe", "selection_bias = true needs a bias of shape [{}] (n_experts), got {}", ne,
+            bias.data == nullptr ? std::string("none") : bias.shape.str());
   MOE_CHECK(nt <= std::numeric_limits<int32_t>::max() / std::max<int64_t>(1, k), "moe",
             "{} tokens is too many for one call", nt);
   constexpr DType dt = DTypeOf<T>();

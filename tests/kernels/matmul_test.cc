@@ -89,8 +89,50 @@ TEST(Gemm, EmptyOutputIsANoOp) {
   EXPECT_EQ(c[0], 7.0f);
 }
 
+// An empty inner dimension (K = 0) is a valid product: C = beta * C. The natural leading dimension
+// of a [M,0] or [0,N] operand is 0, which a strict BLAS rejects (it reports an illegal parameter
+// and leaves C untouched; OpenBLAS happens to accept it), so Gemm must not pass it through.
+TEST(Gemm, EmptyInnerDimensionScalesC) {
+  for (bool ta : {false, true})
+    for (bool tb : {false, true})
+      for (float beta : {0.0f, 1.0f, -0.5f}) {
+        SCOPED_TRACE(::testing::Message() << "ta=" << ta << " tb=" << tb << " beta=" << beta);
+        const int64_t m = 3, n = 4, ldc = n + 1;
+        // Natural leading dims of op(A) [m,0] and op(B) [0,n] stored row-major.
+        const int64_t lda = ta ? m : 0, ldb = tb ? 0 : n;
+        const float dummy = 1.0f;
+        std::vector<float> cf(static_cast<size_t>(m * ldc));
+        for (size_t i = 0; i < cf.size(); ++i)
+          cf[i] = (i % ldc) >= static_cast<size_t>(n) ? 12345.0f
+                  : beta == 0.0f                      ? kNaN
+                                                      : static_cast<float>(i) - 5.0f;
+        std::vector<double> want = ToDouble(cf.data(), Size(cf));
+        std::vector<double> cd = want;
+        const double dd = 1.0;
+        testing::RefGemm(ta, tb, m, n, 0, 2.0, &dd, lda, &dd, ldb, beta, want.data(), ldc);
+        Gemm<float>(ta, tb, m, n, 0, 2.0f, &dummy, lda, &dummy, ldb, beta, cf.data(), ldc);
+        Gemm<double>(ta, tb, m, n, 0, 2.0, &dd, lda, &dd, ldb, beta, cd.data(), ldc);
+        for (size_t i = 0; i < want.size(); ++i) {
+          EXPECT_EQ(static_cast<double>(cf[i]), want[i]) << "f32 at " << i;
+          EXPECT_EQ(cd[i], want[i]) << "f64 at " << i;
+        }
+      }
+}
+
 // ---- MatMulNT
 // ------------------------------------------------------------------------------------
+
+// K = 0 on both paths (own few-row kernel, BLAS): y = 0, or y unchanged when accumulating.
+TEST(MatMulNT, EmptyInnerDimension) {
+  for (int64_t m : {int64_t{2}, int64_t{20}})
+    for (bool accumulate : {false, true}) {
+      const int64_t n = 3;
+      std::vector<float> y(static_cast<size_t>(m * n), accumulate ? 1.5f : kNaN);
+      const float dummy = 1.0f;
+      MatMulNT<float>(&dummy, 0, m, &dummy, 0, n, 0, y.data(), n, accumulate);
+      for (float v : y) EXPECT_EQ(v, accumulate ? 1.5f : 0.0f) << "m=" << m;
+    }
+}
 
 TEST(MatMulNT, SmallAndLargeMWithStridesAndAccumulate) {
   Rng rng(2);
