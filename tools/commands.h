@@ -6,5 +6,6 @@
 namespace moe::cli {
 
 void AddBenchCommand(CLI::App& root);
+void AddCorpusCommand(CLI::App& root);
 
 }  // namespace moe::cli

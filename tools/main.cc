@@ -12,6 +12,7 @@ int main(int argc, char** argv) {
   app.set_version_flag("--version", std::string("moe ") + MOE_VERSION);
   app.require_subcommand(1);
   moe::cli::AddBenchCommand(app);
+  moe::cli::AddCorpusCommand(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
