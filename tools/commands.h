@@ -6,6 +6,7 @@
 namespace moe::cli {
 
 void AddBenchCommand(CLI::App& root);
+void AddTrainCommands(CLI::App& root);  // train, demo, eval, generate
 void AddCorpusCommand(CLI::App& root);
 
 }  // namespace moe::cli

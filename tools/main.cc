@@ -11,6 +11,7 @@ int main(int argc, char** argv) {
   CLI::App app{"moe: a C++ engine for Mixture-of-Experts language models"};
   app.set_version_flag("--version", std::string("moe ") + MOE_VERSION);
   app.require_subcommand(1);
+  moe::cli::AddTrainCommands(app);
   moe::cli::AddBenchCommand(app);
   moe::cli::AddCorpusCommand(app);
   try {

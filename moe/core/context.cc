@@ -1,5 +1,7 @@
 #include "moe/core/context.h"
 
+#include <thread>
+
 #include <cblas.h>
 
 #include <cstdlib>
@@ -53,13 +55,24 @@ void ThreadPool::Execute(int w) {
   }
 }
 
+namespace {
+// Waiting: spin about 20-50 us (back-to-back small tasks stay cheap), then yield the core a few
+// times, then sleep on the futex. Long spins are harmful when threads outnumber free cores.
+constexpr int kSpins = 2000;
+constexpr int kYields = 50;
+}  // namespace
+
 void ThreadPool::WorkerLoop(int w) {
   uint64_t seen = 0;
   for (;;) {
     // Spin briefly (low latency for back-to-back small tasks), then sleep on the futex.
     uint64_t g = generation_.load(std::memory_order_acquire);
-    for (int spin = 0; g == seen && spin < 20000; ++spin) {
+    for (int spin = 0; g == seen && spin < kSpins; ++spin) {
       MOE_PAUSE();
+      g = generation_.load(std::memory_order_acquire);
+    }
+    for (int y = 0; g == seen && y < kYields; ++y) {
+      std::this_thread::yield();
       g = generation_.load(std::memory_order_acquire);
     }
     while (g == seen) {
@@ -88,8 +101,13 @@ void ThreadPool::RunImpl(TaskFn fn, void* arg) {
   generation_.notify_all();
   Execute(0);
   int left = pending_.load(std::memory_order_acquire);
-  for (int spin = 0; left != 0 && spin < 200000; ++spin) {
+  for (int spin = 0; left != 0 && spin < kSpins; ++spin) {
     MOE_PAUSE();
+    left = pending_.load(std::memory_order_acquire);
+  }
+  // A worker that is not running (more threads than free cores) needs this core: yield it.
+  for (int y = 0; left != 0 && y < kYields; ++y) {
+    std::this_thread::yield();
     left = pending_.load(std::memory_order_acquire);
   }
   while (left != 0) {

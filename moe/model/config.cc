@@ -200,9 +200,9 @@ ModelConfig FromHfJson(const nlohmann::json& j, const std::string& origin) {
 namespace {
 ModelConfig Base() {
   ModelConfig c;
-  c.vocab_size = 260;  // bytes + BOS/EOS + 2 spare (moe::tokenizer byte level)
+  c.vocab_size = 258;  // bytes 0..255, separator 256 (starts prompts, ends samples), padding 257
   c.bos_id = 256;
-  c.eos_id = 257;
+  c.eos_id = 256;
   c.rope_theta = 10000.0;
   c.norm_eps = 1e-5;
   c.moe.top_k = 2;
