@@ -268,14 +268,22 @@ StepRecord Trainer::Step() {
     const model::Batch b = ToModelBatch(SampleBatch(data_->train, opt_.batch, opt_.seq_len, rng));
     const model::RunOptions ro{.training = true, .seed = Mix(opt_.seed ^ 0x5EED, static_cast<uint64_t>(step_),
                                                              static_cast<uint64_t>(micro))};
-    tf_.Forward<float>(w_, b, fs_, ctx_, ro);
+    // Errors inside the model (e.g. non-finite router logits) are reported with the step.
+    auto guarded = [&](auto&& fn) {
+      try {
+        fn();
+      } catch (const Error& e) {
+        Fail(kTag, "step {}: {}; stopping without saving, the last checkpoint is kept", step_, e.what());
+      }
+    };
+    guarded([&] { tf_.Forward<float>(w_, b, fs_, ctx_, ro); });
     MOE_CHECK(std::isfinite(fs_.ce_loss) && std::isfinite(fs_.aux_loss), kTag,
               "step {}: the loss is not finite (cross-entropy {}, aux {}); stopping without saving, the last "
               "checkpoint is kept. Try a lower --lr or a smaller --clip.",
               step_, fs_.ce_loss, fs_.aux_loss);
     rec.loss += fs_.ce_loss * inv;
     rec.aux += fs_.aux_loss * inv;
-    tf_.Backward<float>(w_, b, fs_, grad_, ctx_, ro, inv);
+    guarded([&] { tf_.Backward<float>(w_, b, fs_, grad_, ctx_, ro, inv); });
     for (size_t k = 0; k < moe_layers.size(); ++k) {
       const auto& stats = fs_.layers[static_cast<size_t>(moe_layers[k])].moe.stats;
       for (int64_t e = 0; e < ne; ++e) {
