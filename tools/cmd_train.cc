@@ -206,6 +206,10 @@ std::unique_ptr<train::Trainer> RunTraining(const TrainCli& c, bool demo) {
     std::printf("  eval @ %lld: val loss %.4f (ppl %.3f)\n", static_cast<long long>(e.step), e.loss, e.perplexity);
     std::fflush(stdout);
   };
+  t->on_plan = [&](int64_t steps, double per_step) {
+    if (tty) std::printf("\n");
+    std::printf("  %.2f s/step here: %lld steps fit the time limit\n", per_step, static_cast<long long>(steps));
+  };
   g_stop.store(false);
   auto old = std::signal(SIGINT, OnSigint);
   try {
@@ -327,16 +331,25 @@ void PrintGenerations(const model::Transformer& tf, const model::ModelWeights& w
   Rng rng(seed);
   generate::SamplerOptions so;  // greedy
   const auto names = train::DomainNames();
+  const bool tty = ::isatty(STDOUT_FILENO) != 0;
+  const char* bold = tty ? "\033[1m" : "[";
+  const char* plain = tty ? "\033[0m" : "]";
+  int exact = 0, total = 0;
   for (int d = 0; d < train::NumDomains(); ++d) {
     for (int i = 0; i < per_domain; ++i) {
-      const train::Sample s = train::GenerateSample(d, rng);
+      train::Sample s = train::GenerateSample(d, rng);
+      // Held-out lines only (never in the training split).
+      for (int tries = 0; tries < 1000 && !train::IsHeldOut(s.text, 0.1); ++tries) s = train::GenerateSample(d, rng);
       const std::string prompt = PromptOf(s.text);
-      const std::string got = Generate(tf, w, prompt, 100, so, ctx, false);
       const std::string want = s.text.substr(prompt.size());
-      std::printf("  %-8s %s\033[1m%s\033[0m%s\n", std::string(names[static_cast<size_t>(d)]).c_str(), prompt.c_str(),
-                  got.c_str(), got == want ? "   ✓" : "");
+      const std::string got = Generate(tf, w, prompt, static_cast<int64_t>(want.size()) + 16, so, ctx, false);
+      exact += got == want ? 1 : 0;
+      ++total;
+      std::printf("  %-8s %s%s%s%s%s\n", std::string(names[static_cast<size_t>(d)]).c_str(), prompt.c_str(), bold,
+                  got.c_str(), plain, got == want ? "   ✓" : "");
     }
   }
+  std::printf("  exactly right: %d of %d\n", exact, total);
 }
 
 }  // namespace
@@ -354,8 +367,9 @@ void AddTrainCommands(CLI::App& root) {
   {
     auto c = std::make_shared<TrainCli>();
     c->out = "runs/demo";
-    c->opt.time_limit_s = 240;
-    c->opt.steps = 800;
+    c->opt.time_limit_s = 210;
+    c->opt.fit_steps_to_time = true;
+    c->opt.steps = 3000;
     c->opt.eval_every = 200;
     c->opt.ckpt_every = 0;
     auto* cmd = root.add_subcommand("demo", "Train a tiny MoE on the built-in corpus (a few minutes), then show what the experts learned");
@@ -373,7 +387,7 @@ void AddTrainCommands(CLI::App& root) {
       std::printf("\n== evaluation ==\n%s", train::RenderEval(e, true).c_str());
       std::printf("\n== specialisation per layer ==\n%s", train::RenderRoutingSummary(e).c_str());
       std::printf("(NMI 0 = experts ignore the domain, 1 = each domain has its own experts)\n");
-      std::printf("\n== generations (greedy; prompt, then the model's continuation in bold; ✓ = exactly right) ==\n");
+      std::printf("\n== generations (greedy; each prompt starts a held-out line never seen in training, the model's continuation is in bold or [brackets]; ✓ = exactly right) ==\n");
       model::Transformer tf(t->config());
       PrintGenerations(tf, t->weights(), ctx, 4242, 2);
       const auto pics = train::WriteRunPictures(c->out, t->config(), t->history(), t->evals());

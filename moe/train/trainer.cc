@@ -344,6 +344,16 @@ void Trainer::Run(const std::atomic<bool>* stop) {
     if (stop != nullptr && stop->load()) break;
     if (opt_.time_limit_s > 0 && kernels::NowSeconds() - start > opt_.time_limit_s) break;
     StepRecord rec = Step();
+    if (opt_.fit_steps_to_time && opt_.time_limit_s > 0 && step_ == std::min<int64_t>(opt_.steps, 20)) {
+      // Eval and checkpoint time is small next to training; keep 10% in reserve for it.
+      const double el = kernels::NowSeconds() - start, per_step = el / static_cast<double>(step_);
+      const auto fit = static_cast<int64_t>(0.9 * opt_.time_limit_s / per_step);
+      if (fit < opt_.steps) {
+        opt_.steps = std::max<int64_t>(fit, step_ + 1);
+        if (opt_.eval_every > opt_.steps / 2) opt_.eval_every = std::max<int64_t>(1, opt_.steps / 4);
+      }
+      if (on_plan) on_plan(opt_.steps, per_step);
+    }
     const bool log = (rec.step % std::max<int64_t>(1, opt_.log_every)) == 0 || step_ == opt_.steps;
     if (on_step) on_step(rec);
     if (log) history_.push_back(std::move(rec));

@@ -42,6 +42,9 @@ struct TrainOptions {
   int64_t ckpt_every = 200;     // 0 = only at the end
   int keep_checkpoints = 2;
   double time_limit_s = 0;      // stop, evaluate and save after this long (0 = no limit)
+  // With a time limit: after the first steps, lower `steps` so that the whole schedule (warmup +
+  // cosine) fits in the time left (the demo). Makes the step count depend on the machine's speed.
+  bool fit_steps_to_time = false;
   int64_t log_every = 10;       // history points (and non-TTY progress lines)
 };
 
@@ -110,6 +113,8 @@ class Trainer {
   // Called after each step (progress display).
   std::function<void(const StepRecord&)> on_step;
   std::function<void(const EvalResult&)> on_eval;
+  // Called once when fit_steps_to_time has chosen the step count.
+  std::function<void(int64_t steps, double seconds_per_step)> on_plan;
 
  private:
   Trainer(const model::ModelConfig& cfg, const TrainOptions& opt, std::shared_ptr<const Dataset> data,
