@@ -103,24 +103,23 @@ void GroupedSwiGluBackward(const std::vector<FfnGroup<T>>& groups,
     const FfnGroup<T>& g = groups[static_cast<size_t>(tk.group)];
     const FfnGroupGrad<T>& gg = grads[static_cast<size_t>(tk.group)];
     const int64_t f = g.d_ff, b = tk.begin, nb = tk.end - tk.begin;
-    // Row chunks keep da/dh of the chunk in L2 between the products that write and read them.
+    // Row chunks keep da/dh of the chunk in L2 between the product that writes da and the SwiGLU
+    // backward that reads it; the weight gradients then run once over all rows (a long K keeps
+    // sgemm efficient and each dW block is read and written once).
     for (int64_t r0 = 0; r0 < g.rows; r0 += kRowChunk) {
       const int64_t m = std::min(kRowChunk, g.rows - r0);
-      const T* dy = gg.dy + r0 * d;
-      const T* x = g.x + r0 * d;
       T* da = gg.da + r0 * f;
-      T* dh = gg.dh + r0 * 2 * f;
-      kernels::Gemm<T>(false, false, m, nb, d, T(1), dy, d, g.w2 + b, f, T(0), da + b, f);
-      kernels::Gemm<T>(true, false, d, nb, m, T(1), dy, d, g.a + r0 * f + b, f, T(1), gg.dw2 + b, f);
+      kernels::Gemm<T>(false, false, m, nb, d, T(1), gg.dy + r0 * d, d, g.w2 + b, f, T(0), da + b, f);
       for (int64_t r = 0; r < m; ++r) {
         const T* hr = g.h + (r0 + r) * 2 * f;
-        T* dhr = dh + r * 2 * f;
+        T* dhr = gg.dh + (r0 + r) * 2 * f;
         kernels::SwiGluBackwardRow<T>(hr + b, hr + f + b, da + r * f + b, dhr + b, dhr + f + b, nb);
       }
-      kernels::Gemm<T>(true, false, nb, d, m, T(1), dh + b, 2 * f, x, d, T(1), gg.dw13 + b * d, d);
-      kernels::Gemm<T>(true, false, nb, d, m, T(1), dh + f + b, 2 * f, x, d, T(1),
-                       gg.dw13 + (f + b) * d, d);
     }
+    const int64_t m = g.rows;
+    kernels::Gemm<T>(true, false, d, nb, m, T(1), gg.dy, d, g.a + b, f, T(1), gg.dw2 + b, f);
+    kernels::Gemm<T>(true, false, nb, d, m, T(1), gg.dh + b, 2 * f, g.x, d, T(1), gg.dw13 + b * d, d);
+    kernels::Gemm<T>(true, false, nb, d, m, T(1), gg.dh + f + b, 2 * f, g.x, d, T(1), gg.dw13 + (f + b) * d, d);
   });
   // Phase 2, per (group, D-block): dx[:, blk] = dh * W13[:, blk].
   MakeTasks(ng, [&](int64_t g) { return groups[g].rows; }, [&](int64_t) { return d; }, ctx.threads(),

@@ -202,7 +202,8 @@ void MoeBackward(const MoeConfig& cfg, const MoeWeights& w, CView<T> x, CView<T>
   constexpr DType dt = DTypeOf<T>();
 
   // Combine backward: d(expert out) = gate * dy[token], d(gate) = dy[token] . expert out.
-  Tensor dyp_t(dt, {n, d});
+  Tensor& dyp_t = st.dyp;
+  dyp_t.Resize(dt, {n, d});
   auto dyp = dyp_t.view<T>();
   auto yp = Const<T>(st.yp);
   std::vector<T> dgate(static_cast<size_t>(n));
@@ -222,12 +223,12 @@ void MoeBackward(const MoeConfig& cfg, const MoeWeights& w, CView<T> x, CView<T>
   }, 16);
 
   // Shared expert gate backward and the shared expert's dy.
-  Tensor dys_t, dxs_t, das_t, dhs_t;
+  Tensor &dys_t = st.dys, &dxs_t = st.dxs, &das_t = st.das, &dhs_t = st.dhs;
   if (fs > 0) {
-    dys_t = Tensor(dt, {nt, d});
-    dxs_t = Tensor(dt, {nt, d});
-    das_t = Tensor(dt, {nt, fs});
-    dhs_t = Tensor(dt, {nt, 2 * fs});
+    dys_t.Resize(dt, {nt, d});
+    dxs_t.Resize(dt, {nt, d});
+    das_t.Resize(dt, {nt, fs});
+    dhs_t.Resize(dt, {nt, 2 * fs});
     auto dys = dys_t.view<T>();
     if (cfg.shared_gate) {
       auto sg = Const<T>(st.sg);
@@ -252,7 +253,10 @@ void MoeBackward(const MoeConfig& cfg, const MoeWeights& w, CView<T> x, CView<T>
   }
 
   // Experts backward.
-  Tensor dxp_t(dt, {n, d}), da_t(dt, {n, f}), dh_t(dt, {n, 2 * f});
+  Tensor &dxp_t = st.dxp, &da_t = st.da, &dh_t = st.dh;
+  dxp_t.Resize(dt, {n, d});
+  da_t.Resize(dt, {n, f});
+  dh_t.Resize(dt, {n, 2 * f});
   std::vector<FfnGroup<T>> groups;
   std::vector<FfnGroupGrad<T>> grads;
   T* gw13 = grad.w13.view<T>().data;

@@ -78,6 +78,9 @@ struct MoeState {
   Tensor sh_a;  // [T, Fs]
   Tensor sh_y;  // [T, D]  shared expert output before its gate
   Tensor sg;    // [T]     shared gate sigmoid(x . w_sg)
+  // Backward scratch (kept so repeated calls do not allocate and fault in fresh pages).
+  Tensor dyp, dxp, da, dh;  // [N,D], [N,D], [N,F], [N,2F]
+  Tensor dys, dxs, das, dhs;  // shared expert: [T,D], [T,D], [T,Fs], [T,2Fs]
   MoeStats stats;
   // Sum of the auxiliary losses to add to the objective.
   double aux_total() const { return stats.aux_loss + stats.z_loss; }

@@ -18,8 +18,8 @@ std::string RenderEval(const EvalResult& e, bool with_routing) {
   s += "\n";
   if (with_routing) {
     for (size_t k = 0; k < e.routing.size(); ++k) {
-      s += "\n" + e.routing[k].RenderTable(fmt::format("layer {} routing (share of each domain's assignments, %)",
-                                                       e.moe_layers[k]));
+      s += '\n';
+      s += e.routing[k].RenderTable(fmt::format("layer {} routing", e.moe_layers[k]));
     }
   }
   return s;
@@ -59,7 +59,7 @@ std::vector<std::string> WriteRunPictures(const std::string& dir, const model::M
     }
     c.series = {train, val};
     if (!train.x.empty()) {
-      out.push_back(dir + "/loss.svg");
+      out.push_back(fmt::format("{}/loss.svg", dir));
       report::WriteSvg(out.back(), report::RenderLineChart(c));
     }
   }
@@ -80,7 +80,7 @@ std::vector<std::string> WriteRunPictures(const std::string& dir, const model::M
       if (!s.x.empty()) c.series.push_back(s);
     }
     if (!c.series.empty()) {
-      out.push_back(dir + "/domain_loss.svg");
+      out.push_back(fmt::format("{}/domain_loss.svg", dir));
       report::WriteSvg(out.back(), report::RenderLineChart(c));
     }
   }
@@ -97,7 +97,7 @@ std::vector<std::string> WriteRunPictures(const std::string& dir, const model::M
     h.value_label = "share";
     std::vector<size_t> cols;
     for (size_t i = 0; i < history.size(); i += stride) cols.push_back(i);
-    for (size_t i : cols) h.col_labels.push_back(std::to_string(history[i].step + 1));
+    for (size_t i : cols) h.col_labels.push_back(fmt::format("{}", history[i].step + 1));
     std::vector<int64_t> moe_layers;
     for (int64_t l = 0; l < cfg.n_layers; ++l)
       if (cfg.IsMoeLayer(l)) moe_layers.push_back(l);
@@ -113,7 +113,7 @@ std::vector<std::string> WriteRunPictures(const std::string& dir, const model::M
       }
     }
     h.vmin = 0.0;
-    out.push_back(dir + "/expert_load.svg");
+    out.push_back(fmt::format("{}/expert_load.svg", dir));
     report::WriteSvg(out.back(), report::RenderHeatmap(h));
   }
   // Domain x expert shares of the last evaluation, one heatmap per MoE layer stacked as rows.
@@ -124,7 +124,7 @@ std::vector<std::string> WriteRunPictures(const std::string& dir, const model::M
     h.x_label = "expert";
     h.y_label = "layer / domain";
     h.value_label = "share";
-    for (int64_t x = 0; x < cfg.moe.n_experts; ++x) h.col_labels.push_back("E" + std::to_string(x));
+    for (int64_t x = 0; x < cfg.moe.n_experts; ++x) h.col_labels.push_back(fmt::format("E{}", x));
     for (size_t k = 0; k < e.routing.size(); ++k) {
       const RoutingSummary r = e.routing[k].Summarize();
       for (size_t d = 0; d < r.share.size(); ++d) {
@@ -133,7 +133,7 @@ std::vector<std::string> WriteRunPictures(const std::string& dir, const model::M
       }
     }
     h.vmin = 0.0;
-    out.push_back(dir + "/routing_by_domain.svg");
+    out.push_back(fmt::format("{}/routing_by_domain.svg", dir));
     report::WriteSvg(out.back(), report::RenderHeatmap(h));
   }
   return out;
