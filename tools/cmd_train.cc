@@ -92,7 +92,7 @@ struct TrainCli {
   train::TrainOptions opt;
   // Router overrides.
   std::string router, score;
-  int64_t experts = 0, top_k = 0, shared_ff = 0, groups = 0, topk_groups = 0, moe_every = -1;
+  int64_t experts = 0, expert_ff = 0, top_k = 0, shared_ff = 0, groups = 0, topk_groups = 0, moe_every = -1;
   double capacity = -1, aux = -1, z = -1, jitter = -1, bias_rate = -1, route_scale = -1;
   int renorm = -1;
   bool quiet = false;
@@ -115,6 +115,7 @@ model::ModelConfig BuildConfig(const TrainCli& c) {
   if (!c.router.empty()) m.router = mixture::ParseRouterKind(c.router);
   if (!c.score.empty()) m.score = mixture::ParseScoreFn(c.score);
   if (c.experts > 0) m.n_experts = c.experts;
+  if (c.expert_ff > 0) m.d_ff = c.expert_ff;
   if (c.top_k > 0) m.top_k = c.top_k;
   if (c.shared_ff >= 0 && c.shared_ff != 0) m.shared_d_ff = c.shared_ff;
   if (c.groups > 0) m.n_groups = c.groups;
@@ -262,6 +263,7 @@ void AddTrainOptions(CLI::App* cmd, TrainCli& c) {
   cmd->add_option("--router", c.router, "token_choice | expert_choice");
   cmd->add_option("--score", c.score, "softmax | sigmoid");
   cmd->add_option("--experts", c.experts, "Routed experts E");
+  cmd->add_option("--expert-ff", c.expert_ff, "Hidden size F of each routed expert");
   cmd->add_option("--top-k", c.top_k, "Experts per token K (and expert-choice capacity)");
   cmd->add_option("--renorm", c.renorm, "Renormalise the top-K gates (1/0)");
   cmd->add_option("--route-scale", c.route_scale, "Multiply routed gates");
@@ -429,6 +431,27 @@ void AddTrainCommands(CLI::App& root) {
         std::printf("\nexpert choice is not causal; routed causally (token choice, as generation does): "
                     "loss %.4f vs %.4f (+%.1f%%)\n", c2.loss, e.loss, 100.0 * (c2.loss / e.loss - 1.0));
       }
+    });
+  }
+  // moe report
+  {
+    auto runs = std::make_shared<std::vector<std::string>>();
+    auto names = std::make_shared<std::vector<std::string>>();
+    auto svg = std::make_shared<std::string>("comparison.svg");
+    auto title = std::make_shared<std::string>("Validation loss");
+    auto* cmd = root.add_subcommand("report", "Compare training runs: validation-loss curves (SVG) and a Markdown table");
+    cmd->add_option("runs", *runs, "Run folders")->required();
+    cmd->add_option("--names", *names, "Labels of the runs (default: folder names)");
+    cmd->add_option("--svg", *svg, "Where to write the chart")->capture_default_str();
+    cmd->add_option("--title", *title, "Chart title")->capture_default_str();
+    cmd->callback([=] {
+      MOE_CHECK(names->empty() || names->size() == runs->size(), "report", "{} names for {} runs", names->size(),
+                runs->size());
+      std::vector<train::RunSummary> rs;
+      for (size_t i = 0; i < runs->size(); ++i)
+        rs.push_back(train::ReadRunSummary((*runs)[i], names->empty() ? "" : (*names)[i]));
+      train::WriteRunComparison(rs, *svg, *title);
+      std::printf("%s\nchart: %s\n", train::RunComparisonTable(rs).c_str(), svg->c_str());
     });
   }
   // moe generate

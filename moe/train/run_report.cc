@@ -1,9 +1,13 @@
 #include "moe/train/run_report.h"
 
 #include <cmath>
+#include <filesystem>
+
+#include <nlohmann/json.hpp>
 
 #include "moe/core/error.h"
 #include "moe/io/file.h"
+#include "moe/model/checkpoint.h"
 #include "moe/report/svg.h"
 
 namespace moe::train {
@@ -137,6 +141,90 @@ std::vector<std::string> WriteRunPictures(const std::string& dir, const model::M
     report::WriteSvg(out.back(), report::RenderHeatmap(h));
   }
   return out;
+}
+
+}  // namespace moe::train
+
+namespace moe::train {
+
+RunSummary ReadRunSummary(const std::string& run_dir, const std::string& name) {
+  const std::string dir = LatestCheckpoint(run_dir);
+  RunSummary r;
+  r.dir = run_dir;
+  r.name = name.empty() ? std::filesystem::path(run_dir).filename().string() : name;
+  const model::LoadedModel lm = model::LoadModel(dir);
+  r.config = lm.config;
+  const std::string path = dir + "/trainer_state.json";
+  try {
+    const nlohmann::json j = nlohmann::json::parse(io::ReadFile(path, 256 << 20));
+    for (const auto& h : j.at("history")) {
+      StepRecord s;
+      s.step = h.at("step");
+      s.loss = h.at("loss");
+      s.aux = h.at("aux");
+      s.lr = h.at("lr");
+      s.grad_norm = h.at("grad_norm");
+      s.tokens_per_s = h.at("tokens_per_s");
+      s.imbalance = h.at("imbalance");
+      r.history.push_back(s);
+    }
+    for (const auto& e : j.at("evals")) {
+      EvalResult ev;
+      ev.step = e.at("step");
+      ev.loss = e.at("loss");
+      ev.perplexity = std::exp(ev.loss);
+      ev.tokens = e.at("tokens");
+      for (const auto& d : e.at("domains")) ev.domains.push_back({d.at("name"), d.at("loss"), d.at("tokens")});
+      r.evals.push_back(ev);
+      r.nmi.push_back(e.at("nmi").get<std::vector<double>>());
+    }
+  } catch (const nlohmann::json::exception& e) {
+    Fail("report", "{}: malformed trainer state: {}", path, e.what());
+  }
+  const size_t skip = r.history.size() / 10;
+  double sum = 0;
+  size_t n = 0;
+  for (size_t i = skip; i < r.history.size(); ++i, ++n) sum += r.history[i].tokens_per_s;
+  r.mean_tokens_per_s = n > 0 ? sum / static_cast<double>(n) : 0.0;
+  return r;
+}
+
+void WriteRunComparison(const std::vector<RunSummary>& runs, const std::string& svg_path, const std::string& title) {
+  report::LineChart c;
+  c.title = title;
+  c.y_label = "validation loss (nats/byte)";
+  for (const auto& r : runs) {
+    report::Series s{r.name, {}, {}};
+    for (const auto& e : r.evals) {
+      s.x.push_back(static_cast<double>(e.step));
+      s.y.push_back(e.loss);
+    }
+    c.series.push_back(s);
+  }
+  c.x_label = "step (same tokens per step in every run)";
+  report::WriteSvg(svg_path, report::RenderLineChart(c));
+}
+
+std::string RunComparisonTable(const std::vector<RunSummary>& runs) {
+  std::string s = "| run | params total / active | steps | final val loss | tokens/s | load max/mean | NMI (mean over MoE layers) |\n"
+                  "|---|---|---|---|---|---|---|\n";
+  for (const auto& r : runs) {
+    const double loss = r.evals.empty() ? NAN : r.evals.back().loss;
+    double imb = 0;
+    size_t n = 0;
+    for (size_t i = r.history.size() / 2; i < r.history.size(); ++i, ++n) imb += r.history[i].imbalance;
+    double nmi = 0;
+    if (!r.nmi.empty() && !r.nmi.back().empty()) {
+      for (double v : r.nmi.back()) nmi += v;
+      nmi /= static_cast<double>(r.nmi.back().size());
+    }
+    const bool moe = r.config.NumMoeLayers() > 0;
+    s += fmt::format("| {} | {:.2f}M / {:.2f}M | {} | {:.4f} | {:.0f} | {} | {} |\n", r.name, r.config.TotalParams() / 1e6,
+                     r.config.ActiveParams() / 1e6, r.evals.empty() ? 0 : r.evals.back().step, loss, r.mean_tokens_per_s,
+                     moe && n > 0 ? fmt::format("{:.2f}", imb / static_cast<double>(n)) : "-",
+                     moe ? fmt::format("{:.3f}", nmi) : "-");
+  }
+  return s;
 }
 
 }  // namespace moe::train

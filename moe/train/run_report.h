@@ -22,4 +22,19 @@ std::vector<std::string> WriteRunPictures(const std::string& dir, const model::M
                                           const std::vector<StepRecord>& history,
                                           const std::vector<EvalResult>& evals);
 
+// What `moe report` compares across runs: read from a run folder's newest trainer_state.json.
+struct RunSummary {
+  std::string name;                   // label (folder name unless given)
+  std::string dir;
+  model::ModelConfig config;
+  std::vector<StepRecord> history;
+  std::vector<EvalResult> evals;      // routing stats are not stored; see nmi
+  std::vector<std::vector<double>> nmi;  // [evals][MoE layers]
+  double mean_tokens_per_s = 0;       // over the logged steps after the first 10%
+};
+RunSummary ReadRunSummary(const std::string& run_dir, const std::string& name = "");
+// Validation-loss curves of several runs in one chart, and a Markdown table of the final figures.
+void WriteRunComparison(const std::vector<RunSummary>& runs, const std::string& svg_path, const std::string& title);
+std::string RunComparisonTable(const std::vector<RunSummary>& runs);
+
 }  // namespace moe::train
