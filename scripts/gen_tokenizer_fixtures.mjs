@@ -194,6 +194,43 @@ const FAMILIES = [
     decoder: { type: 'Metaspace', replacement: SP, prepend_scheme: 'first', split: false },
     extra_added: [added('[INST]'), added('[/INST]')],
   },
+  {
+    // Not a published family: every other option the C++ side supports, checked against the
+    // reference too (Split with a String pattern and each behavior, invert, Regex Replace
+    // normalizer, ByteLevel with add_prefix_space and its own regex, Strip at the end).
+    name: 'misc_bytelevel', kind: 'byte', merges: 120,
+    normalizer: { type: 'Sequence', normalizers: [
+      { type: 'Replace', pattern: { Regex: '\\s{3,}' }, content: '   ' }, { type: 'NFC' }] },
+    pre_tokenizer: { type: 'Sequence', pretokenizers: [
+      { type: 'Split', pattern: { String: '-' }, behavior: 'MergedWithPrevious', invert: false },
+      { type: 'Split', pattern: { Regex: '[,;]+' }, behavior: 'Removed', invert: false },
+      { type: 'Split', pattern: { Regex: '\\p{Lu}' }, behavior: 'MergedWithNext', invert: false },
+      { type: 'Split', pattern: { Regex: '[aeiou]' }, behavior: 'Contiguous', invert: true },
+      { type: 'Digits', individual_digits: false },
+      byteLevel(true, true)] },
+    post_processor: byteLevelPost,
+    decoder: { type: 'Sequence', decoders: [byteLevelDecoder,
+      { type: 'Replace', pattern: { Regex: 'x+' }, content: 'X' },
+      { type: 'Strip', content: '.', start: 1, stop: 1 }] },
+    added: [added('<|endoftext|>')],
+    // Hugging Face's Strip decoder panics (index underflow) when a token is shorter than what
+    // start + stop would strip (e.g. an empty one), so the empty text is left out here and the
+    // stripped character is one no decoded case consists of.
+    skip_empty_text: true,
+  },
+  {
+    // The older Metaspace form (add_prefix_space instead of prepend_scheme, split on) written
+    // by hand, individual Digits, and a normalizer-side Replace.
+    name: 'misc_metaspace', kind: 'sp', merges: 150,
+    normalizer: { type: 'Replace', pattern: { String: '\t' }, content: '  ' },
+    pre_tokenizer: { type: 'Sequence', pretokenizers: [
+      { type: 'Digits', individual_digits: true },
+      { type: 'Metaspace', replacement: SP, prepend_scheme: 'always', split: true }] },
+    decoder: { type: 'Sequence', decoders: [
+      { type: 'Metaspace', replacement: SP, prepend_scheme: 'always', split: true },
+      { type: 'ByteFallback' }, { type: 'Fuse' }] },
+    legacy_metaspace: true,
+  },
 ];
 
 // ------------------------------------------------------------------------------------------------
@@ -291,12 +328,19 @@ function build(f) {
     j.model.merges = j.model.merges.map(([a, b]) => `${a} ${b}`);
     text = JSON.stringify(j);
   }
+  if (f.legacy_metaspace) {
+    const j = JSON.parse(text);
+    for (const p of j.pre_tokenizer.pretokenizers)
+      if (p.type === 'Metaspace') { delete p.prepend_scheme; delete p.split; p.add_prefix_space = true; }
+    text = JSON.stringify(j);
+  }
   return text;
 }
 
-async function cases(tok) {
+async function cases(tok, f) {
   const out = [];
   for (const text of CASES) {
+    if (f.skip_empty_text && text === '') continue;
     const plain = await tok.encode(text, null, { addSpecialTokens: false });
     const withSpecial = await tok.encode(text, null, { addSpecialTokens: true });
     const ids = withSpecial.getIds();
@@ -320,7 +364,7 @@ for (const f of FAMILIES) {
   fs.writeFileSync(path.join(dir, 'tokenizer.json'), text);
   const tok = tk.Tokenizer.fromString(text);
   const doc = { generator: 'scripts/gen_tokenizer_fixtures.mjs', reference: `tokenizers (npm) ${tkVersion}`,
-                vocab_size: tok.getVocabSize(true), cases: await cases(tok) };
+                vocab_size: tok.getVocabSize(true), cases: await cases(tok, f) };
   // One case per line: small, and diffs stay readable.
   const lines = doc.cases.map((c) => '  ' + JSON.stringify(c));
   const head = JSON.stringify({ ...doc, cases: [] }).replace(/"cases":\[\]\}$/, '"cases": [\n');

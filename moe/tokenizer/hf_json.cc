@@ -518,6 +518,26 @@ void ValidateSpec(const TokenizerSpec& spec, std::string_view origin) {
       fail(p, fmt::format("{} is id {} in model.vocab, not {}", Quote(t.content), it->second, t.id));
     size = std::max<int64_t>(size, int64_t{t.id} + 1);
   }
+  // Steps from any source: the parser refuses these already, a hand-built spec may not.
+  for (size_t i = 0; i < spec.normalizer.size(); ++i)
+    if (spec.normalizer[i].kind == NormalizerStep::Kind::kReplace && spec.normalizer[i].pattern.empty())
+      fail(fmt::format("normalizer[{}]", i), "Replace has an empty pattern");
+  for (size_t i = 0; i < spec.pre_tokenizer.size(); ++i) {
+    const PreTokenizerStep& s = spec.pre_tokenizer[i];
+    if (s.kind == PreTokenizerStep::Kind::kSplit && s.pattern.empty())
+      fail(fmt::format("pre_tokenizer[{}]", i), "Split has an empty pattern");
+    if (s.kind == PreTokenizerStep::Kind::kMetaspace && s.replacement.empty())
+      fail(fmt::format("pre_tokenizer[{}]", i), "Metaspace has an empty replacement");
+  }
+  if (spec.decoder) {
+    for (size_t i = 0; i < spec.decoder->size(); ++i) {
+      const DecoderStep& s = (*spec.decoder)[i];
+      if ((s.kind == DecoderStep::Kind::kReplace && s.pattern.empty()) ||
+          (s.kind == DecoderStep::Kind::kStrip && (s.content.empty() || s.start < 0 || s.stop < 0)) ||
+          (s.kind == DecoderStep::Kind::kMetaspace && s.replacement.empty()))
+        fail(fmt::format("decoder[{}]", i), "has an empty pattern, content or replacement, or a negative count");
+    }
+  }
   auto known = [&](int32_t id) {
     return (id >= 0 && static_cast<size_t>(id) < spec.vocab.size()) || added_ids.count(id);
   };

@@ -87,7 +87,8 @@ struct Tokenizer::Impl {
   Decoder decoder;
   Trie raw_trie, normalized_trie;  // values: index into spec.added_tokens
   std::unordered_map<int32_t, size_t> added_by_id;
-  std::unordered_set<std::string> special_contents;
+  StringMap<size_t> added_by_content;
+  std::unordered_set<std::string, StringHash, std::equal_to<>> special_contents;
   int32_t vocab_size = 0;
 
   explicit Impl(TokenizerSpec s, std::string_view o)
@@ -101,6 +102,7 @@ struct Tokenizer::Impl {
     for (size_t i = 0; i < spec.added_tokens.size(); ++i) {
       const AddedToken& t = spec.added_tokens[i];
       added_by_id.emplace(t.id, i);
+      added_by_content.emplace(t.content, i);
       if (t.special) special_contents.insert(t.content);
       if (t.normalized) {
         const std::string n = normalizer.Apply(t.content);
@@ -264,15 +266,15 @@ std::string Tokenizer::Decode(std::span<const int32_t> ids, bool skip_special) c
   for (int32_t id : ids) {
     const auto t = im.Token(id);
     if (!t) continue;
-    if (skip_special && im.special_contents.count(std::string(*t))) continue;
+    if (skip_special && im.special_contents.find(*t) != im.special_contents.end()) continue;
     tokens.emplace_back(*t);
   }
   return im.decoder.Apply(std::move(tokens));
 }
 
 std::optional<int32_t> Tokenizer::TokenToId(std::string_view token) const {
-  for (const AddedToken& t : impl_->spec.added_tokens)
-    if (t.content == token) return t.id;
+  if (auto it = impl_->added_by_content.find(token); it != impl_->added_by_content.end())
+    return impl_->spec.added_tokens[it->second].id;
   if (impl_->model) return impl_->model->Find(token);
   for (size_t i = 0; i < impl_->spec.vocab.size(); ++i)
     if (impl_->spec.vocab[i] == token) return static_cast<int32_t>(i);
@@ -285,9 +287,10 @@ std::optional<int32_t> Tokenizer::bos_id() const { return impl_->spec.bos_id; }
 std::optional<int32_t> Tokenizer::eos_id() const { return impl_->spec.eos_id; }
 
 std::optional<int32_t> Tokenizer::SpecialTokenId(std::string_view content) const {
-  for (const AddedToken& t : impl_->spec.added_tokens)
-    if (t.special && t.content == content) return t.id;
-  return std::nullopt;
+  auto it = impl_->added_by_content.find(content);
+  if (it == impl_->added_by_content.end() || !impl_->spec.added_tokens[it->second].special)
+    return std::nullopt;
+  return impl_->spec.added_tokens[it->second].id;
 }
 
 bool Tokenizer::IsSpecial(int32_t id) const {
