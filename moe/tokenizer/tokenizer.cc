@@ -305,8 +305,8 @@ const TokenizerSpec& Tokenizer::spec() const { return impl_->spec; }
 
 namespace {
 
-// Tokens held back at most while the text ends in U+FFFD: an incomplete character spans at most
-// 4 tokens, so anything longer is a genuine replacement character (or garbage) and goes out.
+// Tokens held back at most: an incomplete character spans at most 4 tokens, so text that still
+// ends in U+FFFD after 8 holds a genuine replacement character (or garbage) and goes out.
 constexpr size_t kMaxPending = 8;
 
 bool EndsWithReplacement(std::string_view s) {
@@ -322,8 +322,10 @@ std::string StreamDecoder::Push(int32_t id) {
   ids_.push_back(id);
   const std::string text = tok_.Decode(ids_, skip_special_);
   const size_t pending = ids_.size() - context_;
-  if (text.size() <= prefix_.size() || (EndsWithReplacement(text) && pending < kMaxPending))
-    return {};
+  // Wait while nothing new is complete; but never for more than kMaxPending tokens, so the
+  // window (and the cost of each Push) stays bounded whatever the ids are.
+  const bool ready = text.size() > prefix_.size() && !EndsWithReplacement(text);
+  if (!ready && pending < kMaxPending) return {};
   std::string out;
   if (text.compare(0, prefix_.size(), prefix_) == 0) {
     out = text.substr(prefix_.size());

@@ -233,6 +233,16 @@ TEST(TokenizerTest, StreamDecoderHoldsSplitCharacters) {
   }
   EXPECT_EQ(partial, "x");
   EXPECT_EQ(sd3.Flush(), "\xEF\xBF\xBD\xEF\xBF\xBD");
+
+  // Tokens that add no text (skipped specials; a decoder that folds x+ into X) do not grow the
+  // decoding window: quadratic work would take minutes here.
+  const Tokenizer qwen = Load("qwen2");
+  std::vector<int32_t> specials(50'000, *qwen.SpecialTokenId("<|im_start|>"));
+  specials.push_back(*qwen.TokenToId("a"));
+  EXPECT_EQ(Streamed(qwen, specials, true), "a");
+  const Tokenizer misc = Load("misc_bytelevel");
+  const auto xs = misc.Encode(std::string(20'000, 'x'), false);
+  EXPECT_EQ(Streamed(misc, xs, false), misc.Decode(xs, false));
 }
 
 TEST(TokenizerTest, BytesTokenizer) {
