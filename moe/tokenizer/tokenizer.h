@@ -62,11 +62,12 @@ class Tokenizer {
 };
 
 // Incremental decoding for streaming generation: Push returns the text that the new token
-// completes, holding back output while it would end in an incomplete UTF-8 character (e.g. a
-// character split across byte-fallback or byte-level tokens). Concatenating every Push and the
-// final Flush gives Decode(all ids); spaces that decoders strip at the start of a text (Llama's
-// leading '▁') are kept between tokens, because each step decodes with the previous tokens as
-// context (the same scheme as Hugging Face's DecodeStream).
+// completes, holding back output (at most 8 tokens) while it would end in an incomplete UTF-8
+// character (e.g. a character split across byte-fallback or byte-level tokens). Concatenating
+// every Push and the final Flush gives Decode(all ids) (for any ids a model emits short of
+// invalid byte sequences longer than the hold); spaces that decoders strip at the start of a text
+// (Llama's leading '▁') are kept between tokens, because each step decodes with the previously
+// emitted tokens as context (the scheme of Hugging Face's DecodeStream).
 class StreamDecoder {
  public:
   explicit StreamDecoder(const Tokenizer& tok, bool skip_special = true);
