@@ -89,8 +89,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       } catch (const moe::Error&) {
         return 0;
       }
-      for (std::string_view text : {"Hello world, it's 2024!", "  \t\n\n x", "\xE4\xB8\xAD\xF0\x9F\x98\x80 \xFF",
-                                    "<s>a</s><|endoftext|>"})
+      for (std::string_view text : {"Hello world, it's 2024!", "  \t\n\n x",
+                                    "\xE4\xB8\xAD\xF0\x9F\x98\x80 \xFF", "<s>a</s><|endoftext|>"})
         Exercise(*tok, text, false);
       std::vector<int32_t> ids;
       for (int32_t id = -2; id < tok->vocab_size() + 2 && id < 600; ++id) ids.push_back(id);

@@ -1,9 +1,9 @@
 #include "moe/tokenizer/bpe.h"
 
+#include <fmt/format.h>
+
 #include <algorithm>
 #include <queue>
-
-#include <fmt/format.h>
 
 #include "moe/tokenizer/unicode.h"
 
@@ -23,9 +23,7 @@ struct Candidate {
   int32_t left, right;
   uint32_t left_len, right_len;
   int32_t id;
-  bool operator>(const Candidate& o) const {
-    return key != o.key ? key > o.key : left > o.left;
-  }
+  bool operator>(const Candidate& o) const { return key != o.key ? key > o.key : left > o.left; }
 };
 
 }  // namespace
@@ -208,8 +206,8 @@ void BpeModel::Tokenize(std::string_view word, std::vector<int32_t>& out) const 
   if (cacheable) {
     std::lock_guard<std::mutex> lock(cache_mu_);
     if (cache_.size() >= kMaxCacheEntries) cache_.clear();
-    cache_.emplace(std::string(word), std::vector<int32_t>(out.begin() + static_cast<ptrdiff_t>(first),
-                                                           out.end()));
+    cache_.emplace(std::string(word),
+                   std::vector<int32_t>(out.begin() + static_cast<ptrdiff_t>(first), out.end()));
   }
 }
 

@@ -2,11 +2,10 @@
 
 #include <algorithm>
 #include <limits>
+#include <nlohmann/json.hpp>
 #include <set>
 #include <unordered_map>
 #include <unordered_set>
-
-#include <nlohmann/json.hpp>
 
 #include "moe/core/error.h"
 #include "moe/tokenizer/bpe.h"
@@ -132,7 +131,7 @@ class Parser {
   PrependScheme MetaspaceScheme(const json& obj, const std::string& path) const {
     if (const json* v = Find(obj, "prepend_scheme")) return Scheme(*v, path + ".prepend_scheme");
     return Bool(obj, "add_prefix_space", path, true) ? PrependScheme::kAlways
-                                                      : PrependScheme::kNever;
+                                                     : PrependScheme::kNever;
   }
 
   void Normalizer(const json& v, const std::string& path, std::vector<NormalizerStep>& out) const {
@@ -262,7 +261,8 @@ class Parser {
       if (const json* seq = Find(piece, "Sequence")) {
         ExpectObject(*seq, p + ".Sequence");
         const std::string id = String(*seq, "id", p + ".Sequence");
-        if (id != "A") Fail(p + ".Sequence.id", "is {}, expected 'A' in a single template", Quote(id));
+        if (id != "A")
+          Fail(p + ".Sequence.id", "is {}, expected 'A' in a single template", Quote(id));
         if (seen_a) Fail(p, "$A appears twice");
         seen_a = true;
       } else if (const json* st = Find(piece, "SpecialToken")) {
@@ -277,8 +277,8 @@ class Parser {
         ExpectArray(ids, tp + ".ids");
         auto& dst = seen_a ? spec.suffix_ids : spec.prefix_ids;
         for (size_t k = 0; k < ids.size(); ++k)
-          dst.push_back(static_cast<int32_t>(
-              Int(ids[k], fmt::format("{}.ids[{}]", tp, k), 0, std::numeric_limits<int32_t>::max())));
+          dst.push_back(static_cast<int32_t>(Int(ids[k], fmt::format("{}.ids[{}]", tp, k), 0,
+                                                 std::numeric_limits<int32_t>::max())));
       } else {
         Fail(p, "is {}, expected {{\"Sequence\": ...}} or {{\"SpecialToken\": ...}}", Brief(piece));
       }
@@ -317,8 +317,8 @@ class Parser {
       const std::string p = "model.vocab[" + Quote(tok) + "]";
       if (!idv.is_number_integer())
         Fail(p, "is a JSON {} ({}), expected an integer id", idv.type_name(), Brief(idv));
-      if (idv.is_number_unsigned() ? idv.get<uint64_t>() >= uint64_t(n) : idv.get<int64_t>() < 0 ||
-                                                                            idv.get<int64_t>() >= n)
+      if (idv.is_number_unsigned() ? idv.get<uint64_t>() >= uint64_t(n)
+                                   : idv.get<int64_t>() < 0 || idv.get<int64_t>() >= n)
         Fail(p, "id {} is out of range: the vocab has {} tokens, so ids are 0..{}", Brief(idv), n,
              n - 1);
       const auto id = static_cast<size_t>(idv.get<int64_t>());
@@ -350,8 +350,8 @@ class Parser {
 
     if (const json* d = Find(m, "dropout")) {
       if (!d->is_number() || d->get<double>() != 0.0)
-        Fail("model.dropout", "is {}; BPE dropout is not supported (encoding must be deterministic)",
-             Brief(*d));
+        Fail("model.dropout",
+             "is {}; BPE dropout is not supported (encoding must be deterministic)", Brief(*d));
     }
     for (const char* key : {"continuing_subword_prefix", "end_of_word_suffix"})
       if (const json* v = Find(m, key))
@@ -397,8 +397,8 @@ void GuessBosEos(TokenizerSpec& spec) {
   if (spec.prefix_ids.size() == 1)
     spec.bos_id = spec.prefix_ids[0];
   else
-    spec.bos_id = find({"<s>", "<|begin_of_text|>", "<\uff5cbegin\u2581of\u2581sentence\uff5c>",
-                        "<bos>"});
+    spec.bos_id =
+        find({"<s>", "<|begin_of_text|>", "<\uff5cbegin\u2581of\u2581sentence\uff5c>", "<bos>"});
   if (spec.suffix_ids.size() == 1)
     spec.eos_id = spec.suffix_ids[0];
   else
@@ -428,8 +428,8 @@ TokenizerSpec ParseHfTokenizerJson(std::string_view text, std::string_view origi
         std::string where;
         for (size_t i = 1; i < d; ++i)
           where += (path[i] == "[]" || where.empty() ? "" : ".") + path[i];
-        duplicate = fmt::format("{}: key {} appears twice", where.empty() ? "(root)" : where,
-                                Quote(k));
+        duplicate =
+            fmt::format("{}: key {} appears twice", where.empty() ? "(root)" : where, Quote(k));
       }
       path[d] = k;
     }
@@ -477,7 +477,8 @@ void ValidateSpec(const TokenizerSpec& spec, std::string_view origin) {
     fail("model.vocab", fmt::format("has {} tokens, more than int32 ids allow", spec.vocab.size()));
   StringMap<int32_t> index;
   index.reserve(spec.vocab.size());
-  for (size_t i = 0; i < spec.vocab.size(); ++i) index.emplace(spec.vocab[i], static_cast<int32_t>(i));
+  for (size_t i = 0; i < spec.vocab.size(); ++i)
+    index.emplace(spec.vocab[i], static_cast<int32_t>(i));
 
   if (!spec.merges.empty() && !spec.scores.empty())
     fail("model", "has both merges and scores; a BPE model uses one of them");
@@ -511,16 +512,19 @@ void ValidateSpec(const TokenizerSpec& spec, std::string_view origin) {
       fail(p + ".id", fmt::format("{} is also the id of added_tokens[{}]", t.id, it->second));
     if (!added_contents.insert(t.content).second)
       fail(p + ".content", fmt::format("{} appears twice in added_tokens", Quote(t.content)));
-    if (static_cast<size_t>(t.id) < spec.vocab.size() && spec.vocab[static_cast<size_t>(t.id)] != t.content)
+    if (static_cast<size_t>(t.id) < spec.vocab.size() &&
+        spec.vocab[static_cast<size_t>(t.id)] != t.content)
       fail(p, fmt::format("id {} is {} in model.vocab, not {}", t.id,
                           Quote(spec.vocab[static_cast<size_t>(t.id)]), Quote(t.content)));
     if (auto it = index.find(t.content); it != index.end() && it->second != t.id)
-      fail(p, fmt::format("{} is id {} in model.vocab, not {}", Quote(t.content), it->second, t.id));
+      fail(p,
+           fmt::format("{} is id {} in model.vocab, not {}", Quote(t.content), it->second, t.id));
     size = std::max<int64_t>(size, int64_t{t.id} + 1);
   }
   // Steps from any source: the parser refuses these already, a hand-built spec may not.
   for (size_t i = 0; i < spec.normalizer.size(); ++i)
-    if (spec.normalizer[i].kind == NormalizerStep::Kind::kReplace && spec.normalizer[i].pattern.empty())
+    if (spec.normalizer[i].kind == NormalizerStep::Kind::kReplace &&
+        spec.normalizer[i].pattern.empty())
       fail(fmt::format("normalizer[{}]", i), "Replace has an empty pattern");
   for (size_t i = 0; i < spec.pre_tokenizer.size(); ++i) {
     const PreTokenizerStep& s = spec.pre_tokenizer[i];
@@ -533,9 +537,11 @@ void ValidateSpec(const TokenizerSpec& spec, std::string_view origin) {
     for (size_t i = 0; i < spec.decoder->size(); ++i) {
       const DecoderStep& s = (*spec.decoder)[i];
       if ((s.kind == DecoderStep::Kind::kReplace && s.pattern.empty()) ||
-          (s.kind == DecoderStep::Kind::kStrip && (s.content.empty() || s.start < 0 || s.stop < 0)) ||
+          (s.kind == DecoderStep::Kind::kStrip &&
+           (s.content.empty() || s.start < 0 || s.stop < 0)) ||
           (s.kind == DecoderStep::Kind::kMetaspace && s.replacement.empty()))
-        fail(fmt::format("decoder[{}]", i), "has an empty pattern, content or replacement, or a negative count");
+        fail(fmt::format("decoder[{}]", i),
+             "has an empty pattern, content or replacement, or a negative count");
     }
   }
   auto known = [&](int32_t id) {
@@ -544,8 +550,8 @@ void ValidateSpec(const TokenizerSpec& spec, std::string_view origin) {
   for (const auto* ids : {&spec.prefix_ids, &spec.suffix_ids})
     for (int32_t id : *ids)
       if (!known(id))
-        fail("post_processor", fmt::format("template token id {} is not in the vocabulary (size {})",
-                                           id, size));
+        fail("post_processor",
+             fmt::format("template token id {} is not in the vocabulary (size {})", id, size));
   if (spec.bos_id && !known(*spec.bos_id))
     fail("bos_id", fmt::format("{} is not in the vocabulary", *spec.bos_id));
   if (spec.eos_id && !known(*spec.eos_id))

@@ -18,12 +18,14 @@ using Ranges = std::vector<std::pair<size_t, size_t>>;
 // Non-overlapping occurrences of a non-empty literal, left to right.
 Ranges FindLiteral(std::string_view text, std::string_view lit) {
   Ranges out;
-  for (size_t pos = text.find(lit); pos != std::string_view::npos; pos = text.find(lit, pos + lit.size()))
+  for (size_t pos = text.find(lit); pos != std::string_view::npos;
+       pos = text.find(lit, pos + lit.size()))
     out.emplace_back(pos, pos + lit.size());
   return out;
 }
 
-Ranges FindPattern(std::string_view text, std::string_view pattern, const std::optional<Regex>& re) {
+Ranges FindPattern(std::string_view text, std::string_view pattern,
+                   const std::optional<Regex>& re) {
   return re ? re->FindAll(text) : FindLiteral(text, pattern);
 }
 
@@ -181,9 +183,9 @@ void PreTokenizer::Step(size_t i, Piece piece, std::vector<Piece>& out) const {
                          s.invert));
       return;
     case PreTokenizerStep::Kind::kDigits:
-      emit(ApplyBehavior(text.size(), CharMatches(text, IsNumeric),
-                         s.individual_digits ? SplitBehavior::kIsolated : SplitBehavior::kContiguous,
-                         false));
+      emit(ApplyBehavior(
+          text.size(), CharMatches(text, IsNumeric),
+          s.individual_digits ? SplitBehavior::kIsolated : SplitBehavior::kContiguous, false));
       return;
     case PreTokenizerStep::Kind::kMetaspace: {
       text = ReplaceAll(text, FindLiteral(text, " "), s.replacement);
@@ -245,10 +247,14 @@ int ByteToken(std::string_view t) {
   int v = 0;
   for (char c : t.substr(3, 2)) {
     v <<= 4;
-    if (c >= '0' && c <= '9') v |= c - '0';
-    else if (c >= 'A' && c <= 'F') v |= c - 'A' + 10;
-    else if (c >= 'a' && c <= 'f') v |= c - 'a' + 10;
-    else return -1;
+    if (c >= '0' && c <= '9')
+      v |= c - '0';
+    else if (c >= 'A' && c <= 'F')
+      v |= c - 'A' + 10;
+    else if (c >= 'a' && c <= 'f')
+      v |= c - 'a' + 10;
+    else
+      return -1;
   }
   return v;
 }
@@ -277,8 +283,10 @@ std::string Decoder::Apply(std::vector<std::string> tokens) const {
           for (size_t k = 0; k < t.size() && all;) {
             const Utf8Char c = DecodeUtf8(t, k);
             const int b = ByteLevelByte(c.cp);
-            if (!c.valid || b < 0) all = false;
-            else tb += static_cast<char>(b);
+            if (!c.valid || b < 0)
+              all = false;
+            else
+              tb += static_cast<char>(b);
             k += c.len;
           }
           bytes += all ? tb : t;
@@ -287,7 +295,8 @@ std::string Decoder::Apply(std::vector<std::string> tokens) const {
         break;
       }
       case DecoderStep::Kind::kReplace:
-        for (std::string& t : tokens) t = ReplaceAll(t, FindPattern(t, s.pattern, regex_[i]), s.content);
+        for (std::string& t : tokens)
+          t = ReplaceAll(t, FindPattern(t, s.pattern, regex_[i]), s.content);
         break;
       case DecoderStep::Kind::kByteFallback: {
         // Runs of byte tokens become their bytes when those are valid UTF-8, else one U+FFFD per
@@ -328,10 +337,12 @@ std::string Decoder::Apply(std::vector<std::string> tokens) const {
       case DecoderStep::Kind::kStrip:
         for (std::string& t : tokens) {
           size_t b = 0, e = t.size();
-          for (int32_t k = 0; k < s.start && StartsWith(std::string_view(t).substr(b), s.content); ++k)
+          for (int32_t k = 0; k < s.start && StartsWith(std::string_view(t).substr(b), s.content);
+               ++k)
             b += s.content.size();
-          for (int32_t k = 0; k < s.stop && e >= b + s.content.size() &&
-                              std::string_view(t).substr(e - s.content.size(), s.content.size()) == s.content;
+          for (int32_t k = 0;
+               k < s.stop && e >= b + s.content.size() &&
+               std::string_view(t).substr(e - s.content.size(), s.content.size()) == s.content;
                ++k)
             e -= s.content.size();
           t = t.substr(b, e - b);

@@ -1,6 +1,6 @@
 // TokenizerSpec: everything a tokenizer is, as plain data. Hugging Face tokenizer.json is parsed
-// into it (hf_json.h); a GGUF loader can fill the same fields (vocab + scores or merges, token types
-// as added/special tokens, BOS/EOS) and build a Tokenizer from it.
+// into it (hf_json.h); a GGUF loader can fill the same fields (vocab + scores or merges, token
+// types as added/special tokens, BOS/EOS) and build a Tokenizer from it.
 //
 // The steps are those of the Hugging Face pipeline, in its order:
 //   added tokens split out -> normalizer -> pre-tokenizer -> model (BPE) -> post-processor
@@ -38,14 +38,18 @@ struct NormalizerStep {
     kReplace,  // every match of pattern -> content
   };
   Kind kind = Kind::kNfc;
-  std::string pattern;        // kReplace
+  std::string pattern;  // kReplace
   bool pattern_is_regex = false;
-  std::string content;        // kPrepend: the prefix; kReplace: the replacement
+  std::string content;  // kPrepend: the prefix; kReplace: the replacement
 };
 
 // How a Split keeps the pieces its pattern matches (Hugging Face SplitDelimiterBehavior).
 enum class SplitBehavior : uint8_t {
-  kRemoved, kIsolated, kMergedWithPrevious, kMergedWithNext, kContiguous,
+  kRemoved,
+  kIsolated,
+  kMergedWithPrevious,
+  kMergedWithNext,
+  kContiguous,
 };
 
 // When Metaspace adds the replacement character in front of a piece.
@@ -89,12 +93,12 @@ struct DecoderStep {
     kMetaspace,     // replacement -> ' '; the first token loses a leading ' ' unless kNever
   };
   Kind kind = Kind::kFuse;
-  std::string pattern;            // kReplace
+  std::string pattern;  // kReplace
   bool pattern_is_regex = false;
-  std::string content;            // kReplace: replacement; kStrip: the character stripped
-  int32_t start = 0, stop = 0;    // kStrip
-  std::string replacement = "\u2581";                      // kMetaspace
-  PrependScheme prepend_scheme = PrependScheme::kAlways;   // kMetaspace
+  std::string content;                 // kReplace: replacement; kStrip: the character stripped
+  int32_t start = 0, stop = 0;         // kStrip
+  std::string replacement = "\u2581";  // kMetaspace
+  PrependScheme prepend_scheme = PrependScheme::kAlways;  // kMetaspace
 };
 
 struct TokenizerSpec {
@@ -107,13 +111,13 @@ struct TokenizerSpec {
   // scores (llama.cpp / GGUF SentencePiece: repeatedly merge the adjacent pair whose concatenation
   // is in vocab with the highest score).
   std::vector<std::pair<std::string, std::string>> merges;
-  std::vector<float> scores;  // empty, or one per vocab entry
-  bool byte_fallback = false;              // unknown characters -> <0xXX> tokens
-  std::optional<std::string> unk_token;    // unknown characters -> this token (when no fallback)
-  bool fuse_unk = false;                   // consecutive unknowns -> one unk token
-  bool ignore_merges = false;              // a word that is itself in vocab is one token
+  std::vector<float> scores;             // empty, or one per vocab entry
+  bool byte_fallback = false;            // unknown characters -> <0xXX> tokens
+  std::optional<std::string> unk_token;  // unknown characters -> this token (when no fallback)
+  bool fuse_unk = false;                 // consecutive unknowns -> one unk token
+  bool ignore_merges = false;            // a word that is itself in vocab is one token
 
-  std::vector<AddedToken> added_tokens;    // ids may extend past vocab.size()
+  std::vector<AddedToken> added_tokens;  // ids may extend past vocab.size()
   std::vector<NormalizerStep> normalizer;
   std::vector<PreTokenizerStep> pre_tokenizer;
   // nullopt: no decoder (tokens are joined with ' ', as Hugging Face does without one).

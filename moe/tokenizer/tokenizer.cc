@@ -244,7 +244,8 @@ std::vector<int32_t> Tokenizer::Encode(std::string_view text, bool add_special_t
   } else {
     im.EncodeBpe(ToValidUtf8(text), ids);
   }
-  if (add_special_tokens) ids.insert(ids.end(), im.spec.suffix_ids.begin(), im.spec.suffix_ids.end());
+  if (add_special_tokens)
+    ids.insert(ids.end(), im.spec.suffix_ids.begin(), im.spec.suffix_ids.end());
   return ids;
 }
 

@@ -1,6 +1,6 @@
 // UTF-8 and Unicode helpers for the tokenizer: decoding with the "maximal subpart" rule for
-// ill-formed input (what Rust's String::from_utf8_lossy and Python's errors="replace" do), the GPT-2
-// byte-level alphabet, character classes, and NFC (ICU).
+// ill-formed input (what Rust's String::from_utf8_lossy and Python's errors="replace" do), the
+// GPT-2 byte-level alphabet, character classes, and NFC (ICU).
 #pragma once
 
 #include <array>
@@ -15,9 +15,9 @@ inline constexpr uint32_t kReplacementChar = 0xFFFD;
 
 struct Utf8Char {
   uint32_t cp = kReplacementChar;  // the code point, or U+FFFD when !valid
-  uint32_t len = 1;                // bytes consumed: the sequence, or the maximal ill-formed subpart
+  uint32_t len = 1;  // bytes consumed: the sequence, or the maximal ill-formed subpart
   bool valid = false;
-  bool truncated = false;          // ill-formed only because the input ends inside a valid prefix
+  bool truncated = false;  // ill-formed only because the input ends inside a valid prefix
 };
 
 // Decodes the character at s[pos] (pos < s.size()).

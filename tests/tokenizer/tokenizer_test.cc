@@ -7,12 +7,11 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <nlohmann/json.hpp>
 #include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "moe/core/error.h"
 #include "moe/tokenizer/hf_json.h"
@@ -25,8 +24,8 @@ namespace fs = std::filesystem;
 using nlohmann::json;
 
 // Published families' pipelines, and two fixtures for the remaining options (see the generator).
-const char* const kFamilies[] = {"gpt2",    "qwen2",   "llama3",         "olmoe",
-                                 "deepseek_v3", "deepseek_v2", "mixtral", "mistral",
+const char* const kFamilies[] = {"gpt2",           "qwen2",         "llama3",  "olmoe",
+                                 "deepseek_v3",    "deepseek_v2",   "mixtral", "mistral",
                                  "misc_bytelevel", "misc_metaspace"};
 
 std::string FamilyDir(const std::string& family) {
@@ -40,7 +39,9 @@ std::string ReadText(const std::string& path) {
   return ss.str();
 }
 
-json Cases(const std::string& family) { return json::parse(ReadText(FamilyDir(family) + "/cases.json")); }
+json Cases(const std::string& family) {
+  return json::parse(ReadText(FamilyDir(family) + "/cases.json"));
+}
 
 Tokenizer Load(const std::string& family) {
   return Tokenizer::FromFile(FamilyDir(family) + "/tokenizer.json");
@@ -129,13 +130,15 @@ TEST_P(FamilyTest, InvalidUtf8IsReplacedNotFatal) {
   const std::string fffd = "\xEF\xBF\xBD";
   // (input, the valid text it encodes as): maximal ill-formed subparts become one U+FFFD each.
   const std::pair<std::string, std::string> cases[] = {
-      {"a\xff" "b", "a" + fffd + "b"},
-      {"\xc0\xaf", fffd + fffd},                          // overlong '/'
-      {"\xed\xa0\x80 x", fffd + fffd + fffd + " x"},      // surrogate
-      {"end \xe4\xb8", "end " + fffd},                    // truncated 3-byte character
-      {"\xf0\x9f\x98", fffd},                             // truncated emoji
-      {"\xf4\x90\x80\x80", fffd + fffd + fffd + fffd},    // above U+10FFFF
-      {"x\x80\x80y", "x" + fffd + fffd + "y"},            // stray continuation bytes
+      {"a\xff"
+       "b",
+       "a" + fffd + "b"},
+      {"\xc0\xaf", fffd + fffd},                        // overlong '/'
+      {"\xed\xa0\x80 x", fffd + fffd + fffd + " x"},    // surrogate
+      {"end \xe4\xb8", "end " + fffd},                  // truncated 3-byte character
+      {"\xf0\x9f\x98", fffd},                           // truncated emoji
+      {"\xf4\x90\x80\x80", fffd + fffd + fffd + fffd},  // above U+10FFFF
+      {"x\x80\x80y", "x" + fffd + fffd + "y"},          // stray continuation bytes
       {std::string("nul\0byte", 8), std::string("nul\0byte", 8)},
   };
   for (const auto& [bad, good] : cases) {
@@ -288,14 +291,18 @@ TEST(TokenizerTest, MergesByScore) {
   s.scores = {0, 0, 0, 1};
   s.unk_token = "<unk>";
   s.fuse_unk = true;
-  EXPECT_EQ(Tokenizer::FromSpec(s).Encode("ab\xC3\xA9\xC3\xA9" "a", false),
+  EXPECT_EQ(Tokenizer::FromSpec(s).Encode("ab\xC3\xA9\xC3\xA9"
+                                          "a",
+                                          false),
             (std::vector<int32_t>{3, 0, 1}));
   for (int b = 0; b < 256; ++b) {
     s.vocab.push_back(fmt::format("<0x{:02X}>", b));
     s.scores.push_back(0);
   }
   s.byte_fallback = true;
-  EXPECT_EQ(Tokenizer::FromSpec(s).Encode("\xC3\xA9" "ab", false),
+  EXPECT_EQ(Tokenizer::FromSpec(s).Encode("\xC3\xA9"
+                                          "ab",
+                                          false),
             (std::vector<int32_t>{4 + 0xC3, 4 + 0xA9, 3}));
 }
 
@@ -326,7 +333,8 @@ TEST(TokenizerTest, IsThreadSafe) {
     threads.emplace_back([&, t] {
       for (int rep = 0; rep < 20; ++rep)
         for (const json& c : doc["cases"])
-          if (tok.Encode(c["text"].get<std::string>(), false) != Ids(c["ids"])) ++failures[static_cast<size_t>(t)];
+          if (tok.Encode(c["text"].get<std::string>(), false) != Ids(c["ids"]))
+            ++failures[static_cast<size_t>(t)];
     });
   for (auto& th : threads) th.join();
   EXPECT_EQ(failures, std::vector<int>(4, 0));
@@ -372,8 +380,15 @@ std::vector<BadCase> BadCases() {
       {"unknown_model", [](json& j) { j["model"]["type"] = "Unigram"; },
        "model.type: unknown model type 'Unigram'; supported: BPE"},
       {"missing_vocab", [](json& j) { j["model"].erase("vocab"); }, "model: missing field 'vocab'"},
-      {"missing_merges", [](json& j) { j["model"].erase("merges"); }, "model: missing field 'merges'"},
-      {"empty_vocab", [](json& j) { j["model"]["vocab"] = json::object(); j["model"]["merges"] = json::array(); j["added_tokens"] = json::array(); j["post_processor"] = nullptr; },
+      {"missing_merges", [](json& j) { j["model"].erase("merges"); },
+       "model: missing field 'merges'"},
+      {"empty_vocab",
+       [](json& j) {
+         j["model"]["vocab"] = json::object();
+         j["model"]["merges"] = json::array();
+         j["added_tokens"] = json::array();
+         j["post_processor"] = nullptr;
+       },
        "model.vocab: is empty"},
       {"vocab_id_out_of_range", [](json& j) { j["model"]["vocab"]["b"] = 7; },
        "model.vocab['b']: id 7 is out of range: the vocab has 4 tokens"},
@@ -393,46 +408,91 @@ std::vector<BadCase> BadCases() {
        "model.merges[0]: is [\"a\"], expected"},
       {"unk_not_in_vocab", [](json& j) { j["model"]["unk_token"] = "<unk>"; },
        "model.unk_token: '<unk>' is not in model.vocab"},
-      {"dropout", [](json& j) { j["model"]["dropout"] = 0.1; }, "model.dropout: is 0.1; BPE dropout is not supported"},
+      {"dropout", [](json& j) { j["model"]["dropout"] = 0.1; },
+       "model.dropout: is 0.1; BPE dropout is not supported"},
       {"subword_prefix", [](json& j) { j["model"]["continuing_subword_prefix"] = "##"; },
        "model.continuing_subword_prefix: is \"##\"; only null or \"\" is supported"},
       {"byte_fallback_not_bool", [](json& j) { j["model"]["byte_fallback"] = 1; },
        "model.byte_fallback: is a JSON number (1), expected true or false"},
-      {"unknown_normalizer", [](json& j) { j["normalizer"]["normalizers"].push_back({{"type", "Lowercase"}}); },
-       "normalizer.normalizers[1].type: unknown normalizer type 'Lowercase'; supported: NFC, Prepend, Replace, Sequence"},
-      {"unknown_pre_tokenizer", [](json& j) { j["pre_tokenizer"] = {{"type", "Whitespace"}}; },
-       "pre_tokenizer.type: unknown pre-tokenizer type 'Whitespace'; supported: Split, ByteLevel, Digits, Metaspace, Sequence"},
+      {"unknown_normalizer",
+       [](json& j) {
+         j["normalizer"]["normalizers"].push_back({{"type", "Lowercase"}});
+       },
+       "normalizer.normalizers[1].type: unknown normalizer type 'Lowercase'; supported: NFC, "
+       "Prepend, Replace, Sequence"},
+      {"unknown_pre_tokenizer",
+       [](json& j) {
+         j["pre_tokenizer"] = {{"type", "Whitespace"}};
+       },
+       "pre_tokenizer.type: unknown pre-tokenizer type 'Whitespace'; supported: Split, ByteLevel, "
+       "Digits, Metaspace, Sequence"},
       {"pre_tokenizer_without_type", [](json& j) { j["pre_tokenizer"] = json::object(); },
        "pre_tokenizer: missing field 'type'; supported: Split"},
-      {"bad_regex", [](json& j) { j["pre_tokenizer"]["pretokenizers"][0]["pattern"]["Regex"] = "(\\p{L}"; },
+      {"bad_regex",
+       [](json& j) { j["pre_tokenizer"]["pretokenizers"][0]["pattern"]["Regex"] = "(\\p{L}"; },
        "pre_tokenizer.pretokenizers[0].pattern.Regex: invalid regex"},
-      {"bad_behavior", [](json& j) { j["pre_tokenizer"]["pretokenizers"][0]["behavior"] = "Bogus"; },
-       "pre_tokenizer.pretokenizers[0].behavior: unknown behavior 'Bogus'; supported: Removed, Isolated"},
-      {"pattern_neither", [](json& j) { j["pre_tokenizer"]["pretokenizers"][0]["pattern"] = {{"Glob", "*"}}; },
+      {"bad_behavior",
+       [](json& j) { j["pre_tokenizer"]["pretokenizers"][0]["behavior"] = "Bogus"; },
+       "pre_tokenizer.pretokenizers[0].behavior: unknown behavior 'Bogus'; supported: Removed, "
+       "Isolated"},
+      {"pattern_neither",
+       [](json& j) {
+         j["pre_tokenizer"]["pretokenizers"][0]["pattern"] = {{"Glob", "*"}};
+       },
        "pre_tokenizer.pretokenizers[0].pattern: is {\"Glob\":\"*\"}, expected"},
-      {"metaspace_replacement", [](json& j) { j["pre_tokenizer"] = {{"type", "Metaspace"}, {"replacement", "ab"}}; },
+      {"metaspace_replacement",
+       [](json& j) {
+         j["pre_tokenizer"] = {{"type", "Metaspace"}, {"replacement", "ab"}};
+       },
        "pre_tokenizer.replacement: is 'ab', expected exactly one character"},
-      {"metaspace_scheme", [](json& j) { j["pre_tokenizer"] = {{"type", "Metaspace"}, {"replacement", "_"}, {"prepend_scheme", "sometimes"}}; },
-       "pre_tokenizer.prepend_scheme: unknown prepend_scheme 'sometimes'; supported: first, always, never"},
-      {"unknown_decoder", [](json& j) { j["decoder"] = {{"type", "WordPiece"}}; },
-       "decoder.type: unknown decoder type 'WordPiece'; supported: ByteLevel, Replace, ByteFallback, Fuse, Strip, Metaspace, Sequence"},
-      {"strip_start_negative", [](json& j) { j["decoder"] = {{"type", "Strip"}, {"content", " "}, {"start", -1}, {"stop", 0}}; },
+      {"metaspace_scheme",
+       [](json& j) {
+         j["pre_tokenizer"] = {
+             {"type", "Metaspace"}, {"replacement", "_"}, {"prepend_scheme", "sometimes"}};
+       },
+       "pre_tokenizer.prepend_scheme: unknown prepend_scheme 'sometimes'; supported: first, "
+       "always, never"},
+      {"unknown_decoder",
+       [](json& j) {
+         j["decoder"] = {{"type", "WordPiece"}};
+       },
+       "decoder.type: unknown decoder type 'WordPiece'; supported: ByteLevel, Replace, "
+       "ByteFallback, Fuse, Strip, Metaspace, Sequence"},
+      {"strip_start_negative",
+       [](json& j) {
+         j["decoder"] = {{"type", "Strip"}, {"content", " "}, {"start", -1}, {"stop", 0}};
+       },
        "decoder.start: is -1, expected an integer in [0, 1048576]"},
-      {"unknown_post_processor", [](json& j) { j["post_processor"] = {{"type", "RobertaProcessing"}}; },
-       "post_processor.type: unknown post-processor type 'RobertaProcessing'; supported: TemplateProcessing, ByteLevel, Sequence"},
-      {"template_unknown_special", [](json& j) { j["post_processor"]["single"][0]["SpecialToken"]["id"] = "<x>"; },
+      {"unknown_post_processor",
+       [](json& j) {
+         j["post_processor"] = {{"type", "RobertaProcessing"}};
+       },
+       "post_processor.type: unknown post-processor type 'RobertaProcessing'; supported: "
+       "TemplateProcessing, ByteLevel, Sequence"},
+      {"template_unknown_special",
+       [](json& j) { j["post_processor"]["single"][0]["SpecialToken"]["id"] = "<x>"; },
        "post_processor.single[0].SpecialToken.id: '<x>' is not in post_processor.special_tokens"},
-      {"template_id_out_of_range", [](json& j) { j["post_processor"]["special_tokens"]["<s>"]["ids"] = {99}; },
+      {"template_id_out_of_range",
+       [](json& j) { j["post_processor"]["special_tokens"]["<s>"]["ids"] = {99}; },
        "post_processor: template token id 99 is not in the vocabulary"},
       {"template_without_a", [](json& j) { j["post_processor"]["single"].erase(1); },
        "post_processor.single: has no $A"},
       {"added_id_conflict", [](json& j) { j["added_tokens"][0]["id"] = 1; },
        "added_tokens[0]: id 1 is 'b' in model.vocab, not '<s>'"},
-      {"added_duplicate_id", [](json& j) { j["added_tokens"].push_back({{"id", 3}, {"content", "<t>"}}); },
+      {"added_duplicate_id",
+       [](json& j) {
+         j["added_tokens"].push_back({{"id", 3}, {"content", "<t>"}});
+       },
        "added_tokens[1].id: 3 is also the id of added_tokens[0]"},
       {"added_missing_content", [](json& j) { j["added_tokens"][0].erase("content"); },
        "added_tokens[0]: missing field 'content'"},
-      {"added_empty_content", [](json& j) { j["added_tokens"][0]["content"] = ""; j["model"]["vocab"].erase("<s>"); j["post_processor"] = nullptr; j["added_tokens"][0]["id"] = 4; },
+      {"added_empty_content",
+       [](json& j) {
+         j["added_tokens"][0]["content"] = "";
+         j["model"]["vocab"].erase("<s>");
+         j["post_processor"] = nullptr;
+         j["added_tokens"][0]["id"] = 4;
+       },
        "added_tokens[0].content: is empty"},
       {"added_id_huge", [](json& j) { j["added_tokens"][0]["id"] = 1e20; },
        "added_tokens[0].id: is 1e+20, expected an integer"},
@@ -488,7 +548,9 @@ TEST(SpecTest, ValidateSpecChecksOtherSources) {
   TokenizerSpec s;
   s.vocab = {"a", "b"};
   s.scores = {0.0f};
-  EXPECT_NE(ErrorOf([&] { Tokenizer::FromSpec(s, "gguf"); }).find("[tokenizer] gguf: model.scores: has 1 entries for 2 vocab tokens"),
+  EXPECT_NE(ErrorOf([&] {
+              Tokenizer::FromSpec(s, "gguf");
+            }).find("[tokenizer] gguf: model.scores: has 1 entries for 2 vocab tokens"),
             std::string::npos);
   s.scores = {0, 0};
   s.merges = {{"a", "b"}};
@@ -496,8 +558,9 @@ TEST(SpecTest, ValidateSpecChecksOtherSources) {
             std::string::npos);
   s.merges.clear();
   s.bos_id = 9;
-  EXPECT_NE(ErrorOf([&] { Tokenizer::FromSpec(s, "gguf"); }).find("bos_id: 9 is not in the vocabulary"),
-            std::string::npos);
+  EXPECT_NE(
+      ErrorOf([&] { Tokenizer::FromSpec(s, "gguf"); }).find("bos_id: 9 is not in the vocabulary"),
+      std::string::npos);
 }
 
 }  // namespace
