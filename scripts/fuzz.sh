@@ -3,6 +3,7 @@
 #   scripts/fuzz.sh [seconds per target, default 30] [extra libFuzzer flags...]
 # New corpus entries go to build/fuzz/corpus/<name> (the committed seeds in fuzz/corpus/<name>
 # are only read); crashes are written to build/fuzz/artifacts/. Exits non-zero on any finding.
+# Per-target extra flags (e.g. a larger -max_len) come from fuzz/<name>.flags.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs="${1:-30}"
@@ -25,6 +26,8 @@ for target in "${targets[@]}"; do
   args=(-max_total_time="$secs" -max_len=4096 -rss_limit_mb=2048 -print_final_stats=1
         -artifact_prefix="build/fuzz/artifacts/$name-")
   [ -f "fuzz/$name.dict" ] && args+=(-dict="fuzz/$name.dict")
+  # fuzz/<name>.flags: extra libFuzzer flags for one target (later flags win, e.g. -max_len).
+  [ -f "fuzz/$name.flags" ] && read -r -a extra < "fuzz/$name.flags" && args+=("${extra[@]}")
   seeds=()
   [ -d "fuzz/corpus/$name" ] && seeds+=("fuzz/corpus/$name")
   echo "== $target for ${secs}s"

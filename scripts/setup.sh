@@ -19,7 +19,7 @@ done
 
 packages=(g++ cmake ninja-build ccache pkg-config
           libopenblas-dev libfmt-dev nlohmann-json3-dev libcli11-dev
-          libgtest-dev libbenchmark-dev)
+          libgtest-dev libbenchmark-dev libonig-dev libicu-dev)
 [ "$with_torch" = 1 ] && packages+=(python3 python3-torch python3-numpy)
 
 missing=()
