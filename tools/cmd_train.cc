@@ -13,6 +13,7 @@
 #include <nlohmann/json.hpp>
 
 #include "moe/core/context.h"
+#include "moe/core/cpu.h"
 #include "moe/core/error.h"
 #include "moe/generate/sampler.h"
 #include "moe/io/file.h"
@@ -158,6 +159,7 @@ void PrintStep(const train::Trainer& t, const train::StepRecord& r, double start
 
 // Runs training with progress, Ctrl-C handling and pictures. Returns the trainer.
 std::unique_ptr<train::Trainer> RunTraining(const TrainCli& c, bool demo) {
+  if (c.opt.bf16) CheckBf16Matmul("train");  // before building the data
   Context ctx({.threads = c.threads});
   const bool tty = ::isatty(STDOUT_FILENO) != 0;
   std::shared_ptr<const train::Dataset> data;
@@ -190,11 +192,11 @@ std::unique_ptr<train::Trainer> RunTraining(const TrainCli& c, bool demo) {
   std::printf("data: %s: %lld training / %lld validation tokens, domains:", c.data.files.empty() ? "built-in corpus" : "files",
               static_cast<long long>(data->train.size()), static_cast<long long>(data->val.size()));
   for (const auto& d : data->domain_names) std::printf(" %s", d.c_str());
-  std::printf("\ntraining: %lld steps x %lld x %lld tokens%s, lr %.2g, %d threads -> %s\n",
+  std::printf("\ntraining: %lld steps x %lld x %lld tokens%s, lr %.2g, %d threads%s -> %s\n",
               static_cast<long long>(t->options().steps), static_cast<long long>(t->options().batch),
               static_cast<long long>(t->options().seq_len),
               t->options().grad_accum > 1 ? fmt::format(" x {} accum", t->options().grad_accum).c_str() : "",
-              t->options().lr, ctx.threads(), c.out.c_str());
+              t->options().lr, ctx.threads(), t->options().bf16 ? ", bf16 matmuls" : "", c.out.c_str());
   if (t->options().time_limit_s > 0) std::printf("time limit: %s\n", Duration(t->options().time_limit_s).c_str());
   std::fflush(stdout);
   const double start = kernels::NowSeconds();
@@ -258,6 +260,9 @@ void AddTrainOptions(CLI::App* cmd, TrainCli& c) {
   cmd->add_option("--ckpt-every", o.ckpt_every, "Checkpoint every N steps (0 = at the end)")->capture_default_str();
   cmd->add_option("--time-limit", o.time_limit_s, "Stop, evaluate and save after this many seconds (0 = none)");
   cmd->add_option("--threads", c.threads, "Threads (0 = all cores or MOE_THREADS)");
+  cmd->add_flag("--bf16", o.bf16,
+                "Mixed precision: bf16 matrix products with f32 accumulation, f32 weights (needs AVX512-BF16; "
+                "a resumed run keeps its own setting)");
   cmd->add_flag("--quiet", c.quiet, "No progress line");
   // Router and MoE options (override the preset / config).
   cmd->add_option("--router", c.router, "token_choice | expert_choice");

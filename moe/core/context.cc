@@ -7,6 +7,7 @@
 #include <cstdlib>
 #include <string>
 
+#include "moe/core/cpu.h"
 #include "moe/core/error.h"
 
 #if defined(__x86_64__)
@@ -118,8 +119,14 @@ void ThreadPool::RunImpl(TaskFn fn, void* arg) {
   if (error_) std::rethrow_exception(error_);
 }
 
+void Context::set_matmul_precision(MatmulPrecision p) {
+  if (p == MatmulPrecision::kBf16) CheckBf16Matmul("context");
+  precision_ = p;
+}
+
 Context::Context(ContextOptions opts)
     : pool_(opts.threads > 0 ? opts.threads : DefaultThreads()), rng_(opts.seed) {
+  set_matmul_precision(opts.matmul_precision);
   // BLAS runs single-threaded inside our pool: we split GEMMs ourselves.
   openblas_set_num_threads(1);
 }

@@ -53,9 +53,15 @@ class ThreadPool {
   bool running_ = false;  // guards against nested Run on the same pool
 };
 
+// Inputs of large f32 matrix products: kept in f32, or rounded to bf16 and multiplied with f32
+// accumulation on CPUs with AVX512-BF16 (mixed-precision training: weights, their gradients and the
+// optimiser state stay f32; only the products' inputs are rounded).
+enum class MatmulPrecision { kF32, kBf16 };
+
 struct ContextOptions {
   int threads = 0;  // 0: all hardware threads (or MOE_THREADS if set)
   uint64_t seed = 0x5eedULL;
+  MatmulPrecision matmul_precision = MatmulPrecision::kF32;
 };
 
 class Context {
@@ -64,10 +70,31 @@ class Context {
   int threads() const { return pool_.size(); }
   ThreadPool& pool() { return pool_; }
   Rng& rng() { return rng_; }
+  // Precision of the matrix products that kernels run for this context (Linear layers, grouped
+  // experts); see MatmulPrecision. kBf16 is an Error on a CPU without AVX512-BF16.
+  MatmulPrecision matmul_precision() const { return precision_; }
+  void set_matmul_precision(MatmulPrecision p);
 
  private:
   ThreadPool pool_;
   Rng rng_;
+  MatmulPrecision precision_ = MatmulPrecision::kF32;
+};
+
+// Sets a context's matmul precision for one scope and restores it after (e.g. the router stays f32
+// in bf16 training). Only set validated precisions: the constructor may throw, the destructor not.
+class ScopedMatmulPrecision {
+ public:
+  ScopedMatmulPrecision(Context& ctx, MatmulPrecision p) : ctx_(ctx), old_(ctx.matmul_precision()) {
+    ctx.set_matmul_precision(p);
+  }
+  ~ScopedMatmulPrecision() { ctx_.set_matmul_precision(old_); }
+  ScopedMatmulPrecision(const ScopedMatmulPrecision&) = delete;
+  ScopedMatmulPrecision& operator=(const ScopedMatmulPrecision&) = delete;
+
+ private:
+  Context& ctx_;
+  MatmulPrecision old_;
 };
 
 // Default thread count: MOE_THREADS if set, else std::thread::hardware_concurrency().

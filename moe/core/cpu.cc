@@ -60,4 +60,14 @@ Isa ActiveIsa() {
   return isa;
 }
 
+bool HasBf16Matmul() { return GetCpuFeatures().avx512bf16 && ActiveIsa() == Isa::kAvx512; }
+
+void CheckBf16Matmul(std::string_view tag) {
+  MOE_CHECK(GetCpuFeatures().avx512bf16, tag,
+            "bf16 matrix products need a CPU with AVX512-BF16 (vdpbf16ps); this CPU does not have it");
+  MOE_CHECK(ActiveIsa() == Isa::kAvx512, tag,
+            "bf16 matrix products need the avx512 ISA level, but it is {} here (MOE_ISA='{}')",
+            IsaName(ActiveIsa()), std::getenv("MOE_ISA") ? std::getenv("MOE_ISA") : "");
+}
+
 }  // namespace moe

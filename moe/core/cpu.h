@@ -20,4 +20,10 @@ const CpuFeatures& GetCpuFeatures();
 Isa ActiveIsa();
 std::string_view IsaName(Isa isa);
 
+// bf16 matrix products (AVX512-BF16 vdpbf16ps) can run here: the CPU has AVX512-BF16 and MOE_ISA
+// does not cap the level below avx512.
+bool HasBf16Matmul();
+// Error tagged `tag` that names what is missing, unless HasBf16Matmul().
+void CheckBf16Matmul(std::string_view tag);
+
 }  // namespace moe

@@ -2,6 +2,8 @@
 
 #include <cblas.h>
 
+#include "moe/core/cpu.h"
+#include "moe/kernels/isa/gemm_bf16.h"
 #include "moe/kernels/isa/row_ops.h"
 
 namespace moe::kernels {
@@ -22,11 +24,26 @@ void ScaleC(int64_t m, int64_t n, T beta, T* c, int64_t ldc) {
 
 }  // namespace
 
-template <>
-void Gemm<float>(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha, const float* a,
-                 int64_t lda, const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
+bool UsesBf16Kernel(int64_t m, int64_t n, int64_t k) {
+  return m >= 16 && n >= 16 && m * n * k >= int64_t{32 * 32 * 32};
+}
+
+void GemmBf16(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha, const float* a,
+              int64_t lda, const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
+  CheckBf16Matmul("matmul");
   if (m == 0 || n == 0) return;
   if (k == 0) return ScaleC(m, n, beta, c, ldc);
+  GemmBf16Avx512(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+}
+
+template <>
+void Gemm<float>(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha, const float* a,
+                 int64_t lda, const float* b, int64_t ldb, float beta, float* c, int64_t ldc,
+                 MatmulPrecision precision) {
+  if (m == 0 || n == 0) return;
+  if (k == 0) return ScaleC(m, n, beta, c, ldc);
+  if (precision == MatmulPrecision::kBf16 && UsesBf16Kernel(m, n, k))
+    return GemmBf16(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
   cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
               static_cast<blasint>(m), static_cast<blasint>(n), static_cast<blasint>(k), alpha, a,
               static_cast<blasint>(lda), b, static_cast<blasint>(ldb), beta, c,
@@ -35,7 +52,8 @@ void Gemm<float>(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha,
 
 template <>
 void Gemm<double>(bool ta, bool tb, int64_t m, int64_t n, int64_t k, double alpha, const double* a,
-                  int64_t lda, const double* b, int64_t ldb, double beta, double* c, int64_t ldc) {
+                  int64_t lda, const double* b, int64_t ldb, double beta, double* c, int64_t ldc,
+                  MatmulPrecision) {
   if (m == 0 || n == 0) return;
   if (k == 0) return ScaleC(m, n, beta, c, ldc);
   cblas_dgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
@@ -46,7 +64,7 @@ void Gemm<double>(bool ta, bool tb, int64_t m, int64_t n, int64_t k, double alph
 
 template <typename T>
 void MatMulNT(const T* x, int64_t ldx, int64_t m, const T* w, int64_t ldw, int64_t n, int64_t k,
-              T* y, int64_t ldy, bool accumulate) {
+              T* y, int64_t ldy, bool accumulate, MatmulPrecision precision) {
   if (m == 0 || n == 0) return;
   if constexpr (std::is_same_v<T, float>) {
     if (m <= kSmallM) {
@@ -54,7 +72,7 @@ void MatMulNT(const T* x, int64_t ldx, int64_t m, const T* w, int64_t ldw, int64
       return;
     }
   }
-  Gemm<T>(false, true, m, n, k, T(1), x, ldx, w, ldw, accumulate ? T(1) : T(0), y, ldy);
+  Gemm<T>(false, true, m, n, k, T(1), x, ldx, w, ldw, accumulate ? T(1) : T(0), y, ldy, precision);
 }
 
 template <typename T>
@@ -62,14 +80,15 @@ void LinearForward(CView<T> x, CView<T> w, View<T> y, Context& ctx) {
   const int64_t t = x.rows(), k = x.cols(), n = w.rows();
   MOE_CHECK(w.cols() == k && y.rows() == t && y.cols() == n, "linear",
             "x {} * w {}^T does not fit y {}", x.shape.str(), w.shape.str(), y.shape.str());
+  const MatmulPrecision prec = ctx.matmul_precision();
   // Split the output columns (weight rows) when there are few tokens, else the tokens.
   if (t <= kSmallM * ctx.threads()) {
     ParallelForRange(n, ctx, [&](int64_t b, int64_t e, int) {
-      MatMulNT<T>(x.data, k, t, w.data + b * k, k, e - b, k, y.data + b, n, false);
+      MatMulNT<T>(x.data, k, t, w.data + b * k, k, e - b, k, y.data + b, n, false, prec);
     }, 16);
   } else {
     ParallelForRange(t, ctx, [&](int64_t b, int64_t e, int) {
-      MatMulNT<T>(x.data + b * k, k, e - b, w.data, k, n, k, y.data + b * n, n, false);
+      MatMulNT<T>(x.data + b * k, k, e - b, w.data, k, n, k, y.data + b * n, n, false, prec);
     }, 4);
   }
 }
@@ -79,23 +98,24 @@ void LinearBackward(CView<T> dy, CView<T> x, CView<T> w, View<T> dx, View<T> dw,
   const int64_t t = x.rows(), k = x.cols(), n = w.rows();
   MOE_CHECK(w.cols() == k && dy.rows() == t && dy.cols() == n, "linear",
             "dy {} does not fit x {} and w {}", dy.shape.str(), x.shape.str(), w.shape.str());
+  const MatmulPrecision prec = ctx.matmul_precision();
   if (!dx.empty()) {
     MOE_CHECK(dx.rows() == t && dx.cols() == k, "linear", "dx {} expected [{},{}]", dx.shape.str(), t, k);
     ParallelForRange(t, ctx, [&](int64_t b, int64_t e, int) {
-      Gemm<T>(false, false, e - b, k, n, T(1), dy.data + b * n, n, w.data, k, T(1), dx.data + b * k, k);
+      Gemm<T>(false, false, e - b, k, n, T(1), dy.data + b * n, n, w.data, k, T(1), dx.data + b * k, k, prec);
     });
   }
   if (!dw.empty()) {
     MOE_CHECK(dw.rows() == n && dw.cols() == k, "linear", "dw {} expected [{},{}]", dw.shape.str(), n, k);
     ParallelForRange(n, ctx, [&](int64_t b, int64_t e, int) {
-      Gemm<T>(true, false, e - b, k, t, T(1), dy.data + b, n, x.data, k, T(1), dw.data + b * k, k);
+      Gemm<T>(true, false, e - b, k, t, T(1), dy.data + b, n, x.data, k, T(1), dw.data + b * k, k, prec);
     });
   }
 }
 
 #define MOE_INSTANTIATE(T)                                                                       \
   template void MatMulNT<T>(const T*, int64_t, int64_t, const T*, int64_t, int64_t, int64_t, T*, \
-                            int64_t, bool);                                                      \
+                            int64_t, bool, MatmulPrecision);                                     \
   template void LinearForward<T>(CView<T>, CView<T>, View<T>, Context&);                        \
   template void LinearBackward<T>(CView<T>, CView<T>, CView<T>, View<T>, View<T>, Context&);
 MOE_INSTANTIATE(float)

@@ -50,6 +50,7 @@ void MakeTasks(int64_t n_groups, RowsFn rows, WidthFn width, int threads, std::v
 
 template <typename T>
 void GroupedSwiGluForward(const std::vector<FfnGroup<T>>& groups, int64_t d, Context& ctx) {
+  const MatmulPrecision prec = ctx.matmul_precision();
   const int64_t ng = static_cast<int64_t>(groups.size());
   std::vector<Task> tasks;
   std::vector<double> costs;
@@ -65,9 +66,9 @@ void GroupedSwiGluForward(const std::vector<FfnGroup<T>>& groups, int64_t d, Con
       const int64_t rc = std::min(kRowChunk, g.rows - r0);
       const T* x = g.x + r0 * d;
       T* h = g.h + r0 * 2 * f;
-      kernels::MatMulNT<T>(x, d, rc, g.w13 + tk.begin * d, d, nb, d, h + tk.begin, 2 * f, false);
+      kernels::MatMulNT<T>(x, d, rc, g.w13 + tk.begin * d, d, nb, d, h + tk.begin, 2 * f, false, prec);
       kernels::MatMulNT<T>(x, d, rc, g.w13 + (f + tk.begin) * d, d, nb, d, h + f + tk.begin, 2 * f,
-                           false);
+                           false, prec);
       for (int64_t r = 0; r < rc; ++r) {
         const T* hr = h + r * 2 * f;
         kernels::SwiGluRow<T>(hr + tk.begin, hr + f + tk.begin, g.a + (r0 + r) * f + tk.begin, nb);
@@ -82,13 +83,14 @@ void GroupedSwiGluForward(const std::vector<FfnGroup<T>>& groups, int64_t d, Con
     const FfnGroup<T>& g = groups[static_cast<size_t>(tk.group)];
     const int64_t f = g.d_ff;
     kernels::MatMulNT<T>(g.a, f, g.rows, g.w2 + tk.begin * f, f, tk.end - tk.begin, f,
-                         g.y + tk.begin, d, false);
+                         g.y + tk.begin, d, false, prec);
   });
 }
 
 template <typename T>
 void GroupedSwiGluBackward(const std::vector<FfnGroup<T>>& groups,
                            const std::vector<FfnGroupGrad<T>>& grads, int64_t d, Context& ctx) {
+  const MatmulPrecision prec = ctx.matmul_precision();
   const int64_t ng = static_cast<int64_t>(groups.size());
   MOE_CHECK(grads.size() == groups.size(), "moe", "{} gradient groups for {} groups", grads.size(),
             groups.size());
@@ -109,7 +111,7 @@ void GroupedSwiGluBackward(const std::vector<FfnGroup<T>>& groups,
     for (int64_t r0 = 0; r0 < g.rows; r0 += kRowChunk) {
       const int64_t m = std::min(kRowChunk, g.rows - r0);
       T* da = gg.da + r0 * f;
-      kernels::Gemm<T>(false, false, m, nb, d, T(1), gg.dy + r0 * d, d, g.w2 + b, f, T(0), da + b, f);
+      kernels::Gemm<T>(false, false, m, nb, d, T(1), gg.dy + r0 * d, d, g.w2 + b, f, T(0), da + b, f, prec);
       for (int64_t r = 0; r < m; ++r) {
         const T* hr = g.h + (r0 + r) * 2 * f;
         T* dhr = gg.dh + (r0 + r) * 2 * f;
@@ -117,9 +119,9 @@ void GroupedSwiGluBackward(const std::vector<FfnGroup<T>>& groups,
       }
     }
     const int64_t m = g.rows;
-    kernels::Gemm<T>(true, false, d, nb, m, T(1), gg.dy, d, g.a + b, f, T(1), gg.dw2 + b, f);
-    kernels::Gemm<T>(true, false, nb, d, m, T(1), gg.dh + b, 2 * f, g.x, d, T(1), gg.dw13 + b * d, d);
-    kernels::Gemm<T>(true, false, nb, d, m, T(1), gg.dh + f + b, 2 * f, g.x, d, T(1), gg.dw13 + (f + b) * d, d);
+    kernels::Gemm<T>(true, false, d, nb, m, T(1), gg.dy, d, g.a + b, f, T(1), gg.dw2 + b, f, prec);
+    kernels::Gemm<T>(true, false, nb, d, m, T(1), gg.dh + b, 2 * f, g.x, d, T(1), gg.dw13 + b * d, d, prec);
+    kernels::Gemm<T>(true, false, nb, d, m, T(1), gg.dh + f + b, 2 * f, g.x, d, T(1), gg.dw13 + (f + b) * d, d, prec);
   });
   // Phase 2, per (group, D-block): dx[:, blk] = dh * W13[:, blk].
   MakeTasks(ng, [&](int64_t g) { return groups[g].rows; }, [&](int64_t) { return d; }, ctx.threads(),
@@ -130,7 +132,7 @@ void GroupedSwiGluBackward(const std::vector<FfnGroup<T>>& groups,
     const FfnGroupGrad<T>& gg = grads[static_cast<size_t>(tk.group)];
     const int64_t f = g.d_ff;
     kernels::Gemm<T>(false, false, g.rows, tk.end - tk.begin, 2 * f, T(1), gg.dh, 2 * f,
-                     g.w13 + tk.begin, d, T(0), gg.dx + tk.begin, d);
+                     g.w13 + tk.begin, d, T(0), gg.dx + tk.begin, d, prec);
   });
 }
 

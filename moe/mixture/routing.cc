@@ -116,7 +116,12 @@ void RouteForward(const MoeConfig& cfg, CView<T> x, CView<T> w_router, CView<T> 
   auto logits = Mut<T>(st.logits);
   auto scores = Mut<T>(st.scores);
   auto lse = Mut<T>(st.lse);
-  kernels::LinearForward<T>(xr, w_router, logits, ctx);
+  {
+    // The router stays f32 in bf16 training (selective precision, as Switch Transformer): its
+    // product is small and its rounding would move near-tie expert choices.
+    ScopedMatmulPrecision f32(ctx, MatmulPrecision::kF32);
+    kernels::LinearForward<T>(xr, w_router, logits, ctx);
+  }
 
   // 2. Scores, logsumexp, probabilities for the balance loss and entropy (per token).
   std::vector<int> bad(static_cast<size_t>(ctx.threads()), -1);
@@ -352,7 +357,8 @@ void RouteBackward(const MoeConfig& cfg, CView<T> x, CView<T> w_router, const Ro
     }
   });
 
-  // logits = x_r * W_r^T with x_r = x * noise.
+  // logits = x_r * W_r^T with x_r = x * noise. f32 like the forward.
+  ScopedMatmulPrecision f32(ctx, MatmulPrecision::kF32);
   if (st.noise.defined()) {
     Tensor dxr(DTypeOf<T>(), {nt, cfg.d_model});
     kernels::LinearBackward<T>(dlogits, Const<T>(st.x_router), w_router, dxr.view<T>(),

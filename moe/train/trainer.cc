@@ -6,6 +6,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "moe/core/cpu.h"
 #include "moe/core/error.h"
 #include "moe/io/file.h"
 #include "moe/io/safetensors.h"
@@ -63,7 +64,8 @@ nlohmann::json OptionsJson(const TrainOptions& o) {
           {"weight_decay", o.weight_decay}, {"decay_norms_and_embeddings", o.decay_norms_and_embeddings},
           {"beta1", o.beta1}, {"beta2", o.beta2}, {"eps", o.eps}, {"clip", o.clip}, {"seed", o.seed},
           {"eval_every", o.eval_every}, {"eval_rows", o.eval_rows}, {"ckpt_every", o.ckpt_every},
-          {"keep_checkpoints", o.keep_checkpoints}, {"time_limit_s", o.time_limit_s}, {"log_every", o.log_every}};
+          {"keep_checkpoints", o.keep_checkpoints}, {"time_limit_s", o.time_limit_s}, {"log_every", o.log_every},
+          {"bf16", o.bf16}};
 }
 
 TrainOptions OptionsFromJson(const nlohmann::json& j) {
@@ -88,6 +90,7 @@ TrainOptions OptionsFromJson(const nlohmann::json& j) {
   o.keep_checkpoints = j.at("keep_checkpoints");
   o.time_limit_s = j.at("time_limit_s");
   o.log_every = j.at("log_every");
+  o.bf16 = j.value("bf16", false);  // absent in states written before mixed precision existed
   return o;
 }
 
@@ -233,6 +236,7 @@ Trainer::Trainer(const model::ModelConfig& cfg, const TrainOptions& opt, std::sh
   MOE_CHECK(opt_.keep_checkpoints >= 1, kTag, "keep_checkpoints = {} must be >= 1", opt_.keep_checkpoints);
   MOE_CHECK(cfg_.vocab_size >= kVocabSize, kTag, "vocab_size = {} is smaller than the byte vocabulary ({})",
             cfg_.vocab_size, kVocabSize);
+  if (opt_.bf16) CheckBf16Matmul(kTag);
   MOE_CHECK(data_->train.size() >= opt_.seq_len + 1, kTag, "the training split has {} tokens, fewer than seq_len + 1 = {}",
             data_->train.size(), opt_.seq_len + 1);
   if (init) {
@@ -250,8 +254,13 @@ void Trainer::AllocateState() {
   v_.Allocate(cfg_, DType::kF32);
 }
 
+MatmulPrecision Trainer::Precision() const {
+  return opt_.bf16 ? MatmulPrecision::kBf16 : MatmulPrecision::kF32;
+}
+
 StepRecord Trainer::Step() {
   const double t0 = kernels::NowSeconds();
+  const ScopedMatmulPrecision precision(ctx_, Precision());
   auto params = Params(w_), grads = Params(grad_), ms = Params(m_), vs = Params(v_);
   for (auto& [n, g] : grads) g->SetZero();
   std::vector<int64_t> moe_layers;
@@ -332,6 +341,7 @@ StepRecord Trainer::Step() {
 }
 
 EvalResult Trainer::Eval() {
+  const ScopedMatmulPrecision precision(ctx_, Precision());
   EvalResult e = Evaluate(tf_, w_, *data_, opt_.seq_len, opt_.eval_rows, false, ctx_);
   e.step = step_;
   return e;

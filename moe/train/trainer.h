@@ -46,6 +46,10 @@ struct TrainOptions {
   // cosine) fits in the time left (the demo). Makes the step count depend on the machine's speed.
   bool fit_steps_to_time = false;
   int64_t log_every = 10;       // history points (and non-TTY progress lines)
+  // Mixed precision: the matrix products of training steps and evaluations (Linear layers, experts;
+  // not attention or the router) round their inputs to bf16 and accumulate in f32; weights,
+  // gradients and optimiser state stay f32. Needs a CPU with AVX512-BF16 (Error otherwise).
+  bool bf16 = false;
 };
 
 // Learning rate at step s (0-based): linear warmup to lr, then cosine to lr * min_lr_ratio.
@@ -120,6 +124,7 @@ class Trainer {
   Trainer(const model::ModelConfig& cfg, const TrainOptions& opt, std::shared_ptr<const Dataset> data,
           std::string out_dir, Context& ctx, bool init);
   void AllocateState();
+  MatmulPrecision Precision() const;  // of the matrix products in Step and Eval
   std::string StateJson() const;
   void LoadState(const std::string& dir);
 

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <functional>
 
+#include "moe/core/cpu.h"
 #include "moe/core/error.h"
 #include "moe/model/transformer.h"
 #include "moe/testing/compare.h"
@@ -166,6 +167,51 @@ TEST(Transformer, FloatMatchesDouble) {
   for (size_t i = 0; i < af.size(); ++i) {
     EXPECT_TRUE(ExpectClose(af[i]->view<float>().data, ad[i]->view<double>().data, af[i]->numel(),
                             Tolerance{1e-6, 1e-3, 1e-8}));
+  }
+}
+
+// Mixed precision: bf16 matrix products (f32 accumulation, f32 weights) against f32 on the same
+// weights and batch. Shapes are big enough that the Linear layers and experts take the bf16 kernel.
+TEST(Transformer, Bf16MatmulsMatchF32) {
+  if (!HasBf16Matmul()) GTEST_SKIP() << "this CPU has no AVX512-BF16 (or MOE_ISA caps it)";
+  ModelConfig cfg;
+  cfg.vocab_size = 64;
+  cfg.d_model = 64;
+  cfg.n_layers = 2;
+  cfg.n_heads = 2;
+  cfg.n_kv_heads = 1;
+  cfg.max_seq = 32;
+  cfg.moe.d_ff = 64;
+  cfg.moe.n_experts = 4;
+  cfg.moe.top_k = 2;
+  cfg.moe.aux_loss_coef = 0.01;
+  cfg.moe.shared_d_ff = 32;
+  cfg.Finalize();
+  Rng rng(21);
+  ModelWeights w, g32, g16;
+  w.InitRandom(cfg, DType::kF32, rng);
+  g32.Allocate(cfg, DType::kF32);
+  g16.Allocate(cfg, DType::kF32);
+  const Batch b = MakeBatch(cfg, 22, 4, 32);
+  const Transformer tf(cfg);
+  Context c32({.threads = 2});
+  Context c16({.threads = 2, .matmul_precision = MatmulPrecision::kBf16});
+  ForwardState<float> s32, s16;
+  const double l32 = tf.Forward<float>(w, b, s32, c32);
+  const double l16 = tf.Forward<float>(w, b, s16, c16);
+  EXPECT_NE(l16, l32) << "the bf16 path did not run";
+  EXPECT_NEAR(l16, l32, 1e-2 * std::abs(l32));
+  tf.Backward<float>(w, b, s32, g32, c32);
+  tf.Backward<float>(w, b, s16, g16, c16);
+  std::vector<std::pair<std::string, const Tensor*>> a32, a16;
+  g32.ForEachParameter([&](const std::string& n, Tensor& t) { a32.push_back({n, &t}); });
+  g16.ForEachParameter([&](const std::string& n, Tensor& t) { a16.push_back({n, &t}); });
+  ASSERT_EQ(a32.size(), a16.size());
+  for (size_t i = 0; i < a32.size(); ++i) {
+    const auto v32 = a32[i].second->view<const float>();
+    std::vector<double> want(v32.data, v32.data + v32.numel());
+    EXPECT_TRUE(ExpectClose(a16[i].second->view<const float>().data, want.data(), v32.numel(),
+                            Tolerance{1e30, 0, 1e-3}, a32[i].first));
   }
 }
 

@@ -7,6 +7,9 @@
 #include <cstring>
 #include <filesystem>
 
+#include <nlohmann/json.hpp>
+
+#include "moe/core/cpu.h"
 #include "moe/core/error.h"
 #include "moe/io/file.h"
 #include "moe/train/corpus.h"
@@ -183,6 +186,71 @@ TEST(Trainer, ResumeRefusesDifferentData) {
               ::testing::ThrowsMessage<Error>(HasSubstr("data differs")));
   EXPECT_THAT([&] { Trainer::Resume(TempDir("nothing"), TinyData(), nullptr, ctx); },
               ::testing::ThrowsMessage<Error>(HasSubstr("no checkpoint here")));
+}
+
+// Mixed precision: wide enough that the Linear layers and experts take the bf16 kernel.
+model::ModelConfig Bf16Model() {
+  model::ModelConfig c = TinyModel();
+  c.d_model = 64;
+  c.max_seq = 32;
+  c.moe.d_ff = 64;
+  c.Finalize();
+  return c;
+}
+
+TEST(Trainer, Bf16LowersTheLossLikeF32) {
+  if (!HasBf16Matmul()) GTEST_SKIP() << "this CPU has no AVX512-BF16 (or MOE_ISA caps it)";
+  Context ctx({.threads = 2});
+  const auto data = TinyData();
+  TrainOptions o = TinyOptions();
+  o.steps = 12;
+  o.lr = 1e-2;
+  o.batch = 4;
+  o.seq_len = 32;
+  o.grad_accum = 1;
+  TrainOptions o16 = o;
+  o16.bf16 = true;
+  Trainer a(Bf16Model(), o, data, TempDir("f32"), ctx);
+  Trainer b(Bf16Model(), o16, data, TempDir("bf16"), ctx);
+  std::vector<double> l32, l16;
+  for (int s = 0; s < 12; ++s) {
+    l32.push_back(a.Step().loss);
+    l16.push_back(b.Step().loss);
+    EXPECT_EQ(ctx.matmul_precision(), MatmulPrecision::kF32) << "a step must restore the context";
+  }
+  EXPECT_NE(l16[0], l32[0]) << "the bf16 path did not run";
+  EXPECT_NEAR(l16[0], l32[0], 1e-2 * l32[0]);
+  EXPECT_LT(l32.back(), l32[0] - 0.5);
+  EXPECT_LT(l16.back(), l16[0] - 0.5) << "bf16 training should lower the loss like f32 does";
+  EXPECT_NEAR(l16.back(), l32.back(), 0.05 * l32.back());
+  EXPECT_NEAR(b.Eval().loss, a.Eval().loss, 0.05 * a.Eval().loss);
+}
+
+TEST(Trainer, Bf16OptionIsSavedAndOldStatesLoadAsF32) {
+  Context ctx({.threads = 1});
+  const auto data = TinyData();
+  TrainOptions o = TinyOptions();
+  if (!HasBf16Matmul()) {
+    o.bf16 = true;
+    EXPECT_THAT([&] { Trainer(TinyModel(), o, data, TempDir("nobf16"), ctx); },
+                ::testing::ThrowsMessage<Error>(HasSubstr("AVX512-BF16")));
+    o.bf16 = false;
+  }
+  o.bf16 = HasBf16Matmul();
+  const std::string dir = TempDir("bf16_state");
+  {
+    Trainer t(TinyModel(), o, data, dir, ctx);
+    t.Step();
+    t.SaveCheckpoint();
+  }
+  const std::string state = LatestCheckpoint(dir) + "/trainer_state.json";
+  nlohmann::json j = nlohmann::json::parse(io::ReadFile(state));
+  EXPECT_EQ(j.at("options").at("bf16").get<bool>(), o.bf16);
+  EXPECT_EQ(Trainer::Resume(dir, data, nullptr, ctx)->options().bf16, o.bf16);
+  // A state written before the option existed resumes in f32.
+  j["options"].erase("bf16");
+  io::WriteFileAtomic(state, j.dump(1));
+  EXPECT_FALSE(Trainer::Resume(dir, data, nullptr, ctx)->options().bf16);
 }
 
 }  // namespace
