@@ -152,22 +152,6 @@ int64_t CheckedBlocks(QuantType t, int64_t n) {
   return n / info.block_size;
 }
 
-// Memory position of value e of a row under a layout (block = 32 or 256).
-inline int64_t ActPos(ActLayout layout, int64_t e) {
-  switch (layout) {
-    case ActLayout::kNatural: return e;
-    case ActLayout::kQuads: {
-      const int64_t g = e / 128, r = (e / 32) % 4, t = e % 32;
-      return g * 128 + (t < 16 ? 0 : 64) + r * 16 + t % 16;
-    }
-    case ActLayout::kNibblePairs: {
-      static constexpr int64_t kChunk[4] = {0, 2, 1, 3};
-      return e / 128 * 128 + kChunk[(e / 32) % 4] * 32 + e % 32;
-    }
-  }
-  return e;
-}
-
 }  // namespace
 
 const QuantTypeInfo& QuantInfo(QuantType t) { return kInfo[Index(t)]; }
@@ -236,7 +220,8 @@ QuantActs& QuantActsBuffer::Reset(int64_t m, int64_t k, int block, ActLayout lay
   a.blocks = a.k_padded / block;
   const int64_t sums_bytes = block == 32 ? 4 * a.blocks : 2 * (k / 16);
   a.row_bytes = (a.k_padded + 4 * a.blocks + sums_bytes + 63) / 64 * 64;
-  const size_t need = static_cast<size_t>(std::max<int64_t>(1, m * a.row_bytes));
+  const int64_t dt_bytes = block == 256 ? (m + 7) / 8 * a.blocks * 8 * 4 : 0;
+  const size_t need = static_cast<size_t>(std::max<int64_t>(1, m * a.row_bytes + dt_bytes));
   if (need > capacity_) {
     AlignedFree(data_);
     data_ = nullptr;
@@ -245,10 +230,12 @@ QuantActs& QuantActsBuffer::Reset(int64_t m, int64_t k, int block, ActLayout lay
     capacity_ = need;
   }
   a.base = static_cast<uint8_t*>(data_);
+  a.dt = block == 256 ? reinterpret_cast<float*>(a.base + m * a.row_bytes) : nullptr;
+  if (dt_bytes > 0) std::memset(a.dt, 0, static_cast<size_t>(dt_bytes));
   return a;
 }
 
-void QuantizeActs(const float* x, int64_t row_begin, int64_t row_end, const QuantActs& a) {
+void QuantizeActsScalar(const float* x, int64_t row_begin, int64_t row_end, const QuantActs& a) {
   const int block = a.block;
   for (int64_t i = row_begin; i < row_end; ++i) {
     const float* xr = x + i * a.k;
@@ -258,23 +245,26 @@ void QuantizeActs(const float* x, int64_t row_begin, int64_t row_end, const Quan
     auto* d = reinterpret_cast<float*>(row + a.k_padded);
     auto* sums32 = reinterpret_cast<int32_t*>(row + a.k_padded + 4 * a.blocks);
     auto* sums16 = reinterpret_cast<int16_t*>(row + a.k_padded + 4 * a.blocks);
+    int8_t q[256];
     for (int64_t b = 0; b < a.k / block; ++b) {
       const float* xb = xr + b * block;
       float amax = 0;
       for (int t = 0; t < block; ++t) amax = std::max(amax, std::fabs(xb[t]));
-      const float id = amax != 0 ? 127.0f / amax : 0.0f;
-      d[b] = amax / 127.0f;
-      int sum = 0;
-      for (int t = 0; t < block; ++t) {
-        const int q = static_cast<int>(std::clamp(RoundEven(xb[t] * id), -127.0f, 127.0f));
-        qs[ActPos(a.layout, b * block + t)] = static_cast<int8_t>(q);
-        sum += q;
-        if (block == 256 && t % 16 == 15) {
-          sums16[b * 16 + t / 16] = static_cast<int16_t>(sum);
-          sum = 0;
-        }
+      // Blocks below kMinActAmax (where 127 / amax would overflow) quantise to 0.
+      const float id = amax >= kMinActAmax ? 127.0f / amax : 0.0f;
+      d[b] = amax >= kMinActAmax ? amax / 127.0f : 0.0f;
+      if (block == 256) a.dt[(i / 8 * a.blocks + b) * 8 + i % 8] = d[b];
+      for (int t = 0; t < block; ++t)
+        q[t] = static_cast<int8_t>(std::clamp(RoundEven(xb[t] * id), -127.0f, 127.0f));
+      int total = 0;
+      for (int c = 0; c < block / 16; ++c) {
+        std::memcpy(qs + ActChunkPos(a.layout, b * block + 16 * c), q + 16 * c, 16);
+        int sum = 0;
+        for (int t = 0; t < 16; ++t) sum += q[16 * c + t];
+        if (block == 256) sums16[b * 16 + c] = static_cast<int16_t>(sum);
+        total += sum;
       }
-      if (block == 32) sums32[b] = sum;
+      if (block == 32) sums32[b] = total;
     }
   }
 }
@@ -316,7 +306,7 @@ void QuantMatMulWith(const QuantOps& ops, QuantType t, const void* w, int64_t n,
   QuantActsBuffer buffer;
   const int block = static_cast<int>(QuantBlockSize(t));
   const QuantActs& acts = buffer.Reset(m, k, block, ops.layout[static_cast<int>(t)]);
-  ParallelForRange(m, ctx, [&](int64_t b, int64_t e, int) { QuantizeActs(x, b, e, acts); }, 16);
+  ParallelForRange(m, ctx, [&](int64_t b, int64_t e, int) { ops.quantize_acts(x, b, e, acts); }, 16);
 
   // Weight rows in tiles of about 256 KiB, which stay in L2 while every group of 8 x rows passes
   // over them (for m <= 8 there is one group, and each weight row is read exactly once).

@@ -26,6 +26,16 @@ inline float Tree16(__m256 lo, __m256 hi) {
   return _mm_cvtss_f32(_mm_add_ss(t2, _mm_shuffle_ps(t2, t2, 1)));
 }
 
+// f16 -> f32 in a register (exact, equal to FromF16, without the call).
+inline float F16(const uint8_t* p) {
+  uint16_t h;
+  std::memcpy(&h, p, 2);
+  return _cvtsh_ss(h);
+}
+
+// Canonical reduction of the 4 super-block accumulators of the K-quants.
+inline float Tree4(const float acc[4]) { return (acc[0] + acc[2]) + (acc[1] + acc[3]); }
+
 inline __m256i Load256(const void* p) { return _mm256_loadu_si256(static_cast<const __m256i*>(p)); }
 
 // ---- Q8_0 and Q4_0: 8 blocks at a time ------------------------------------------------------------
@@ -120,7 +130,7 @@ void DotQ45K(const uint8_t* w, int64_t wrb, int64_t rows, const QuantActs& a, in
   const __m256i m4 = _mm256_set1_epi8(0x0F);
   for (int64_t j = 0; j < rows; ++j) {
     const uint8_t* wr = w + j * wrb;
-    float acc[kQuantMaxM] = {};
+    float acc[kQuantMaxM][4] = {};
     for (int64_t b = 0; b < nb; ++b) {
       const uint8_t* blk = wr + b * kBytes;
       const uint8_t* qs = blk + (kHigh ? 48 : 16);
@@ -137,14 +147,14 @@ void DotQ45K(const uint8_t* w, int64_t wrb, int64_t rows, const QuantActs& a, in
         UnpackQ5Chunk<2>(qh, W);
         UnpackQ5Chunk<3>(qh, W);
       }
-      uint8_t sc[8], mn[8];
-      UnpackScaleMinK4(blk + 4, sc, mn);
+      uint64_t sc64, mn64;
+      UnpackScaleMinK4(blk + 4, &sc64, &mn64);
       __m256i S[8];
-      for (int s = 0; s < 8; ++s) S[s] = _mm256_set1_epi16(sc[s]);
-      const __m128i m8 = _mm_cvtepu8_epi16(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(mn)));
+      for (int s = 0; s < 8; ++s) S[s] = _mm256_set1_epi16(static_cast<int16_t>((sc64 >> (8 * s)) & 0xFF));
+      const __m128i m8 = _mm_cvtepu8_epi16(_mm_cvtsi64_si128(static_cast<long long>(mn64)));
       const __m256i mins = _mm256_inserti128_si256(
           _mm256_castsi128_si256(_mm_unpacklo_epi16(m8, m8)), _mm_unpackhi_epi16(m8, m8), 1);
-      const float d = LoadF16(blk), dmin = LoadF16(blk + 2);
+      const float d = F16(blk), dmin = F16(blk + 2);
       for (int i = 0; i < m; ++i) {
         const int8_t* q = a.qs(a_row + i) + b * qk::kQK;
         __m256i isum = _mm256_setzero_si256();
@@ -153,11 +163,11 @@ void DotQ45K(const uint8_t* w, int64_t wrb, int64_t rows, const QuantActs& a, in
               isum, _mm256_madd_epi16(_mm256_maddubs_epi16(W[s], Load256(q + 32 * s)), S[s]));
         const int msum = HsumI32(_mm256_madd_epi16(mins, Load256(a.bsums(a_row + i) + 16 * b)));
         const float dx = a.d(a_row + i)[b];
-        acc[i] = acc[i] + ((d * dx) * static_cast<float>(HsumI32(isum)) -
-                           (dmin * dx) * static_cast<float>(msum));
+        acc[i][b % 4] = acc[i][b % 4] + ((d * dx) * static_cast<float>(HsumI32(isum)) -
+                                         (dmin * dx) * static_cast<float>(msum));
       }
     }
-    for (int i = 0; i < m; ++i) y[i * ldy + j] = acc[i];
+    for (int i = 0; i < m; ++i) y[i * ldy + j] = Tree4(acc[i]);
   }
 }
 
@@ -169,7 +179,7 @@ void DotQ6K(const uint8_t* w, int64_t wrb, int64_t rows, const QuantActs& a, int
   const __m256i m4 = _mm256_set1_epi8(0x0F), m30 = _mm256_set1_epi8(0x30);
   for (int64_t j = 0; j < rows; ++j) {
     const uint8_t* wr = w + j * wrb;
-    float acc[kQuantMaxM] = {};
+    float acc[kQuantMaxM][4] = {};
     for (int64_t b = 0; b < nb; ++b) {
       const uint8_t* blk = wr + b * qk::kQ6_KBytes;
       __m256i W[8];
@@ -199,7 +209,7 @@ void DotQ6K(const uint8_t* w, int64_t wrb, int64_t rows, const QuantActs& a, int
         S[v] = _mm256_cvtepi8_epi16(_mm_shuffle_epi8(sc8, pick));
       }
       const __m256i sc16 = _mm256_cvtepi8_epi16(sc8);
-      const float d = LoadF16(blk + 208);
+      const float d = F16(blk + 208);
       for (int i = 0; i < m; ++i) {
         const int8_t* q = a.qs(a_row + i) + b * qk::kQK;
         __m256i isum = _mm256_setzero_si256();
@@ -208,10 +218,10 @@ void DotQ6K(const uint8_t* w, int64_t wrb, int64_t rows, const QuantActs& a, int
               isum, _mm256_madd_epi16(_mm256_maddubs_epi16(W[v], Load256(q + 32 * v)), S[v]));
         const int msum = HsumI32(_mm256_madd_epi16(sc16, Load256(a.bsums(a_row + i) + 16 * b)));
         const float dx = a.d(a_row + i)[b];
-        acc[i] = acc[i] + (d * dx) * static_cast<float>(HsumI32(isum) - 32 * msum);
+        acc[i][b % 4] = acc[i][b % 4] + (d * dx) * static_cast<float>(HsumI32(isum) - 32 * msum);
       }
     }
-    for (int i = 0; i < m; ++i) y[i * ldy + j] = acc[i];
+    for (int i = 0; i < m; ++i) y[i * ldy + j] = Tree4(acc[i]);
   }
 }
 
@@ -223,7 +233,8 @@ const QuantOps& Avx2QuantOps() {
       Isa::kAvx2,
       {ActLayout::kNatural, ActLayout::kNatural, ActLayout::kNatural, ActLayout::kNatural,
        ActLayout::kNatural},
-      {Dot32<QuantType::kQ8_0>, Dot32<QuantType::kQ4_0>, DotQ45K<false>, DotQ45K<true>, DotQ6K}};
+      {Dot32<QuantType::kQ8_0>, Dot32<QuantType::kQ4_0>, DotQ45K<false>, DotQ45K<true>, DotQ6K},
+      QuantizeActsScalar};
   return ops;
 }
 

@@ -6,10 +6,12 @@
 // scaling follows one canonical order, which the scalar kernels spell out (quant_scalar.cc):
 //   Q8_0, Q4_0 (32-value blocks b):  acc[b % 16] += float(isum_b) * (dw_b * dx_b), then
 //       t[i] = acc[i] + acc[i + 8], t[i] += t[i + 4], t[i] += t[i + 2], y = t[0] + t[1]
-//   K-quants (256-value super-blocks b, in order):
-//       y += (dw_b * dx_b) * float(isum_b) - (dmin_b * dx_b) * float(msum_b)   (Q4_K, Q5_K)
-//       y += (dw_b * dx_b) * float(isum_b - 32 * msum_b)                        (Q6_K)
-// with no fused multiply-adds (these files build with -ffp-contract=off).
+//   K-quants (256-value super-blocks b):
+//       t_b = (dw_b * dx_b) * float(isum_b) - (dmin_b * dx_b) * float(msum_b)   (Q4_K, Q5_K)
+//       t_b = (dw_b * dx_b) * float(isum_b - 32 * msum_b)                        (Q6_K)
+//       acc[b % 4] += t_b, then y = (acc[0] + acc[2]) + (acc[1] + acc[3])
+// with no fused multiply-adds (these files build with -ffp-contract=off). The interleaved
+// accumulators let SIMD code reduce several blocks (or several rows) with one transposing add tree.
 #pragma once
 
 #include <cstdint>
@@ -63,17 +65,17 @@ inline void ScaleMinK4(int j, const uint8_t* q, int* sc, int* m) {
   }
 }
 
-// All eight at once, as bytes: sc[0..8) and m[0..8).
-inline void UnpackScaleMinK4(const uint8_t* q, uint8_t sc[8], uint8_t m[8]) {
-  uint32_t u[3];
-  std::memcpy(u, q, 12);
-  const uint32_t sc_lo = u[0] & 0x3f3f3f3fu, m_lo = u[1] & 0x3f3f3f3fu;
-  const uint32_t sc_hi = (u[2] & 0x0f0f0f0fu) | (((u[0] >> 6) & 0x03030303u) << 4);
-  const uint32_t m_hi = ((u[2] >> 4) & 0x0f0f0f0fu) | (((u[1] >> 6) & 0x03030303u) << 4);
-  std::memcpy(sc, &sc_lo, 4);
-  std::memcpy(sc + 4, &sc_hi, 4);
-  std::memcpy(m, &m_lo, 4);
-  std::memcpy(m + 4, &m_hi, 4);
+// All eight at once: byte s of *sc is sc_s, byte s of *m is m_s (little-endian).
+inline void UnpackScaleMinK4(const uint8_t* q, uint64_t* sc, uint64_t* m) {
+  uint32_t u0, u1, u2;
+  std::memcpy(&u0, q, 4);
+  std::memcpy(&u1, q + 4, 4);
+  std::memcpy(&u2, q + 8, 4);
+  const uint32_t sc_lo = u0 & 0x3f3f3f3fu, m_lo = u1 & 0x3f3f3f3fu;
+  const uint32_t sc_hi = (u2 & 0x0f0f0f0fu) | (((u0 >> 6) & 0x03030303u) << 4);
+  const uint32_t m_hi = ((u2 >> 4) & 0x0f0f0f0fu) | (((u1 >> 6) & 0x03030303u) << 4);
+  *sc = sc_lo | static_cast<uint64_t>(sc_hi) << 32;
+  *m = m_lo | static_cast<uint64_t>(m_hi) << 32;
 }
 
 // ---- 8-bit activation formats --------------------------------------------------------------------
@@ -83,7 +85,9 @@ inline void UnpackScaleMinK4(const uint8_t* q, uint8_t sc[8], uint8_t m[8]) {
 //   32-value blocks (for Q8_0 / Q4_0 weights): qs, d per block and the int32 sum of each block's qs
 //     (the offset correction of Q4_0's q - 8 and VNNI's unsigned Q8_0). Rows are zero-padded to a
 //     multiple of 512 values (16 blocks), the group the SIMD kernels reduce at once.
-//   256-value blocks (ggml's Q8_K, for the K-quants): qs, d per block and int16 sums of every 16 qs.
+//   256-value blocks (ggml's Q8_K, for the K-quants): qs, d per block and int16 sums of every 16 qs;
+//     the d's are also stored transposed per group of 8 rows ([blocks][8]), so a kernel working on
+//     several rows loads the scales of one block for all of them at once.
 // The order of qs inside a block may be permuted to match how a kernel unpacks its weights:
 enum class ActLayout : uint8_t {
   kNatural,
@@ -102,6 +106,7 @@ struct QuantActs {
   int block = 32;         // 32 or 256
   ActLayout layout = ActLayout::kNatural;
   uint8_t* base = nullptr;
+  float* dt = nullptr;    // 256-value blocks: [ceil(m / 8)][blocks][8], zero for missing rows
 
   const int8_t* qs(int64_t i) const { return reinterpret_cast<const int8_t*>(base + i * row_bytes); }
   const float* d(int64_t i) const {
@@ -115,6 +120,8 @@ struct QuantActs {
   const int16_t* bsums(int64_t i) const {
     return reinterpret_cast<const int16_t*>(base + i * row_bytes + k_padded + 4 * blocks);
   }
+  // 256-value blocks: d of block b for rows 8g..8g+7 at [8 * b, 8 * b + 8).
+  const float* d8(int64_t g) const { return dt + g * blocks * 8; }
 };
 
 // Owns the buffer of a QuantActs.
@@ -134,13 +141,36 @@ class QuantActsBuffer {
   size_t capacity_ = 0;
 };
 
-// Quantises rows [row_begin, row_end) of x [*, k] into a (shaped by Reset).
-void QuantizeActs(const float* x, int64_t row_begin, int64_t row_end, const QuantActs& a);
+// Activation blocks whose largest |x| is below this quantise to 0 (their 127 / amax would
+// overflow f32).
+inline constexpr float kMinActAmax = 1e-30f;
+
+// Memory position of the 16 values starting at e (a multiple of 16) of a row under a layout.
+inline int64_t ActChunkPos(ActLayout layout, int64_t e) {
+  switch (layout) {
+    case ActLayout::kNatural: return e;
+    case ActLayout::kQuads: {
+      const int64_t g = e / 128, r = (e / 32) % 4, t = e % 32;
+      return g * 128 + (t < 16 ? 0 : 64) + r * 16;
+    }
+    case ActLayout::kNibblePairs: {
+      static constexpr int64_t kChunk[4] = {0, 2, 1, 3};
+      return e / 128 * 128 + kChunk[(e / 32) % 4] * 32 + e % 32;
+    }
+  }
+  return e;
+}
+
+// Quantises rows [row_begin, row_end) of x [*, k] into a (shaped by Reset; Reset zeroes dt). Every
+// table's version writes the same bytes (for its layout).
+using QuantizeActsFn = void (*)(const float* x, int64_t row_begin, int64_t row_end,
+                                const QuantActs& a);
+void QuantizeActsScalar(const float* x, int64_t row_begin, int64_t row_end, const QuantActs& a);
 
 // ---- per-ISA tables ------------------------------------------------------------------------------
 
 // y[i * ldy + j] = (weight row j) . (activation row a_row + i) for j < rows, i < m (1 <= m <= 8);
-// weight row j starts at w + j * w_row_bytes.
+// weight row j starts at w + j * w_row_bytes; a_row is a multiple of 8.
 using QuantDotFn = void (*)(const uint8_t* w, int64_t w_row_bytes, int64_t rows,
                             const QuantActs& a, int64_t a_row, int m, float* y, int64_t ldy);
 
@@ -151,6 +181,7 @@ struct QuantOps {
   Isa isa;
   ActLayout layout[kNumQuantTypes];
   QuantDotFn dot[kNumQuantTypes];
+  QuantizeActsFn quantize_acts;
 };
 
 const QuantOps& ScalarQuantOps();

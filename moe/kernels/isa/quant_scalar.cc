@@ -7,6 +7,9 @@
 namespace moe::kernels {
 namespace {
 
+// Canonical reduction of the 4 super-block accumulators of the K-quants.
+inline float Tree4(const float acc[4]) { return (acc[0] + acc[2]) + (acc[1] + acc[3]); }
+
 // Canonical reduction of the 16 block accumulators of the 32-value formats.
 inline float Tree16(float acc[16]) {
   float t[8];
@@ -61,14 +64,19 @@ void DotQ45K(const uint8_t* w, int64_t wrb, int64_t rows, const QuantActs& a, in
       const int8_t* q = a.qs(a_row + i);
       const float* dx = a.d(a_row + i);
       const int16_t* bsums = a.bsums(a_row + i);
-      float acc = 0;
+      float acc[4] = {};
       for (int64_t b = 0; b < nb; ++b) {
         const uint8_t* blk = wr + b * kBytes;
         const uint8_t* qh = blk + 16;
         const uint8_t* qs = blk + (kHigh ? 48 : 16);
         const int8_t* qb = q + b * qk::kQK;
-        uint8_t sc[8], mn[8];
-        UnpackScaleMinK4(blk + 4, sc, mn);
+        uint64_t sc64, mn64;
+        UnpackScaleMinK4(blk + 4, &sc64, &mn64);
+        int sc[8], mn[8];
+        for (int s = 0; s < 8; ++s) {
+          sc[s] = static_cast<int>((sc64 >> (8 * s)) & 0xFF);
+          mn[s] = static_cast<int>((mn64 >> (8 * s)) & 0xFF);
+        }
         int isum = 0, msum = 0;
         for (int c = 0; c < 4; ++c) {
           int lo = 0, hi = 0;
@@ -85,10 +93,10 @@ void DotQ45K(const uint8_t* w, int64_t wrb, int64_t rows, const QuantActs& a, in
         }
         for (int s = 0; s < 8; ++s) msum += mn[s] * (bsums[b * 16 + 2 * s] + bsums[b * 16 + 2 * s + 1]);
         const float d = LoadF16(blk), dmin = LoadF16(blk + 2);
-        acc = acc + ((d * dx[b]) * static_cast<float>(isum) -
-                     (dmin * dx[b]) * static_cast<float>(msum));
+        acc[b % 4] = acc[b % 4] + ((d * dx[b]) * static_cast<float>(isum) -
+                                   (dmin * dx[b]) * static_cast<float>(msum));
       }
-      y[i * ldy + j] = acc;
+      y[i * ldy + j] = Tree4(acc);
     }
   }
 }
@@ -102,7 +110,7 @@ void DotQ6K(const uint8_t* w, int64_t wrb, int64_t rows, const QuantActs& a, int
       const int8_t* q = a.qs(a_row + i);
       const float* dx = a.d(a_row + i);
       const int16_t* bsums = a.bsums(a_row + i);
-      float acc = 0;
+      float acc[4] = {};
       for (int64_t b = 0; b < nb; ++b) {
         const uint8_t* blk = wr + b * qk::kQ6_KBytes;
         const int8_t* sc = reinterpret_cast<const int8_t*>(blk + 192);
@@ -129,9 +137,9 @@ void DotQ6K(const uint8_t* w, int64_t wrb, int64_t rows, const QuantActs& a, int
           msum += sc[s] * bsums[b * 16 + s];
         }
         const float d = LoadF16(blk + 208);
-        acc = acc + (d * dx[b]) * static_cast<float>(isum - 32 * msum);
+        acc[b % 4] = acc[b % 4] + (d * dx[b]) * static_cast<float>(isum - 32 * msum);
       }
-      y[i * ldy + j] = acc;
+      y[i * ldy + j] = Tree4(acc);
     }
   }
 }
@@ -144,7 +152,8 @@ const QuantOps& ScalarQuantOps() {
       Isa::kScalar,
       {ActLayout::kNatural, ActLayout::kNatural, ActLayout::kNatural, ActLayout::kNatural,
        ActLayout::kNatural},
-      {Dot32<QuantType::kQ8_0>, Dot32<QuantType::kQ4_0>, DotQ45K<false>, DotQ45K<true>, DotQ6K}};
+      {Dot32<QuantType::kQ8_0>, Dot32<QuantType::kQ4_0>, DotQ45K<false>, DotQ45K<true>, DotQ6K},
+      QuantizeActsScalar};
   return ops;
 }
 
