@@ -103,10 +103,12 @@ struct Avx512Consts {
   __m512i pairs_nat;    // Q8_0 reduction order -> natural block order
   __m512i gather34;     // byte offsets of 16 Q8_0 blocks
   __m512i k4_scale[4];  // Q4_K/Q5_K vpshufb: int16 scale of each pair of nibble vector v
+  __m512i k4_pair[2];   // VNNI: [sc of vector 2v | sc of vector 2v + 1] per dword
   __m256i k4_mins;      // [m0, m0, m1, m1, ...] (int16) from a lane [sc0..7, m0..7]
   __m512i k4_shift, k4_lomask, k4_himask, k4_dd;  // UnpackScales4
   __m512i k5_bits[4];   // Q5_K: the qh bit of each byte of nibble vector v
   __m512i k6_scale[2];  // Q6_K vpshufb: int16 scale of each pair, from a broadcast of 8 scales
+  __m512i k6_pair;      // VNNI: [sc of lane L | sc of lane L + 4] per dword of 128-bit lane L
   __m512i k6_shl, k6_shr;
   __m256i dsplit;  // [d0, dm0, d1, dm1, ...] -> [d0..d3, dm0..dm3]
   Avx512Consts() {
@@ -131,6 +133,13 @@ struct Avx512Consts {
         bytes[p] = p % 2 ? 0x80 : static_cast<uint8_t>(kSub[v][p / 32]);
       k4_scale[v] = _mm512_load_si512(bytes);
     }
+    for (int v = 0; v < 2; ++v) {
+      for (int p = 0; p < 64; ++p) {
+        const int half = p / 32, byte = p % 4;
+        bytes[p] = byte % 2 ? 0x80 : static_cast<uint8_t>(kSub[2 * v + byte / 2][half]);
+      }
+      k4_pair[v] = _mm512_load_si512(bytes);
+    }
     for (int p = 0; p < 32; ++p) bytes[p] = p % 2 ? 0x80 : static_cast<uint8_t>(8 + (p % 16) / 4 + 4 * (p / 16));
     k4_mins = _mm256_load_si256(reinterpret_cast<const __m256i*>(bytes));
     for (int p = 0; p < 16; ++p) d[p] = p % 4 == 3 ? 4 : 0;
@@ -152,6 +161,11 @@ struct Avx512Consts {
       for (int p = 0; p < 64; ++p) bytes[p] = static_cast<uint8_t>(2 * (4 * v + p / 16) + p % 2);
       k6_scale[v] = _mm512_load_si512(bytes);
     }
+    for (int p = 0; p < 64; ++p) {
+      const int lane = p / 16, byte = p % 4;
+      bytes[p] = static_cast<uint8_t>(2 * (lane + 4 * (byte / 2)) + byte % 2);
+    }
+    k6_pair = _mm512_load_si512(bytes);
     for (int p = 0; p < 32; ++p) w[p] = static_cast<int16_t>(p < 16 ? 4 : 2);
     k6_shl = _mm512_load_si512(w);
     for (int p = 0; p < 32; ++p) w[p] = static_cast<int16_t>(p < 16 ? 0 : 2);
@@ -342,24 +356,38 @@ void Dot32M(const uint8_t* w, int64_t wrb, int64_t rows, const QuantActs& a, int
 
 // ---- K-quants: shared structure ------------------------------------------------------------------
 //
-// A super-block unpacks to 4 zmm of unsigned quants W (64 values each) and 4 zmm of int16 scales S
-// (one per maddubs pair). For one activation row, isum = sum_v (maddubs(W_v, x_v) . S_v) in int32
-// lanes (two chains of two), folded to 8 lanes; msum = mins (or scales) . 16-value sums of x.
-// Rows and super-blocks are then reduced 8 at a time by Reduce8 and scaled in vectors.
+// A super-block unpacks to 4 zmm of unsigned quants W (64 values each) and its scales S. Without
+// VNNI: S holds 4 zmm of int16 scales (one per maddubs pair) and isum = sum_v madd(maddubs(W_v,
+// x_v), S_v). With VNNI: vpdpbusd gives each dword's 4-product sum, which fits in int16 (at most
+// 4 * 63 * 127), so the sums of two vectors are packed into int16 pairs and one vpdpwssd scales
+// both against S (2 zmm of [scale, scale] pairs): 6 multiplies instead of 8, 2 scale shuffles
+// instead of 4 (the multiplies and shuffles share one port pool on Zen 4). Either way isum is
+// folded to 8 int32 lanes; msum = mins (or scales) . 16-value sums of x. Rows and super-blocks
+// are then reduced 8 at a time by Reduce8 and scaled in vectors.
 
 struct KBlock {
   __m512i W[4];
-  __m512i S[4];
+  __m512i S[4];  // VNNI: S[0], S[1]
   __m256i mins;  // Q4_K/Q5_K: [m0, m0, m1, m1, ...]; Q6_K: the 16 scales
 };
 
 template <bool kVnni>
 MOE_INLINE __m256i KIsum(const KBlock& k, const int8_t* q) {
-  __m512i s0 = _mm512_madd_epi16(_mm512_maddubs_epi16(k.W[0], _mm512_loadu_si512(q)), k.S[0]);
-  __m512i s1 = _mm512_madd_epi16(_mm512_maddubs_epi16(k.W[1], _mm512_loadu_si512(q + 64)), k.S[1]);
-  s0 = DotI16<kVnni>(s0, _mm512_maddubs_epi16(k.W[2], _mm512_loadu_si512(q + 128)), k.S[2]);
-  s1 = DotI16<kVnni>(s1, _mm512_maddubs_epi16(k.W[3], _mm512_loadu_si512(q + 192)), k.S[3]);
-  return Half(_mm512_add_epi32(s0, s1));
+  if constexpr (kVnni) {
+    const __m512i zero = _mm512_setzero_si512();
+    __m512i p[4];
+    for (int v = 0; v < 4; ++v) p[v] = _mm512_dpbusd_epi32(zero, k.W[v], _mm512_loadu_si512(q + 64 * v));
+    const __mmask32 odd = 0xAAAAAAAAu;
+    const __m512i p01 = _mm512_mask_blend_epi16(odd, p[0], _mm512_slli_epi32(p[1], 16));
+    const __m512i p23 = _mm512_mask_blend_epi16(odd, p[2], _mm512_slli_epi32(p[3], 16));
+    return Half(_mm512_dpwssd_epi32(_mm512_madd_epi16(p01, k.S[0]), p23, k.S[1]));
+  } else {
+    __m512i s0 = _mm512_madd_epi16(_mm512_maddubs_epi16(k.W[0], _mm512_loadu_si512(q)), k.S[0]);
+    __m512i s1 = _mm512_madd_epi16(_mm512_maddubs_epi16(k.W[1], _mm512_loadu_si512(q + 64)), k.S[1]);
+    s0 = _mm512_add_epi32(s0, _mm512_madd_epi16(_mm512_maddubs_epi16(k.W[2], _mm512_loadu_si512(q + 128)), k.S[2]));
+    s1 = _mm512_add_epi32(s1, _mm512_madd_epi16(_mm512_maddubs_epi16(k.W[3], _mm512_loadu_si512(q + 192)), k.S[3]));
+    return Half(_mm512_add_epi32(s0, s1));
+  }
 }
 
 MOE_INLINE __m256i KMsum(const KBlock& k, const int16_t* bsums) {
@@ -412,25 +440,32 @@ MOE_INLINE __m512i UnpackScales4(const uint8_t* blk, int count, const Avx512Cons
 }
 
 // S and mins of super-block u from UnpackScales4's result.
-template <int kU>
+template <bool kVnni, int kU>
 MOE_INLINE void ScalesQ45K(__m512i scales4, const Avx512Consts& c, KBlock* k) {
   const __m512i b = _mm512_shuffle_i32x4(scales4, scales4, kU * 0x55);
-  for (int v = 0; v < 4; ++v) k->S[v] = _mm512_shuffle_epi8(b, c.k4_scale[v]);
+  if constexpr (kVnni) {
+    k->S[0] = _mm512_shuffle_epi8(b, c.k4_pair[0]);
+    k->S[1] = _mm512_shuffle_epi8(b, c.k4_pair[1]);
+  } else {
+    for (int v = 0; v < 4; ++v) k->S[v] = _mm512_shuffle_epi8(b, c.k4_scale[v]);
+  }
   k->mins = _mm256_shuffle_epi8(_mm512_castsi512_si256(b), c.k4_mins);
 }
 
+template <bool kVnni>
 MOE_INLINE void ScalesQ45K(__m512i scales4, int u, const Avx512Consts& c, KBlock* k) {
   switch (u) {
-    case 0: return ScalesQ45K<0>(scales4, c, k);
-    case 1: return ScalesQ45K<1>(scales4, c, k);
-    case 2: return ScalesQ45K<2>(scales4, c, k);
-    default: return ScalesQ45K<3>(scales4, c, k);
+    case 0: return ScalesQ45K<kVnni, 0>(scales4, c, k);
+    case 1: return ScalesQ45K<kVnni, 1>(scales4, c, k);
+    case 2: return ScalesQ45K<kVnni, 2>(scales4, c, k);
+    default: return ScalesQ45K<kVnni, 3>(scales4, c, k);
   }
 }
 
 // Q6_K. Per 128-value half, 64 ql bytes give values [0,64) (low nibbles) and [64,128) (high
 // nibbles) in natural order; the two high bits come from qh shifted per 256-bit half. q is
 // unsigned (0..63); isum - 32 * (scales . 16-value sums of x) removes the offset.
+template <bool kVnni>
 MOE_INLINE void UnpackQ6K(const uint8_t* blk, const Avx512Consts& c, KBlock* k) {
   const __m512i m4 = _mm512_set1_epi8(0x0F), m30 = _mm512_set1_epi8(0x30);
   for (int h = 0; h < 2; ++h) {
@@ -446,10 +481,16 @@ MOE_INLINE void UnpackQ6K(const uint8_t* blk, const Avx512Consts& c, KBlock* k) 
       _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + 192)));
   const __m512i lo = _mm512_broadcast_i32x4(_mm256_castsi256_si128(sc));
   const __m512i hi = _mm512_broadcast_i32x4(_mm256_extracti128_si256(sc, 1));
-  k->S[0] = _mm512_shuffle_epi8(lo, c.k6_scale[0]);
-  k->S[1] = _mm512_shuffle_epi8(lo, c.k6_scale[1]);
-  k->S[2] = _mm512_shuffle_epi8(hi, c.k6_scale[0]);
-  k->S[3] = _mm512_shuffle_epi8(hi, c.k6_scale[1]);
+  if constexpr (kVnni) {
+    // Vectors 0 and 1 are paired: lane L holds sub-blocks L and 4 + L; vectors 2, 3: 8 + L, 12 + L.
+    k->S[0] = _mm512_shuffle_epi8(lo, c.k6_pair);
+    k->S[1] = _mm512_shuffle_epi8(hi, c.k6_pair);
+  } else {
+    k->S[0] = _mm512_shuffle_epi8(lo, c.k6_scale[0]);
+    k->S[1] = _mm512_shuffle_epi8(lo, c.k6_scale[1]);
+    k->S[2] = _mm512_shuffle_epi8(hi, c.k6_scale[0]);
+    k->S[3] = _mm512_shuffle_epi8(hi, c.k6_scale[1]);
+  }
   k->mins = sc;
 }
 
@@ -482,7 +523,7 @@ void DotQ45KM1(const uint8_t* w, int64_t wrb, int64_t rows, const QuantActs& a, 
         if (u < count) {
           KBlock k;
           UnpackQuantsQ45K<kHigh>(wr + (b + u) * kBytes, c, &k);
-          ScalesQ45K(scales, u, c, &k);
+          ScalesQ45K<kVnni>(scales, u, c, &k);
           part[u] = KIsum<kVnni>(k, q + (b + u) * qk::kQK);
           part[4 + u] = KMsum(k, bsums + 16 * (b + u));
         } else {
@@ -521,7 +562,7 @@ void DotQ45KMN(const uint8_t* w, int64_t wrb, int64_t rows, const QuantActs& a, 
                     __m256& ac) MOE_LAMBDA_INLINE {
       KBlock k;
       UnpackQuantsQ45K<kHigh>(wr + b * kBytes, c, &k);
-      ScalesQ45K(scales, u, c, &k);
+      ScalesQ45K<kVnni>(scales, u, c, &k);
       __m256i is[8], ms[8];
       for (int i = 0; i < 8; ++i) {
         if (i < M) {
@@ -581,7 +622,7 @@ void DotQ6KM1(const uint8_t* w, int64_t wrb, int64_t rows, const QuantActs& a, i
         if (u < count) {
           const uint8_t* blk = wr + (b + u) * qk::kQ6_KBytes;
           KBlock k;
-          UnpackQ6K(blk, c, &k);
+          UnpackQ6K<kVnni>(blk, c, &k);
           part[u] = KIsum6<kVnni>(k, q + (b + u) * qk::kQK, bsums + 16 * (b + u));
           dh[u / 4] |= static_cast<uint64_t>(U16(blk + 208)) << (16 * (u % 4));
         } else {
@@ -615,7 +656,7 @@ void DotQ6KMN(const uint8_t* w, int64_t wrb, int64_t rows, const QuantActs& a, i
     auto step = [&](int64_t b, __m256& ac) MOE_LAMBDA_INLINE {
       const uint8_t* blk = wr + b * qk::kQ6_KBytes;
       KBlock k;
-      UnpackQ6K(blk, c, &k);
+      UnpackQ6K<kVnni>(blk, c, &k);
       __m256i is[8];
       for (int i = 0; i < 8; ++i)
         is[i] = i < M ? KIsum6<kVnni>(k, a.qs(a_row + i) + b * qk::kQK, a.bsums(a_row + i) + 16 * b)
