@@ -303,65 +303,106 @@ std::vector<double> Reference(QuantType t, const std::vector<uint8_t>& w, int64_
   return y;
 }
 
-// Sizes: k in whole blocks, with and without a partial group of 16 32-blocks; n odd; m = 1..9
+// Sizes: k in whole blocks covering every path of the SIMD kernels: 32-value blocks 1, 15, 17, 50
+// (groups of 16, a partial group, and the two-groups-at-once loop of m = 1 with an odd count);
+// super-blocks 1, 3, 5, 9 (groups of 4, Q6_K's groups of 8, and their tails). n odd; m = 1..9
 // (decode), 20 (tiled, with a partial group of 8 rows).
 std::vector<int64_t> Ks(QuantType t) {
-  if (QuantBlockSize(t) == 32) return {32, 96, 480, 512, 544, 1056};
-  return {256, 512, 768};
+  if (QuantBlockSize(t) == 32) return {32, 480, 544, 1600};
+  return {256, 768, 1280, 2304};
 }
 
-class QuantMatMulTest : public ::testing::Test {
- protected:
-  // x rows are N(0,1); activation quantisation (8 bits per 32 or 256 values, amax ~ 2.5-3.3 sigma)
-  // adds NMSE ~ step^2/12 / sigma^2 ~ 3e-5..6e-5 on top of exact weights.
-  static constexpr double kNmse = 2e-4;
-};
+// x rows are N(0,1); activation quantisation (8 bits per 32 or 256 values, amax ~ 2.5-3.3 sigma)
+// adds NMSE ~ step^2/12 / sigma^2 ~ 3e-5..6e-5 on top of exact weights.
+constexpr double kMatMulNmse = 2e-4;
 
-TEST_F(QuantMatMulTest, EveryTypeAndIsaMatchesReferenceAndScalarBitForBit) {
-  Rng rng(11);
+// y of every table and thread count must equal the scalar table's y bit for bit.
+::testing::AssertionResult SameAsScalar(QuantType t, const std::vector<uint8_t>& w, int64_t n,
+                                        int64_t k, const std::vector<float>& x, int64_t m,
+                                        const std::vector<float>& y_scalar) {
+  static Context ctx1(ContextOptions{.threads = 1});
+  static Context ctx3(ContextOptions{.threads = 3});
+  for (const QuantOps* ops : AvailableQuantOps()) {
+    for (Context* ctx : {&ctx1, &ctx3}) {
+      std::vector<float> y(static_cast<size_t>(m * n), std::nanf(""));
+      QuantMatMulWith(*ops, t, w.data(), n, k, x.data(), m, y.data(), *ctx);
+      for (size_t i = 0; i < y.size(); ++i)
+        if (std::memcmp(&y[i], &y_scalar[i], 4) != 0)
+          return ::testing::AssertionFailure()
+                 << ops->name << " threads=" << ctx->threads() << " differs from scalar at " << i
+                 << ": " << y[i] << " vs " << y_scalar[i];
+    }
+  }
+  return ::testing::AssertionSuccess();
+}
+
+class QuantMatMulTest : public ::testing::TestWithParam<QuantType> {};
+
+TEST_P(QuantMatMulTest, EveryIsaMatchesReferenceAndScalarBitForBit) {
+  const QuantType t = GetParam();
+  Rng rng(11 + static_cast<int>(t));
   Context ctx1(ContextOptions{.threads = 1});
-  Context ctx3(ContextOptions{.threads = 3});
-  for (QuantType t : kAllQuantTypes) {
-    for (int64_t k : Ks(t)) {
-      for (int64_t n : {1, 7, 33}) {
-        const std::vector<float> wf = RandomNormal<float>(rng, n * k);
-        const std::vector<uint8_t> w = QuantizeMatrix(t, wf, n, k);
-        for (int64_t m : {1, 2, 3, 4, 5, 6, 7, 8, 9, 20}) {
-          if (n == 33 && m != 1 && m != 8 && m != 9 && m != 20) continue;  // keep the test fast
-          SCOPED_TRACE(::testing::Message()
-                       << Name(t) << " n=" << n << " k=" << k << " m=" << m);
-          const std::vector<float> x = RandomNormal<float>(rng, m * k);
-          const std::vector<double> want = Reference(t, w, n, k, x, m);
-          std::vector<float> y_scalar(static_cast<size_t>(m * n), -1.0f);
-          QuantMatMulWith(ScalarQuantOps(), t, w.data(), n, k, x.data(), m, y_scalar.data(), ctx1);
-          // Per element: ~10 standard deviations of the activation rounding error
-          // (sqrt(k) * |w| * step / sqrt(12), step = max|x| / 127); NMSE where there are enough
-          // values for it to mean something.
-          Tolerance tol{std::sqrt(static_cast<double>(k)) * MaxAbs(x) * MaxAbs(wf) / 127.0, 0,
-                        m * n >= 16 ? kNmse : HUGE_VAL};
-          ASSERT_TRUE(ExpectClose(y_scalar.data(), want.data(), m * n, tol, "scalar vs reference"));
-          for (const QuantOps* ops : AvailableQuantOps()) {
-            for (Context* ctx : {&ctx1, &ctx3}) {
-              std::vector<float> y(static_cast<size_t>(m * n), std::nanf(""));
-              QuantMatMulWith(*ops, t, w.data(), n, k, x.data(), m, y.data(), *ctx);
-              ASSERT_EQ(0, std::memcmp(y.data(), y_scalar.data(), y.size() * sizeof(float)))
-                  << ops->name << " threads=" << ctx->threads() << " differs from scalar; first "
-                  << [&] {
-                       for (size_t i = 0; i < y.size(); ++i)
-                         if (std::memcmp(&y[i], &y_scalar[i], 4) != 0)
-                           return ::testing::PrintToString(i) + ": " + std::to_string(y[i]) +
-                                  " vs " + std::to_string(y_scalar[i]);
-                       return std::string("?");
-                     }();
-            }
-          }
-        }
+  for (int64_t k : Ks(t)) {
+    for (int64_t n : {1, 7, 33}) {
+      const std::vector<float> wf = RandomNormal<float>(rng, n * k);
+      const std::vector<uint8_t> w = QuantizeMatrix(t, wf, n, k);
+      for (int64_t m : {1, 2, 3, 4, 5, 6, 7, 8, 9, 20}) {
+        if (n == 33 && m != 1 && m != 8 && m != 9 && m != 20) continue;  // keep the test fast
+        SCOPED_TRACE(::testing::Message() << Name(t) << " n=" << n << " k=" << k << " m=" << m);
+        const std::vector<float> x = RandomNormal<float>(rng, m * k);
+        const std::vector<double> want = Reference(t, w, n, k, x, m);
+        std::vector<float> y_scalar(static_cast<size_t>(m * n), -1.0f);
+        QuantMatMulWith(ScalarQuantOps(), t, w.data(), n, k, x.data(), m, y_scalar.data(), ctx1);
+        // Per element: ~10 standard deviations of the activation rounding error
+        // (sqrt(k) * |w| * step / sqrt(12), step = max|x| / 127); NMSE where there are enough
+        // values for it to mean something.
+        Tolerance tol{std::sqrt(static_cast<double>(k)) * MaxAbs(x) * MaxAbs(wf) / 127.0, 0,
+                      m * n >= 16 ? kMatMulNmse : HUGE_VAL};
+        ASSERT_TRUE(ExpectClose(y_scalar.data(), want.data(), m * n, tol, "scalar vs reference"));
+        ASSERT_TRUE(SameAsScalar(t, w, n, k, x, m, y_scalar));
       }
     }
   }
 }
 
-TEST_F(QuantMatMulTest, ActiveTableIsTheBestAvailable) {
+// Rows of x that are all zero, tiny (below kMinActAmax: quantised to 0), subnormal, huge, or one
+// spike; every table must still agree bit for bit and with the reference where x is not tiny.
+TEST_P(QuantMatMulTest, ExtremeActivations) {
+  const QuantType t = GetParam();
+  Rng rng(21);
+  const int64_t k = 1024, n = 9, m = 6;
+  const std::vector<float> wf = RandomNormal<float>(rng, n * k);
+  const std::vector<uint8_t> w = QuantizeMatrix(t, wf, n, k);
+  std::vector<float> x = RandomNormal<float>(rng, m * k);
+  for (int64_t p = 0; p < k; ++p) {
+    x[0 * k + p] = 0.0f;
+    x[1 * k + p] *= 1e-32f;                   // below kMinActAmax
+    x[2 * k + p] = p % 3 ? 1e-41f : -2e-41f;  // subnormal
+    x[3 * k + p] *= 1e30f;
+    x[4 * k + p] = p == 77 ? 5.0f : 0.0f;
+  }
+  Context ctx(ContextOptions{.threads = 1});
+  std::vector<float> y(static_cast<size_t>(m * n));
+  QuantMatMulWith(ScalarQuantOps(), t, w.data(), n, k, x.data(), m, y.data(), ctx);
+  ASSERT_TRUE(AllFinite(y));
+  EXPECT_TRUE(SameAsScalar(t, w, n, k, x, m, y));
+  const std::vector<double> want = Reference(t, w, n, k, x, m);
+  for (int64_t j = 0; j < n; ++j) {
+    EXPECT_EQ(y[j], 0.0f);
+    EXPECT_EQ(y[n + j], 0.0f);
+    EXPECT_EQ(y[2 * n + j], 0.0f);
+    EXPECT_NEAR(y[3 * n + j], want[3 * n + j], 1e-2 * std::sqrt(static_cast<double>(k)) * 1e30 * 4);
+    // One value: exact up to the activation scale's rounding (5 -> 127 * (5 / 127)).
+    EXPECT_NEAR(y[4 * n + j], want[4 * n + j], 1e-5 * std::fabs(want[4 * n + j]) + 1e-6);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Types, QuantMatMulTest, ::testing::ValuesIn(kAllQuantTypes),
+                         [](const ::testing::TestParamInfo<QuantType>& info) {
+                           return Name(info.param);
+                         });
+
+TEST(QuantMatMul, ActiveTableIsTheBestAvailable) {
   const auto all = AvailableQuantOps();
   ASSERT_FALSE(all.empty());
   EXPECT_EQ(all.front(), &ScalarQuantOps());
@@ -374,7 +415,7 @@ TEST_F(QuantMatMulTest, ActiveTableIsTheBestAvailable) {
 
 // Extreme encodings: weights and activations at the ends of their ranges (Q8_0 -128, Q6_K scale
 // -128, Q4_K/Q5_K scales and q at their maxima) must not saturate any 16-bit intermediate.
-TEST_F(QuantMatMulTest, ExtremeBlocksDoNotSaturate) {
+TEST(QuantMatMul, ExtremeBlocksDoNotSaturate) {
   Context ctx(ContextOptions{.threads = 1});
   Rng rng(12);
   for (QuantType t : kAllQuantTypes) {
@@ -426,7 +467,7 @@ TEST_F(QuantMatMulTest, ExtremeBlocksDoNotSaturate) {
   }
 }
 
-TEST_F(QuantMatMulTest, ZeroSizesAndBadSizes) {
+TEST(QuantMatMul, ZeroSizesAndBadSizes) {
   Context ctx(ContextOptions{.threads = 2});
   std::vector<uint8_t> w(4096);
   std::vector<float> x(4096, 1.0f), y(64, 5.0f);
