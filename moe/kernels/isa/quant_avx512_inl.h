@@ -17,6 +17,7 @@
 
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 
 #include "moe/kernels/isa/quant_ops.h"
 
@@ -100,7 +101,6 @@ struct Avx512Consts {
   __m512i quads;        // vpermt2w: the 4 x 16 qs bytes of 4 Q4_0 blocks out of 72 bytes
   __m512i quads_d;      // vpermt2w: the d of 4 + 4 Q4_0 blocks from two quads' first 64 bytes
   __m512i quads_nat;    // lane 4r + g (block 4g + r) -> natural block order
-  __m512i pairs_nat;    // Q8_0 reduction order -> natural block order
   __m512i gather34;     // byte offsets of 16 Q8_0 blocks
   __m512i k4_scale[4];  // Q4_K/Q5_K vpshufb: int16 scale of each pair of nibble vector v
   __m512i k4_pair[2];   // VNNI: [sc of vector 2v | sc of vector 2v + 1] per dword
@@ -122,8 +122,6 @@ struct Avx512Consts {
     quads_d = _mm512_load_si512(w);
     for (int b = 0; b < 16; ++b) d[b] = 4 * (b % 4) + b / 4;
     quads_nat = _mm512_load_si512(d);
-    for (int b = 0; b < 16; ++b) d[b] = 8 * ((b / 2) / 4) + 4 * (b % 2) + (b / 2) % 4;
-    pairs_nat = _mm512_load_si512(d);
     for (int b = 0; b < 16; ++b) d[b] = 34 * b;
     gather34 = _mm512_load_si512(d);
     static constexpr int kSub[4][2] = {{0, 2}, {1, 3}, {4, 6}, {5, 7}};
@@ -182,19 +180,22 @@ const Avx512Consts& Consts() {
 
 // ---- Q8_0 and Q4_0 ---------------------------------------------------------------------------
 //
-// 16 blocks (a group) at a time. Q4_0: 4 blocks (72 bytes) -> one vpermt2w puts their 4 x 16 qs
-// bytes in the 4 lanes of a zmm; the low nibbles are values [0,16) of the 4 blocks and the high
-// nibbles values [16,32), which the kQuads activation layout matches; the 16 d's come from the same
-// loads. Q8_0: 2 blocks per zmm, activations in natural order; VNNI takes w + 128 as unsigned
-// (corrected by 128 * block sum of x), otherwise the sign moves to x (|w| * sign(x, w)). Per-lane
-// partial sums are reduced to one int32 per block by a transposing unpack/add tree, put in
-// natural order and scaled.
+// 16 blocks (a group) at a time, unpacked into 4 "quads" of 4 blocks: W[2qd] holds values [0,16)
+// of blocks 4qd..4qd+3 (one block per 128-bit lane), W[2qd+1] values [16,32) (the kQuads
+// activation layout). Q4_0: one vpermt2w puts the 4 x 16 qs bytes of 4 blocks (72 bytes) in a
+// zmm whose low nibbles are W[2qd] and high nibbles W[2qd+1]; the 16 d's come from the same loads.
+// Q8_0: two 64-byte loads (2 blocks each) and two vshufi64x2. The rearrangement is done once per
+// weight group; per activation row, a quad's dot is 2 vpdpbusd and the 4 quads' lane sums reduce
+// to one int32 per block with 3 unpack/add steps and one permute. VNNI takes Q8_0 as w + 128
+// (unsigned; corrected by 128 * block sum of x), otherwise |w| * sign(x, w).
 
 template <bool kVnni, QuantType T>
 struct Group32 {
   static constexpr bool kQ4 = T == QuantType::kQ4_0;
   static constexpr int64_t kBytes = kQ4 ? qk::kQ4_0Bytes : qk::kQ8_0Bytes;
   __m512i W[8];
+  [[no_unique_address]] std::conditional_t<!kQ4 && !kVnni, __m512i[8], char> absw;
+  [[no_unique_address]] std::conditional_t<!kQ4 && !kVnni, __mmask64[8], char> neg;
   __m512 dw;
 
   // Unpacks the `valid` (1..16) blocks at wg; kFull: valid == 16.
@@ -225,25 +226,36 @@ struct Group32 {
       dw = _mm512_cvtph_ps(_mm256_inserti128_si256(_mm512_castsi512_si256(d01),
                                                    _mm512_castsi512_si128(d23), 1));
     } else {
-      for (int p = 0; p < 8; ++p) {
-        const uint8_t* q = wg + 2 * p * kBytes + 2;
-        __m512i v;
-        if constexpr (kFull) {
-          v = _mm512_inserti64x4(
-              _mm512_castsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(q))),
-              _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q + kBytes)), 1);
-        } else {
-          const int64_t bp = valid - 2 * p;
-          v = bp >= 2 ? _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256(
-                                               reinterpret_cast<const __m256i*>(q))),
-                                           _mm256_loadu_si256(
-                                               reinterpret_cast<const __m256i*>(q + kBytes)),
-                                           1)
-              : bp == 1 ? _mm512_zextsi256_si512(
-                              _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q)))
-                        : zero;
+      for (int qd = 0; qd < 4; ++qd) {
+        __m512i pair[2];  // blocks (4qd, 4qd + 1) and (4qd + 2, 4qd + 3), 32 bytes each
+        for (int h = 0; h < 2; ++h) {
+          const uint8_t* q = wg + (4 * qd + 2 * h) * kBytes + 2;
+          const auto* q0 = reinterpret_cast<const __m256i*>(q);
+          const auto* q1 = reinterpret_cast<const __m256i*>(q + kBytes);
+          if constexpr (kFull) {
+            pair[h] = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256(q0)),
+                                         _mm256_loadu_si256(q1), 1);
+          } else {
+            const int64_t bp = valid - (4 * qd + 2 * h);
+            pair[h] = bp >= 2 ? _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256(q0)),
+                                                   _mm256_loadu_si256(q1), 1)
+                      : bp == 1 ? _mm512_zextsi256_si512(_mm256_loadu_si256(q0))
+                                : zero;
+          }
         }
-        W[p] = kVnni ? _mm512_xor_si512(v, _mm512_set1_epi8(static_cast<char>(0x80))) : v;
+        for (int h = 0; h < 2; ++h) {
+          // 128-bit lanes of the pairs: [b0 0-15, b0 16-31, b1 0-15, b1 16-31]; take lanes 0, 2
+          // (h = 0) or 1, 3 (h = 1) of each.
+          __m512i v = h == 0 ? _mm512_shuffle_i64x2(pair[0], pair[1], _MM_SHUFFLE(2, 0, 2, 0))
+                             : _mm512_shuffle_i64x2(pair[0], pair[1], _MM_SHUFFLE(3, 1, 3, 1));
+          if constexpr (kVnni) {
+            W[2 * qd + h] = _mm512_xor_si512(v, _mm512_set1_epi8(static_cast<char>(0x80)));
+          } else {
+            W[2 * qd + h] = v;
+            absw[2 * qd + h] = _mm512_abs_epi8(v);
+            neg[2 * qd + h] = _mm512_movepi8_mask(v);
+          }
+        }
       }
       const __m512i dwi =
           kFull ? _mm512_i32gather_epi32(c.gather34, wg, 1)
@@ -257,52 +269,32 @@ struct Group32 {
   // (q, sums, dx at the group's first block).
   MOE_INLINE __m512 Row(const int8_t* q, const int32_t* sums, const float* dx,
                         const Avx512Consts& c) const {
-    const __m512i zero = _mm512_setzero_si512();
-    __m512i R;
-    if constexpr (kQ4) {
-      __m512i P[4];
-      for (int qd = 0; qd < 4; ++qd) {
-        const __m512i alo = _mm512_loadu_si512(q + 128 * qd);
-        const __m512i ahi = _mm512_loadu_si512(q + 128 * qd + 64);
-        if constexpr (kVnni) {
-          P[qd] = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(zero, W[2 * qd], alo), W[2 * qd + 1],
-                                      ahi);
-        } else {
-          P[qd] = _mm512_madd_epi16(_mm512_add_epi16(_mm512_maddubs_epi16(W[2 * qd], alo),
-                                                     _mm512_maddubs_epi16(W[2 * qd + 1], ahi)),
-                                    _mm512_set1_epi16(1));
-        }
+    const __m512i zero = _mm512_setzero_si512(), ones = _mm512_set1_epi16(1);
+    __m512i P[4];
+    for (int qd = 0; qd < 4; ++qd) {
+      const __m512i alo = _mm512_loadu_si512(q + 128 * qd);
+      const __m512i ahi = _mm512_loadu_si512(q + 128 * qd + 64);
+      if constexpr (kVnni) {
+        P[qd] = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(zero, W[2 * qd], alo), W[2 * qd + 1], ahi);
+      } else if constexpr (kQ4) {  // pairs <= 15 * 127 * 2: two of them still fit in int16
+        P[qd] = _mm512_madd_epi16(_mm512_add_epi16(_mm512_maddubs_epi16(W[2 * qd], alo),
+                                                   _mm512_maddubs_epi16(W[2 * qd + 1], ahi)),
+                                  ones);
+      } else {
+        const __m512i slo = _mm512_mask_sub_epi8(alo, neg[2 * qd], zero, alo);
+        const __m512i shi = _mm512_mask_sub_epi8(ahi, neg[2 * qd + 1], zero, ahi);
+        P[qd] = _mm512_add_epi32(
+            _mm512_madd_epi16(_mm512_maddubs_epi16(absw[2 * qd], slo), ones),
+            _mm512_madd_epi16(_mm512_maddubs_epi16(absw[2 * qd + 1], shi), ones));
       }
-      const __m512i u0 =
-          _mm512_add_epi32(_mm512_unpacklo_epi32(P[0], P[1]), _mm512_unpackhi_epi32(P[0], P[1]));
-      const __m512i u1 =
-          _mm512_add_epi32(_mm512_unpacklo_epi32(P[2], P[3]), _mm512_unpackhi_epi32(P[2], P[3]));
-      R = _mm512_add_epi32(_mm512_unpacklo_epi64(u0, u1), _mm512_unpackhi_epi64(u0, u1));
-      R = _mm512_permutexvar_epi32(c.quads_nat, R);
-    } else {
-      __m512i P[8];
-      for (int p = 0; p < 8; ++p) {
-        const __m512i x = _mm512_loadu_si512(q + 64 * p);
-        if constexpr (kVnni) {
-          P[p] = _mm512_dpbusd_epi32(zero, W[p], x);
-        } else {
-          const __m512i xs = _mm512_mask_sub_epi8(x, _mm512_movepi8_mask(W[p]), zero, x);
-          P[p] = _mm512_madd_epi16(_mm512_maddubs_epi16(_mm512_abs_epi8(W[p]), xs),
-                                   _mm512_set1_epi16(1));
-        }
-      }
-      __m512i U[4];
-      for (int u = 0; u < 4; ++u)
-        U[u] = _mm512_add_epi32(_mm512_unpacklo_epi32(P[2 * u], P[2 * u + 1]),
-                                _mm512_unpackhi_epi32(P[2 * u], P[2 * u + 1]));
-      const __m512i v0 =
-          _mm512_add_epi32(_mm512_unpacklo_epi64(U[0], U[1]), _mm512_unpackhi_epi64(U[0], U[1]));
-      const __m512i v1 =
-          _mm512_add_epi32(_mm512_unpacklo_epi64(U[2], U[3]), _mm512_unpackhi_epi64(U[2], U[3]));
-      R = _mm512_add_epi32(_mm512_shuffle_i64x2(v0, v1, _MM_SHUFFLE(2, 0, 2, 0)),
-                           _mm512_shuffle_i64x2(v0, v1, _MM_SHUFFLE(3, 1, 3, 1)));
-      R = _mm512_permutexvar_epi32(c.pairs_nat, R);
     }
+    // Lane 4r + qd of R: block 4qd + r.
+    const __m512i u0 =
+        _mm512_add_epi32(_mm512_unpacklo_epi32(P[0], P[1]), _mm512_unpackhi_epi32(P[0], P[1]));
+    const __m512i u1 =
+        _mm512_add_epi32(_mm512_unpacklo_epi32(P[2], P[3]), _mm512_unpackhi_epi32(P[2], P[3]));
+    __m512i R = _mm512_add_epi32(_mm512_unpacklo_epi64(u0, u1), _mm512_unpackhi_epi64(u0, u1));
+    R = _mm512_permutexvar_epi32(c.quads_nat, R);
     // Offset corrections: Q4_0 stores q + 8; VNNI's Q8_0 used w + 128.
     if constexpr (kQ4 || kVnni)
       R = _mm512_sub_epi32(R, _mm512_slli_epi32(_mm512_loadu_si512(sums), kQ4 ? 3 : 7));
@@ -763,7 +755,7 @@ template <bool kVnni>
 QuantOps MakeAvx512QuantOps(std::string_view name) {
   return QuantOps{name,
                   Isa::kAvx512,
-                  {ActLayout::kNatural, ActLayout::kQuads, ActLayout::kNibblePairs,
+                  {ActLayout::kQuads, ActLayout::kQuads, ActLayout::kNibblePairs,
                    ActLayout::kNibblePairs, ActLayout::kNatural},
                   {Dot32<kVnni, QuantType::kQ8_0>, Dot32<kVnni, QuantType::kQ4_0>,
                    DotQ45K<kVnni, false>, DotQ45K<kVnni, true>, DotQ6K<kVnni>},
