@@ -40,6 +40,10 @@ double MeasureReadBandwidthGBs(Context& ctx, int64_t bytes, int reps) {
   ParallelForRange(n, ctx, [&](int64_t b, int64_t e, int) {
     for (int64_t i = b; i < e; ++i) v[i] = 1.0f;
   });
+  return MeasureReadBandwidthGBs(ctx, v.data, n, reps);
+}
+
+double MeasureReadBandwidthGBs(Context& ctx, const float* buf, int64_t n, int reps) {
   const RowOps& ops = ActiveRowOps();
   std::vector<float> sink(static_cast<size_t>(ctx.threads()));
   double best = 1e30;
@@ -48,7 +52,7 @@ double MeasureReadBandwidthGBs(Context& ctx, int64_t bytes, int reps) {
     // The best streaming read this CPU's SIMD level does, so the roofline is what the machine can
     // deliver, not what a baseline loop gets.
     ParallelForRange(n, ctx, [&](int64_t b, int64_t e, int w) {
-      sink[static_cast<size_t>(w)] = ops.sum(v.data + b, e - b);
+      sink[static_cast<size_t>(w)] = ops.sum(buf + b, e - b);
     });
     best = std::min(best, NowSeconds() - t0);
   }

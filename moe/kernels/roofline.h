@@ -18,6 +18,10 @@ double MeasureSgemmGflops(Context& ctx, int64_t m = 2048, int64_t n = 2048, int6
                           int reps = 5);
 // Read bandwidth over a buffer much larger than the last-level cache. Best of reps.
 double MeasureReadBandwidthGBs(Context& ctx, int64_t bytes = int64_t{1} << 30, int reps = 5);
+// The same probe over a caller's buffer of n floats (so it can be repeated between other timed
+// work without re-allocating); the buffer should have been written by the pool's workers in
+// ParallelForRange chunks (first-touch placement). Best of reps.
+double MeasureReadBandwidthGBs(Context& ctx, const float* buf, int64_t n, int reps);
 
 Roofline MeasureRoofline(Context& ctx);
 
