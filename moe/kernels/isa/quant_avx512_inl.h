@@ -189,12 +189,20 @@ const Avx512Consts& Consts() {
 // to one int32 per block with 3 unpack/add steps and one permute. VNNI takes Q8_0 as w + 128
 // (unsigned; corrected by 128 * block sum of x), otherwise |w| * sign(x, w).
 
+// Eight zmm registers as a class type (an array of __m512i as a template argument drops its
+// alignment attribute, which GCC warns about).
+struct Zmm8 {
+  __m512i v[8];
+  MOE_INLINE __m512i& operator[](int64_t i) { return v[i]; }
+  MOE_INLINE const __m512i& operator[](int64_t i) const { return v[i]; }
+};
+
 template <bool kVnni, QuantType T>
 struct Group32 {
   static constexpr bool kQ4 = T == QuantType::kQ4_0;
   static constexpr int64_t kBytes = kQ4 ? qk::kQ4_0Bytes : qk::kQ8_0Bytes;
   __m512i W[8];
-  [[no_unique_address]] std::conditional_t<!kQ4 && !kVnni, __m512i[8], char> absw;
+  [[no_unique_address]] std::conditional_t<!kQ4 && !kVnni, Zmm8, char> absw;
   [[no_unique_address]] std::conditional_t<!kQ4 && !kVnni, __mmask64[8], char> neg;
   __m512 dw;
 
