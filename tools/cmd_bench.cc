@@ -239,6 +239,7 @@ void AddBenchCommand(CLI::App& root) {
     for (const auto& p : opt->presets) (void)mixture::FindLayerPreset(p);
     RunLayerBench(*opt);
   });
+  AddBenchModelCommand(*bench);
 }
 
 }  // namespace moe::cli

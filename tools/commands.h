@@ -6,6 +6,7 @@
 namespace moe::cli {
 
 void AddBenchCommand(CLI::App& root);
+void AddBenchModelCommand(CLI::App& bench);  // bench model (called by AddBenchCommand)
 void AddTrainCommands(CLI::App& root);  // train, demo, eval, generate
 void AddCorpusCommand(CLI::App& root);
 

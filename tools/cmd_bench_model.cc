@@ -1,0 +1,232 @@
+// `moe bench model`: prefill and decode speed of a whole model (a built-in shape with random
+// weights, or a model folder) against the machine's limits measured in the same run: decode
+// against the bandwidth roofline (bytes of weights and KV cache read per token ÷ read bandwidth),
+// prefill against the sgemm rate on active FLOPs.
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "moe/core/context.h"
+#include "moe/core/cpu.h"
+#include "moe/core/error.h"
+#include "moe/core/rng.h"
+#include "moe/generate/generator.h"
+#include "moe/io/file.h"
+#include "moe/kernels/roofline.h"
+#include "moe/model/transformer.h"
+#include "tools/commands.h"
+
+namespace moe::cli {
+namespace {
+
+using kernels::NowSeconds;
+
+struct ModelBenchOptions {
+  std::string shape = "mixtral-like";
+  int64_t prefill = 512;
+  int64_t decode = 64;
+  int reps = 3;
+  int threads = 0;
+  std::string json_path;
+};
+
+// The shapes of the published-checkpoint benchmarks (vocab 32000, D=1024, 8 layers).
+model::ModelConfig BenchShape(const std::string& name) {
+  model::ModelConfig c;
+  c.vocab_size = 32000;
+  c.d_model = 1024;
+  c.n_layers = 8;
+  c.n_heads = 16;
+  c.n_kv_heads = 4;
+  c.max_seq = 4096;
+  c.rope_theta = 1e6;
+  c.moe_every = 1;
+  c.moe.renormalize = true;
+  if (name == "mixtral-like") {
+    c.moe.n_experts = 8;
+    c.moe.top_k = 2;
+    c.moe.d_ff = 2816;
+  } else if (name == "olmoe-like") {
+    c.n_kv_heads = 16;
+    c.moe.n_experts = 64;
+    c.moe.top_k = 8;
+    c.moe.d_ff = 512;
+    c.moe.renormalize = false;
+  } else if (name == "qwen2-moe-like") {
+    c.moe.n_experts = 60;
+    c.moe.top_k = 4;
+    c.moe.d_ff = 704;
+    c.moe.shared_d_ff = 2816;
+    c.moe.shared_gate = true;
+    c.moe.renormalize = false;
+  } else if (name == "dense-like") {  // a dense model with the Mixtral-like one's active FFN width
+    c.moe_every = 0;
+    c.dense_d_ff = 2 * 2816;
+  } else {
+    Fail("bench", "unknown shape '{}'; known: mixtral-like, olmoe-like, qwen2-moe-like, dense-like",
+         name);
+  }
+  c.Finalize();
+  return c;
+}
+
+// Bytes one decoded token reads at context length `pos`: the active weights (one embedding row, not
+// the table, unless the head shares it) and the layers' cached keys and values.
+double DecodeBytes(const model::ModelConfig& c, int64_t pos) {
+  double params = static_cast<double>(c.ActiveParams());
+  if (!c.tie_embeddings)
+    params -= static_cast<double>(c.vocab_size - 1) * static_cast<double>(c.d_model);
+  const double kv = 2.0 * static_cast<double>(pos) * static_cast<double>(c.kv_dim()) *
+                    static_cast<double>(c.n_layers);
+  return 4.0 * (params + kv);
+}
+
+// Active FLOPs of a prefill of n tokens: 2 per active weight per token (the embedding is a lookup)
+// plus causal attention (QK^T and PV over n(n+1)/2 pairs per head).
+double PrefillFlops(const model::ModelConfig& c, int64_t n) {
+  double params =
+      static_cast<double>(c.ActiveParams()) - static_cast<double>(c.vocab_size) * c.d_model;
+  if (c.tie_embeddings)
+    params += static_cast<double>(c.vocab_size) * c.d_model;  // head still multiplies
+  const double pairs = static_cast<double>(n) * static_cast<double>(n + 1) / 2.0;
+  return 2.0 * params * static_cast<double>(n) +
+         4.0 * pairs * static_cast<double>(c.q_dim()) * c.n_layers;
+}
+
+void InitBenchWeights(const model::ModelConfig& cfg, model::ModelWeights& w, Context& ctx) {
+  w.Allocate(cfg, DType::kF32);
+  // Small random values, written in parallel (also places pages next to the threads that read
+  // them).
+  w.ForEachTensor([&](const std::string&, Tensor& t) {
+    auto v = t.view<float>();
+    const int64_t n = v.numel();
+    ParallelForRange(n, ctx, [&](int64_t b, int64_t e, int) {
+      uint64_t s = 0x9e3779b97f4a7c15ULL ^ static_cast<uint64_t>(b);
+      for (int64_t i = b; i < e; ++i) {
+        s = s * 6364136223846793005ULL + 1442695040888963407ULL;
+        v.data[i] = (static_cast<float>(s >> 40) / 16777216.0f - 0.5f) * 0.04f;
+      }
+    });
+  });
+  // Norm weights 1 so activations stay in range.
+  for (auto& lw : w.layers) {
+    for (Tensor* t : {&lw.attn_norm, &lw.ffn_norm}) {
+      auto v = t->view<float>();
+      for (int64_t i = 0; i < v.numel(); ++i) v.data[i] = 1.0f;
+    }
+    if (lw.is_moe && lw.moe.bias.defined()) lw.moe.bias.SetZero();
+  }
+  auto fv = w.final_norm.view<float>();
+  for (int64_t i = 0; i < fv.numel(); ++i) fv.data[i] = 1.0f;
+}
+
+double Median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+int RunModelBench(const ModelBenchOptions& opt) {
+  const model::ModelConfig cfg = BenchShape(opt.shape);
+  MOE_CHECK(opt.prefill + opt.decode <= cfg.max_seq, "bench",
+            "prefill + decode = {} exceeds the context of {}", opt.prefill + opt.decode,
+            cfg.max_seq);
+  Context ctx({.threads = opt.threads});
+  std::printf("model: %s (random f32 weights): %s\n", opt.shape.c_str(), cfg.Summary().c_str());
+  std::printf("machine: %s, %d threads\n", std::string(IsaName(ActiveIsa())).c_str(),
+              ctx.threads());
+  std::fflush(stdout);
+  model::Transformer tf(cfg);
+  model::ModelWeights w;
+  const double ti = NowSeconds();
+  InitBenchWeights(cfg, w, ctx);
+  std::printf("weights: %.2f GB in %.1f s\n", 4.0 * static_cast<double>(cfg.TotalParams()) / 1e9,
+              NowSeconds() - ti);
+  std::fflush(stdout);
+  const tokenizer::Tokenizer tok = tokenizer::Tokenizer::Bytes();
+  generate::Generator gen(tf, w, tok, ctx, opt.prefill + opt.decode + 1);
+  std::vector<int32_t> prompt(static_cast<size_t>(opt.prefill));
+  for (size_t i = 0; i < prompt.size(); ++i)
+    prompt[i] = static_cast<int32_t>((i * 7919 + 13) % 255);
+
+  std::vector<double> prefill_s, decode_s;
+  double bw = 0, sgemm = 0;
+  generate::GenerateOptions go;
+  go.max_tokens = opt.decode;
+  go.prefill_chunk = opt.prefill;
+  for (int r = 0; r < opt.reps; ++r) {
+    // Machine limits measured between the model runs, so all see the same conditions.
+    bw = std::max(bw, kernels::MeasureReadBandwidthGBs(ctx, int64_t{1} << 30, 2));
+    sgemm = std::max(sgemm, kernels::MeasureSgemmGflops(ctx, 2048, 2048, 2048, 2));
+    gen.Reset();
+    const generate::GenerateResult res = gen.Generate(prompt, go);
+    prefill_s.push_back(res.prefill_s);
+    decode_s.push_back(res.decode_s / static_cast<double>(std::max<int64_t>(1, res.decode_tokens)));
+    std::printf("  rep %d: prefill %.1f tok/s, decode %.2f tok/s\n", r + 1,
+                res.PrefillTokensPerSecond(), res.DecodeTokensPerSecond());
+    std::fflush(stdout);
+  }
+  const double tp = Median(prefill_s), td = Median(decode_s);
+  const double flops = PrefillFlops(cfg, opt.prefill);
+  const double bytes = DecodeBytes(cfg, opt.prefill + opt.decode / 2);
+  const double prefill_gflops = flops / tp / 1e9;
+  const double decode_tps = 1.0 / td;
+  const double roof_tps = bw * 1e9 / bytes;
+  std::printf("\nsame-run limits: sgemm %.1f GFLOP/s, read bandwidth %.1f GB/s\n", sgemm, bw);
+  std::printf("prefill %lld tokens: %.1f tok/s, %.1f GFLOP/s active = %.0f%% of sgemm\n",
+              static_cast<long long>(opt.prefill), opt.prefill / tp, prefill_gflops,
+              100.0 * prefill_gflops / sgemm);
+  std::printf(
+      "decode: %.2f tok/s, %.1f MB read per token, %.1f GB/s = %.0f%% of the bandwidth roofline "
+      "(%.2f tok/s)\n",
+      decode_tps, bytes / 1e6, bytes * decode_tps / 1e9, 100.0 * decode_tps / roof_tps, roof_tps);
+  if (!opt.json_path.empty()) {
+    nlohmann::json j = {{"shape", opt.shape},
+                        {"threads", ctx.threads()},
+                        {"isa", IsaName(ActiveIsa())},
+                        {"sgemm_gflops", sgemm},
+                        {"bandwidth_gbs", bw},
+                        {"prefill_tokens", opt.prefill},
+                        {"prefill_tok_s", opt.prefill / tp},
+                        {"prefill_gflops", prefill_gflops},
+                        {"prefill_frac_sgemm", prefill_gflops / sgemm},
+                        {"decode_tok_s", decode_tps},
+                        {"decode_bytes_per_token", bytes},
+                        {"decode_frac_roofline", decode_tps / roof_tps}};
+    io::WriteFileAtomic(opt.json_path, j.dump(2) + "\n");
+    std::printf("results written to %s\n", opt.json_path.c_str());
+  }
+  return 0;
+}
+
+}  // namespace
+
+void AddBenchModelCommand(CLI::App& bench) {
+  auto opt = std::make_shared<ModelBenchOptions>();
+  auto* cmd = bench.add_subcommand(
+      "model", "Prefill and decode tokens/s of a whole model against the same-run rooflines");
+  cmd->add_option("--shape", opt->shape,
+                  "mixtral-like, olmoe-like, qwen2-moe-like or dense-like (random f32 weights)")
+      ->capture_default_str();
+  cmd->add_option("--prefill", opt->prefill, "Prompt tokens")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1 << 16));
+  cmd->add_option("--decode", opt->decode, "Decoded tokens per repetition")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1 << 16));
+  cmd->add_option("--reps", opt->reps, "Repetitions (median reported)")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 100));
+  cmd->add_option("--threads", opt->threads, "Threads (0 = all cores or MOE_THREADS)")
+      ->check(CLI::Range(0, 1024));
+  cmd->add_option("--json", opt->json_path, "Also write the results as JSON");
+  cmd->callback([opt] { RunModelBench(*opt); });
+}
+
+}  // namespace moe::cli
