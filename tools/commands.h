@@ -9,5 +9,6 @@ void AddBenchCommand(CLI::App& root);
 void AddBenchModelCommand(CLI::App& bench);  // bench model (called by AddBenchCommand)
 void AddTrainCommands(CLI::App& root);  // train, demo, eval, generate
 void AddCorpusCommand(CLI::App& root);
+void AddRunCommands(CLI::App& root);  // run, perplexity
 
 }  // namespace moe::cli

@@ -12,6 +12,7 @@
 
 #include "moe/core/error.h"
 #include "moe/core/rng.h"
+#include "moe/generate/model_dir.h"
 
 namespace moe::generate {
 namespace {
@@ -271,6 +272,51 @@ TEST_F(GeneratorTest, BadOptionsAndPromptsAreErrors) {
               ::testing::ThrowsMessage<Error>(::testing::HasSubstr("stop string")));
   EXPECT_THAT([&] { Generator(tf_, w_, tok_, ctx_, 1000); },
               ::testing::ThrowsMessage<Error>(::testing::HasSubstr("max_position_embeddings")));
+}
+
+}  // namespace
+}  // namespace moe::generate
+
+namespace moe::generate {
+namespace {
+
+TEST(GenerationConfig, ReadsEosListsAndSamplingDefaults) {
+  SamplerOptions so;
+  std::vector<int32_t> eos;
+  ReadGenerationConfig(
+      R"({"eos_token_id":[151645,151643],"do_sample":true,"temperature":0.7,"top_p":0.8,
+                          "top_k":20,"repetition_penalty":1.05})",
+      "g.json", so, eos);
+  EXPECT_EQ(eos, (std::vector<int32_t>{151645, 151643}));
+  EXPECT_DOUBLE_EQ(so.temperature, 0.7);
+  EXPECT_DOUBLE_EQ(so.top_p, 0.8);
+  EXPECT_EQ(so.top_k, 20);
+  EXPECT_DOUBLE_EQ(so.repetition_penalty, 1.05);
+  SamplerOptions greedy;
+  std::vector<int32_t> eos2{2};
+  ReadGenerationConfig(R"({"eos_token_id":2,"temperature":0.6})", "g.json", greedy, eos2);
+  EXPECT_EQ(greedy.temperature, 0.0);  // do_sample absent: greedy, as Hugging Face does
+  EXPECT_EQ(eos2, std::vector<int32_t>{2});
+  using ::testing::HasSubstr;
+  using ::testing::ThrowsMessage;
+  EXPECT_THAT([&] { ReadGenerationConfig("{", "g.json", so, eos); },
+              ThrowsMessage<Error>(HasSubstr("g.json: not valid JSON")));
+  EXPECT_THAT([&] { ReadGenerationConfig(R"({"eos_token_id":"x"})", "g.json", so, eos); },
+              ThrowsMessage<Error>(HasSubstr("eos_token_id")));
+  EXPECT_THAT(
+      [&] { ReadGenerationConfig(R"({"do_sample":true,"temperature":"hot"})", "g.json", so, eos); },
+      ThrowsMessage<Error>(HasSubstr("'temperature' must be a number")));
+  EXPECT_THAT([&] { ReadGenerationConfig(R"({"do_sample":true,"top_p":7})", "g.json", so, eos); },
+              ThrowsMessage<Error>(HasSubstr("g.json")));
+}
+
+TEST(ModelDirTest, MissingFoldersAndConfigsAreClearErrors) {
+  using ::testing::HasSubstr;
+  using ::testing::ThrowsMessage;
+  EXPECT_THAT([] { OpenModelDir("/nonexistent/model"); },
+              ThrowsMessage<Error>(HasSubstr("does not exist")));
+  EXPECT_THAT([] { OpenModelDir(MOE_TEST_DATA_DIR); },
+              ThrowsMessage<Error>(HasSubstr("no config.json")));
 }
 
 }  // namespace

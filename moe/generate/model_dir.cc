@@ -1,0 +1,122 @@
+#include "moe/generate/model_dir.h"
+
+#include <algorithm>
+#include <nlohmann/json.hpp>
+
+#include "moe/core/error.h"
+#include "moe/io/file.h"
+#include "moe/model/checkpoint.h"
+#include "moe/train/trainer.h"
+
+namespace moe::generate {
+namespace {
+
+constexpr const char* kTag = "model";
+constexpr int32_t kByteSeparator = 256;  // moe train's sample separator (train::kSepToken)
+
+// eos_token_id as an int or a list of ints; anything else is an Error naming the key.
+void AddIds(const nlohmann::json& v, const std::string& origin, const char* key,
+            std::vector<int32_t>& out) {
+  auto add = [&](const nlohmann::json& x) {
+    MOE_CHECK(
+        x.is_number_integer() && x.get<int64_t>() >= 0 && x.get<int64_t>() < (int64_t{1} << 31),
+        kTag, "{}: '{}' must be a non-negative integer or a list of them, got {}", origin, key,
+        x.dump());
+    const int32_t id = static_cast<int32_t>(x.get<int64_t>());
+    if (std::find(out.begin(), out.end(), id) == out.end()) out.push_back(id);
+  };
+  if (v.is_null()) return;
+  if (v.is_array()) {
+    for (const auto& x : v) add(x);
+  } else {
+    add(v);
+  }
+}
+
+double Number(const nlohmann::json& j, const char* key, const std::string& origin, double dflt) {
+  if (!j.contains(key) || j[key].is_null()) return dflt;
+  MOE_CHECK(j[key].is_number(), kTag, "{}: '{}' must be a number, got {}", origin, key,
+            j[key].dump());
+  return j[key].get<double>();
+}
+
+}  // namespace
+
+void ReadGenerationConfig(const std::string& json_text, const std::string& origin,
+                          SamplerOptions& so, std::vector<int32_t>& eos) {
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(json_text);
+  } catch (const nlohmann::json::exception& e) {
+    Fail(kTag, "{}: not valid JSON: {}", origin, e.what());
+  }
+  MOE_CHECK(j.is_object(), kTag, "{}: expected a JSON object", origin);
+  if (j.contains("eos_token_id")) AddIds(j["eos_token_id"], origin, "eos_token_id", eos);
+  const bool sample = j.value("do_sample", false);
+  if (sample) {
+    so.temperature = Number(j, "temperature", origin, 1.0);
+    so.top_k = static_cast<int64_t>(Number(j, "top_k", origin, 50));
+    so.top_p = Number(j, "top_p", origin, 1.0);
+    so.min_p = Number(j, "min_p", origin, 0.0);
+  }
+  so.repetition_penalty = Number(j, "repetition_penalty", origin, 1.0);
+  try {
+    so.Validate();
+  } catch (const Error& e) {
+    Fail(kTag, "{}: {}", origin, e.what());
+  }
+}
+
+std::vector<int32_t> ModelDir::EncodePrompt(const std::string& text,
+                                            bool add_special_tokens) const {
+  if (byte_level) {
+    std::vector<int32_t> t;
+    if (add_special_tokens) t.push_back(kByteSeparator);
+    for (unsigned char ch : text) t.push_back(ch);
+    return t;
+  }
+  return tokenizer.Encode(text, add_special_tokens);
+}
+
+ModelDir OpenModelDir(const std::string& dir) {
+  MOE_CHECK(io::PathExists(dir), kTag, "'{}' does not exist", dir);
+  // A training run's folder: its newest checkpoint.
+  const std::string path = !io::PathExists(dir + "/config.json") && io::PathExists(dir + "/LATEST")
+                               ? train::LatestCheckpoint(dir)
+                               : dir;
+  MOE_CHECK(io::PathExists(path + "/config.json"), kTag,
+            "'{}' is not a model folder: no config.json (expected a Hugging Face folder or one "
+            "written by moe train)",
+            path);
+  ModelDir m;
+  m.path = path;
+  model::LoadedModel lm = model::LoadModel(path);
+  m.config = std::move(lm.config);
+  m.weights = std::move(lm.weights);
+  const std::string tj = path + "/tokenizer.json";
+  if (io::PathExists(tj)) {
+    m.tokenizer = tokenizer::Tokenizer::FromFile(tj);
+    MOE_CHECK(m.tokenizer.vocab_size() <= m.config.vocab_size, kTag,
+              "{}: the tokenizer has ids up to {} but the model's vocab_size is {}", tj,
+              m.tokenizer.vocab_size() - 1, m.config.vocab_size);
+  } else {
+    m.byte_level = true;
+    MOE_CHECK(m.config.vocab_size >= 256, kTag,
+              "'{}' has no tokenizer.json and its vocab_size = {} is too small for bytes", path,
+              m.config.vocab_size);
+    // Every id past the bytes (separator, padding) ends a byte-level sample.
+    for (int32_t id = 256; id < m.config.vocab_size; ++id) m.stop_ids.push_back(id);
+  }
+  if (m.config.eos_id >= 0) m.stop_ids.push_back(m.config.eos_id);
+  const std::string gc = path + "/generation_config.json";
+  if (io::PathExists(gc))
+    ReadGenerationConfig(io::ReadFile(gc, 1 << 20), gc, m.sampling, m.stop_ids);
+  if (!m.byte_level && m.tokenizer.eos_id() &&
+      std::find(m.stop_ids.begin(), m.stop_ids.end(), *m.tokenizer.eos_id()) == m.stop_ids.end())
+    m.stop_ids.push_back(*m.tokenizer.eos_id());
+  const std::string tc = path + "/tokenizer_config.json";
+  if (io::PathExists(tc)) m.tokenizer_config = tc;
+  return m;
+}
+
+}  // namespace moe::generate

@@ -1,0 +1,220 @@
+// `moe run MODEL -p PROMPT` (streams the continuation) and `moe perplexity MODEL --file F`
+// (strided perplexity) on a model folder: Hugging Face or one written by `moe train`.
+#include <fmt/format.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "moe/core/context.h"
+#include "moe/core/error.h"
+#include "moe/generate/generator.h"
+#include "moe/generate/model_dir.h"
+#include "moe/io/file.h"
+#include "moe/kernels/roofline.h"
+#include "moe/model/transformer.h"
+#include "tools/commands.h"
+
+namespace moe::cli {
+namespace {
+
+struct SamplingCli {
+  std::optional<double> temperature, top_p, min_p, repetition_penalty;
+  std::optional<int64_t> top_k;
+  uint64_t seed = 0;
+  int64_t max_tokens = 256;
+  std::vector<std::string> stop;
+  int64_t ctx_size = 0;
+  int threads = 0;
+  std::string trace_path;
+};
+
+void AddSamplingOptions(CLI::App* cmd, SamplingCli& s) {
+  cmd->add_option(
+      "--temperature,-t", s.temperature,
+      "Sampling temperature (0 = greedy; default: generation_config.json, else greedy)");
+  cmd->add_option("--top-k", s.top_k, "Keep the k most likely tokens (0 = off)");
+  cmd->add_option("--top-p", s.top_p,
+                  "Nucleus sampling: smallest set with probability >= p (1 = off)");
+  cmd->add_option("--min-p", s.min_p, "Drop tokens with p < min_p * p_max (0 = off)");
+  cmd->add_option("--repetition-penalty", s.repetition_penalty,
+                  "Penalty on tokens already seen (1 = off)");
+  cmd->add_option("--seed", s.seed, "Sampling seed")->capture_default_str();
+  cmd->add_option("--max-tokens,-n", s.max_tokens, "New tokens at most")
+      ->capture_default_str()
+      ->check(CLI::Range(int64_t{0}, int64_t{1} << 30));
+  cmd->add_option("--stop", s.stop, "Stop string (repeatable); the output ends before it");
+  cmd->add_option("--ctx-size,-c", s.ctx_size,
+                  "Context length to allocate (0 = min(model's, 4096))")
+      ->check(CLI::Range(int64_t{0}, int64_t{1} << 24));
+  cmd->add_option("--threads", s.threads, "Threads (0 = all cores or MOE_THREADS)")
+      ->check(CLI::Range(0, 1024));
+  cmd->add_option("--routing-trace", s.trace_path,
+                  "Write the chosen experts and gates per token and MoE layer (JSON lines)");
+}
+
+generate::GenerateOptions MakeOptions(const SamplingCli& s, const generate::ModelDir& m) {
+  generate::GenerateOptions o;
+  o.sampler = m.sampling;
+  if (s.temperature) o.sampler.temperature = *s.temperature;
+  if (s.top_k) o.sampler.top_k = *s.top_k;
+  if (s.top_p) o.sampler.top_p = *s.top_p;
+  if (s.min_p) o.sampler.min_p = *s.min_p;
+  if (s.repetition_penalty) o.sampler.repetition_penalty = *s.repetition_penalty;
+  o.sampler.seed = s.seed;
+  o.max_tokens = s.max_tokens;
+  o.stop = s.stop;
+  o.stop_ids = m.stop_ids;
+  o.Validate();
+  return o;
+}
+
+// A FILE for the routing trace, written to a temp name and renamed when complete.
+class TraceFile {
+ public:
+  explicit TraceFile(const std::string& path) : path_(path) {
+    if (path.empty()) return;
+    tmp_ = path + ".tmp";
+    f_ = std::fopen(tmp_.c_str(), "w");
+    MOE_CHECK(f_ != nullptr, "run", "cannot write the routing trace '{}'", tmp_);
+  }
+  ~TraceFile() {
+    if (f_ != nullptr) {
+      std::fclose(f_);
+      std::remove(tmp_.c_str());
+    }
+  }
+  std::FILE* get() const { return f_; }
+  void Commit() {
+    if (f_ == nullptr) return;
+    MOE_CHECK(std::fflush(f_) == 0 && std::fclose(f_) == 0, "run", "failed writing '{}'", tmp_);
+    f_ = nullptr;
+    MOE_CHECK(std::rename(tmp_.c_str(), path_.c_str()) == 0, "run", "cannot rename '{}' to '{}'",
+              tmp_, path_);
+  }
+
+ private:
+  std::string path_, tmp_;
+  std::FILE* f_ = nullptr;
+};
+
+void PrintStats(const generate::GenerateResult& r) {
+  std::fprintf(
+      stderr,
+      "\n[%lld prompt tokens (%lld run) at %.1f tok/s; %lld generated at %.2f tok/s; stop: %s]\n",
+      static_cast<long long>(r.prompt_tokens), static_cast<long long>(r.prefill_tokens),
+      r.PrefillTokensPerSecond(), static_cast<long long>(r.tokens.size()),
+      r.DecodeTokensPerSecond(), std::string(generate::FinishReasonName(r.finish)).c_str());
+}
+
+void RunCommand(const std::string& model_path, const std::string& prompt_arg,
+                const std::string& prompt_file, bool raw, const SamplingCli& s) {
+  MOE_CHECK(prompt_arg.empty() != prompt_file.empty(), "run",
+            "give the prompt with -p TEXT or --prompt-file FILE");
+  const std::string prompt =
+      prompt_file.empty() ? prompt_arg : io::ReadFile(prompt_file, 64u << 20);
+  Context ctx({.threads = s.threads});
+  const double t0 = kernels::NowSeconds();
+  const generate::ModelDir m = generate::OpenModelDir(model_path);
+  std::fprintf(stderr, "model: %s: %s (loaded in %.1f s)\n", model_path.c_str(),
+               m.config.Summary().c_str(), kernels::NowSeconds() - t0);
+  const model::Transformer tf(m.config);
+  const generate::GenerateOptions o = MakeOptions(s, m);
+  generate::Generator g(tf, m.weights, m.tokenizer, ctx, s.ctx_size);
+  TraceFile trace_file(s.trace_path);
+  std::unique_ptr<generate::RoutingTrace> trace;
+  if (trace_file.get() != nullptr)
+    trace = std::make_unique<generate::RoutingTrace>(trace_file.get(), &m.tokenizer);
+  const std::vector<int32_t> ids = m.EncodePrompt(prompt, !raw);
+  std::fputs(prompt.c_str(), stdout);
+  std::fflush(stdout);
+  const generate::GenerateResult r = g.Generate(
+      ids, o,
+      [](std::string_view piece) {
+        std::fwrite(piece.data(), 1, piece.size(), stdout);
+        std::fflush(stdout);
+      },
+      trace.get());
+  std::fputc('\n', stdout);
+  std::fflush(stdout);
+  trace_file.Commit();
+  PrintStats(r);
+  if (trace)
+    std::fprintf(stderr, "routing trace: %lld lines -> %s\n",
+                 static_cast<long long>(trace->lines()), s.trace_path.c_str());
+}
+
+void PerplexityCommand(const std::string& model_path, const std::string& file, int64_t window,
+                       int64_t stride, int threads) {
+  Context ctx({.threads = threads});
+  const generate::ModelDir m = generate::OpenModelDir(model_path);
+  std::fprintf(stderr, "model: %s: %s\n", model_path.c_str(), m.config.Summary().c_str());
+  const std::string text = io::ReadFile(file, uint64_t{1} << 30);
+  const std::vector<int32_t> ids = m.EncodePrompt(text, true);
+  if (window == 0) window = std::min<int64_t>(m.config.max_seq, 1024);
+  if (stride == 0) stride = std::max<int64_t>(1, window / 2);
+  const model::Transformer tf(m.config);
+  generate::Generator g(tf, m.weights, m.tokenizer, ctx, window);
+  std::fprintf(stderr, "%s: %zu bytes, %zu tokens; window %lld, stride %lld\n", file.c_str(),
+               text.size(), ids.size(), static_cast<long long>(window),
+               static_cast<long long>(stride));
+  const bool tty = ::isatty(STDERR_FILENO) != 0;
+  const double t0 = kernels::NowSeconds();
+  const generate::PerplexityResult r =
+      generate::StridedPerplexity(g, ids, window, stride, [&](int64_t done, int64_t total) {
+        if (!tty) return;
+        const double el = kernels::NowSeconds() - t0;
+        std::fprintf(stderr, "\r  %lld / %lld tokens  %.0f tok/s  ETA %.0f s   ",
+                     static_cast<long long>(done), static_cast<long long>(total),
+                     done / std::max(el, 1e-9),
+                     el / std::max<double>(1, done) * static_cast<double>(total - done));
+      });
+  if (tty) std::fputc('\n', stderr);
+  std::printf(
+      "perplexity %.4f  (%.4f nats/token, %.4f bits/token, %lld tokens scored in %lld windows, "
+      "%.1f s)\n",
+      r.Perplexity(), r.nll / static_cast<double>(r.predicted), r.BitsPerToken(),
+      static_cast<long long>(r.predicted), static_cast<long long>(r.windows), r.seconds);
+}
+
+}  // namespace
+
+void AddRunCommands(CLI::App& root) {
+  {
+    auto* cmd = root.add_subcommand(
+        "run",
+        "Continue a prompt with a model folder (Hugging Face or moe train), streaming tokens");
+    auto model = std::make_shared<std::string>();
+    auto prompt = std::make_shared<std::string>();
+    auto prompt_file = std::make_shared<std::string>();
+    auto raw = std::make_shared<bool>(false);
+    auto s = std::make_shared<SamplingCli>();
+    cmd->add_option("model", *model, "Model folder")->required();
+    cmd->add_option("--prompt,-p", *prompt, "Prompt text");
+    cmd->add_option("--prompt-file,-f", *prompt_file, "Read the prompt from a file");
+    cmd->add_flag("--raw", *raw, "Do not add the tokenizer's special tokens (BOS) to the prompt");
+    AddSamplingOptions(cmd, *s);
+    cmd->callback([=] { RunCommand(*model, *prompt, *prompt_file, *raw, *s); });
+  }
+  {
+    auto* cmd = root.add_subcommand("perplexity", "Strided perplexity of a model on a text file");
+    auto model = std::make_shared<std::string>();
+    auto file = std::make_shared<std::string>();
+    auto window = std::make_shared<int64_t>(0);
+    auto stride = std::make_shared<int64_t>(0);
+    auto threads = std::make_shared<int>(0);
+    cmd->add_option("model", *model, "Model folder")->required();
+    cmd->add_option("--file,-f", *file, "Text file")->required();
+    cmd->add_option("--window", *window, "Tokens per window (0 = min(model context, 1024))")
+        ->check(CLI::Range(int64_t{0}, int64_t{1} << 24));
+    cmd->add_option("--stride", *stride, "Tokens between window starts (0 = window / 2)")
+        ->check(CLI::Range(int64_t{0}, int64_t{1} << 24));
+    cmd->add_option("--threads", *threads, "Threads (0 = all cores or MOE_THREADS)")
+        ->check(CLI::Range(0, 1024));
+    cmd->callback([=] { PerplexityCommand(*model, *file, *window, *stride, *threads); });
+  }
+}
+
+}  // namespace moe::cli
