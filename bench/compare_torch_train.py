@@ -12,7 +12,8 @@ Random token batches (throughput does not depend on the data).
     /usr/bin/python3 bench/compare_torch_train.py [--moe build/release/bin/moe] [--threads 2]
         [--steps 40] [--bf16]
 
---bf16 also times PyTorch under torch.autocast("cpu", dtype=torch.bfloat16).
+--bf16 also times PyTorch under torch.autocast("cpu", dtype=torch.bfloat16) and `moe train --bf16`
+(bf16 matrix products with f32 accumulation; needs AVX512-BF16).
 """
 import argparse
 import json
@@ -175,6 +176,8 @@ def main():
     if args.bf16:
         rows.append(("PyTorch bf16 autocast", torch_tokens_per_s(args.steps, True)))
     rows.append(("moe train (f32)", moe_tokens_per_s(args.moe, args.steps, args.threads, [])))
+    if args.bf16:
+        rows.append(("moe train --bf16", moe_tokens_per_s(args.moe, args.steps, args.threads, ["--bf16"])))
     print(f"training tokens/s, tiny MoE LM (D={D} L={L} E={E} K={K} F={FF}), batch {B}x{S}, "
           f"{args.threads} threads, torch {torch.__version__}")
     base = rows[0][1]
