@@ -548,6 +548,8 @@ class GgufParser {
     return v;
   }
 
+  static constexpr uint64_t kNoLimit = std::numeric_limits<uint64_t>::max();
+
   // A u64 length and that many bytes; the length must be <= max_len and fit in the file.
   std::string_view ReadString(std::string_view what, uint64_t max_len) {
     const auto n = Read<uint64_t>(fmt::format("{} length", what));
@@ -628,7 +630,7 @@ class GgufParser {
 
   GgufValue ReadValue(GgufValueType t, int depth) {
     if (t == GgufValueType::kString)
-      return GgufValue::String(std::string(ReadString("string", Left())));
+      return GgufValue::String(std::string(ReadString("string", kNoLimit)));
     if (t != GgufValueType::kArray) {
       const size_t sz = ScalarSize(t);
       Need(sz, fmt::format("{} value", GgufValueTypeName(t)));
@@ -654,7 +656,7 @@ class GgufParser {
       case GgufValueType::kString:
         v.strings_.reserve(n);
         for (uint64_t i = 0; i < n; ++i)
-          v.strings_.emplace_back(ReadString("string element", Left()));
+          v.strings_.emplace_back(ReadString("string element", kNoLimit));
         break;
       case GgufValueType::kArray:
         v.items_.reserve(n);
