@@ -10,8 +10,11 @@ time.
   python3 scripts/gguf_reference.py check FILE...
       parses each file with this reader, prints a summary, and re-serialises what it read with
       this writer: a v3 file in the canonical layout must come back byte for byte.
-  bash scripts/gguf_crosscheck.sh
-      has the C++ tests write files and checks them here.
+  python3 scripts/gguf_reference.py summary FILE...
+      what this reader reads, as JSON, for scripts/gguf_check/check.mjs to compare against
+      Hugging Face's @huggingface/gguf reader.
+  bash scripts/gguf_crosscheck.sh [build dir]
+      has the C++ tests write files and checks them with both readers.
 """
 import math
 import os
@@ -196,6 +199,57 @@ def read_gguf(data):
     return version, kvs, tensors, infos
 
 
+def float_bits(x):
+    return struct.pack("<d", x)[::-1].hex()
+
+
+def untyped(x):
+    if isinstance(x, Value):
+        return untyped(x.value)
+    if isinstance(x, tuple):  # (elem_type, items) of a nested array
+        return [untyped(i) for i in x[1]]
+    if isinstance(x, bool):
+        return x
+    if isinstance(x, float):
+        return str(int(x)) if x.is_integer() else float_bits(x)
+    if isinstance(x, int):
+        return str(x)
+    return x
+
+
+def norm(vtype, value):
+    if vtype == ARRAY:
+        elem, items = value
+        if elem == ARRAY:
+            return {"t": ARRAY, "e": elem, "v": [untyped(i) for i in items]}
+        return {"t": ARRAY, "e": elem, "v": [norm(elem, i) for i in items]}
+    if vtype in (STRING, BOOL):
+        return {"t": vtype, "v": value}
+    if vtype in (F32, F64):
+        return {"t": vtype, "v": float_bits(value)}
+    return {"t": vtype, "v": str(value)}
+
+
+def summary(path):
+    """What this reader reads, in the normal form scripts/gguf_check/check.mjs compares."""
+    data = open(path, "rb").read()
+    version, kvs, tensors, infos = read_gguf(data)
+    r = Reader(data)
+    alignment = dict(kvs).get("general.alignment", Value(U32, 32)).value
+    # data start: re-walk the header to find the end of the tensor infos
+    r.take(24)
+    for _ in range(len(kvs)):
+        r.string()
+        r.value(r.unpack("<I"))
+    for _ in range(len(infos)):
+        r.string()
+        n = r.unpack("<I")
+        r.take(8 * n + 12)
+    return {"version": version, "data_offset": align(r.pos, alignment),
+            "metadata": [[k, norm(v.vtype, v.value)] for k, v in kvs],
+            "tensors": [[n, t, [str(d) for d in dims], str(o)] for n, t, dims, o in infos]}
+
+
 def check(path):
     data = open(path, "rb").read()
     version, kvs, tensors, infos = read_gguf(data)
@@ -306,6 +360,10 @@ def fixtures():
 def main(argv):
     if len(argv) >= 1 and argv[0] == "fixtures":
         fixtures()
+        return 0
+    if len(argv) >= 2 and argv[0] == "summary":
+        import json
+        json.dump({p: summary(p) for p in argv[1:]}, sys.stdout)
         return 0
     if len(argv) >= 2 and argv[0] == "check":
         ok = all([check(p) for p in argv[1:]])
