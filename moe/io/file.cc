@@ -37,7 +37,8 @@ void WriteFileAtomic(const std::string& path, std::string_view bytes) {
   w.Commit();
 }
 
-AtomicFileWriter::AtomicFileWriter(std::string path) : path_(std::move(path)), tmp_(path_ + ".tmp") {
+AtomicFileWriter::AtomicFileWriter(std::string path)
+    : path_(std::move(path)), tmp_(path_ + ".tmp") {
   fd_ = ::open(tmp_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd_ < 0) Fail(kTag, "{}: cannot create: {}", tmp_, std::strerror(errno));
 }
