@@ -534,14 +534,16 @@ class GgufParser {
 
   uint64_t Left() const { return size_ - pos_; }
 
-  void Need(uint64_t n, std::string_view what) const {
+  // `what` + `suffix` names the field in the message (joined only on failure).
+  void Need(uint64_t n, std::string_view what, std::string_view suffix = {}) const {
     if (n > Left())
-      Error("truncated: {} needs {} bytes at offset {}, the file ends at {}", what, n, pos_, size_);
+      Error("truncated: {}{} needs {} bytes at offset {}, the file ends at {}", what, suffix, n,
+            pos_, size_);
   }
 
   template <typename T>
-  T Read(std::string_view what) {
-    Need(sizeof(T), what);
+  T Read(std::string_view what, std::string_view suffix = {}) {
+    Need(sizeof(T), what, suffix);
     T v;
     std::memcpy(&v, p_ + pos_, sizeof(T));
     pos_ += sizeof(T);
@@ -552,7 +554,7 @@ class GgufParser {
 
   // A u64 length and that many bytes; the length must be <= max_len and fit in the file.
   std::string_view ReadString(std::string_view what, uint64_t max_len) {
-    const auto n = Read<uint64_t>(fmt::format("{} length", what));
+    const auto n = Read<uint64_t>(what, " length");
     if (n > max_len) Error("{} length {} exceeds the limit of {} bytes", what, n, max_len);
     if (n > Left())
       Error("{} length {} runs past the end of the file ({} bytes left at offset {})", what, n,
@@ -633,7 +635,7 @@ class GgufParser {
       return GgufValue::String(std::string(ReadString("string", kNoLimit)));
     if (t != GgufValueType::kArray) {
       const size_t sz = ScalarSize(t);
-      Need(sz, fmt::format("{} value", GgufValueTypeName(t)));
+      if (sz > Left()) Need(sz, GgufValueTypeName(t), " value");
       const uint64_t bits = LoadBits(p_ + pos_, sz);
       if (t == GgufValueType::kBool && bits > 1) Error("bool value {} is neither 0 nor 1", bits);
       pos_ += sz;
