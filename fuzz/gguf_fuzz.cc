@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <cstring>
 #include <optional>
+#include <string>
 #include <vector>
 
 #include "moe/core/error.h"
@@ -91,7 +92,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   }
   const GgufFile& f = *file;
   Check(f.data_offset() % f.alignment() == 0);
-  for (const auto& [k, v] : f.metadata()) {
+  for (const auto& kv : f.metadata()) {
+    const std::string& k = kv.first;  // (clang 14 lambdas cannot capture structured bindings)
+    const GgufValue& v = kv.second;
     Check(f.Find(k) == &v);
     TouchValue(v);
     Try([&] { (void)f.GetU32(k); });

@@ -824,7 +824,7 @@ GgufFile GgufFile::FromBytes(std::string name, const void* data, size_t size) {
   void* buf = ::operator new(std::max<size_t>(size, 1), kAlign);
   if (size) std::memcpy(buf, data, size);
   f.storage_ = std::shared_ptr<const void>(
-      buf, [kAlign](const void* q) { ::operator delete(const_cast<void*>(q), kAlign); });
+      buf, [](const void* q) { ::operator delete (const_cast<void*>(q), std::align_val_t{64}); });
   f.Parse(static_cast<const uint8_t*>(buf), size);
   return f;
 }
