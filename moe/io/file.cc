@@ -9,6 +9,7 @@
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
+#include <utility>
 
 #include "moe/core/error.h"
 
@@ -31,36 +32,63 @@ void FsyncDir(const std::string& dir) {
 }  // namespace
 
 void WriteFileAtomic(const std::string& path, std::string_view bytes) {
-  const std::string tmp = path + ".tmp";
-  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) Fail(kTag, "{}: cannot create: {}", tmp, std::strerror(errno));
-  auto fail = [&](const char* what) {
-    const int err = errno;
-    ::close(fd);
-    ::unlink(tmp.c_str());
-    Fail(kTag, "{}: {} failed: {}", tmp, what, std::strerror(err));
-  };
+  AtomicFileWriter w(path);
+  w.Append(bytes);
+  w.Commit();
+}
+
+AtomicFileWriter::AtomicFileWriter(std::string path)
+    : path_(std::move(path)), tmp_(path_ + ".tmp") {
+  fd_ = ::open(tmp_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd_ < 0) Fail(kTag, "{}: cannot create: {}", tmp_, std::strerror(errno));
+}
+
+AtomicFileWriter::~AtomicFileWriter() {
+  if (fd_ >= 0) {
+    ::close(fd_);
+    ::unlink(tmp_.c_str());
+  }
+}
+
+void AtomicFileWriter::Abort(const char* what) {
+  const int err = errno;
+  ::close(fd_);
+  fd_ = -1;
+  ::unlink(tmp_.c_str());
+  Fail(kTag, "{}: {} failed: {}", tmp_, what, std::strerror(err));
+}
+
+void AtomicFileWriter::Append(const void* data, size_t n) {
+  MOE_CHECK(fd_ >= 0, kTag, "{}: append after commit or failure", tmp_);
+  const auto* p = static_cast<const char*>(data);
   size_t done = 0;
-  while (done < bytes.size()) {
-    const ssize_t w = ::write(fd, bytes.data() + done, bytes.size() - done);
+  while (done < n) {
+    const ssize_t w = ::write(fd_, p + done, n - done);
     if (w < 0) {
       if (errno == EINTR) continue;
-      fail("write");
+      Abort("write");
     }
     done += static_cast<size_t>(w);
   }
-  if (::fsync(fd) != 0) fail("fsync");
+  written_ += n;
+}
+
+void AtomicFileWriter::Commit() {
+  MOE_CHECK(fd_ >= 0, kTag, "{}: commit after commit or failure", tmp_);
+  if (::fsync(fd_) != 0) Abort("fsync");
+  const int fd = fd_;
+  fd_ = -1;
   if (::close(fd) != 0) {
     const int err = errno;
-    ::unlink(tmp.c_str());
-    Fail(kTag, "{}: close failed: {}", tmp, std::strerror(err));
+    ::unlink(tmp_.c_str());
+    Fail(kTag, "{}: close failed: {}", tmp_, std::strerror(err));
   }
-  if (::rename(tmp.c_str(), path.c_str()) != 0) {
+  if (::rename(tmp_.c_str(), path_.c_str()) != 0) {
     const int err = errno;
-    ::unlink(tmp.c_str());
-    Fail(kTag, "cannot rename {} to {}: {}", tmp, path, std::strerror(err));
+    ::unlink(tmp_.c_str());
+    Fail(kTag, "cannot rename {} to {}: {}", tmp_, path_, std::strerror(err));
   }
-  FsyncDir(ParentDir(path));
+  FsyncDir(ParentDir(path_));
 }
 
 std::string ReadFile(const std::string& path, uint64_t max_bytes) {

@@ -3,6 +3,7 @@
 // checkpoints.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <string>
 #include <string_view>
@@ -11,6 +12,29 @@ namespace moe::io {
 
 // Writes `path.tmp`, fsyncs it, renames it over `path` and fsyncs the directory.
 void WriteFileAtomic(const std::string& path, std::string_view bytes);
+
+// The same, streamed: Append() writes to `path.tmp` as it goes, Commit() fsyncs it and renames it
+// over `path`. Destroying the writer before Commit() (an exception on the way) removes the
+// temporary file, so `path` is either the old file or the complete new one.
+class AtomicFileWriter {
+ public:
+  explicit AtomicFileWriter(std::string path);
+  ~AtomicFileWriter();
+  AtomicFileWriter(const AtomicFileWriter&) = delete;
+  AtomicFileWriter& operator=(const AtomicFileWriter&) = delete;
+
+  void Append(const void* data, size_t n);
+  void Append(std::string_view bytes) { Append(bytes.data(), bytes.size()); }
+  uint64_t written() const { return written_; }
+  void Commit();
+
+ private:
+  [[noreturn]] void Abort(const char* what);
+
+  std::string path_, tmp_;
+  int fd_ = -1;
+  uint64_t written_ = 0;
+};
 // The whole file; Error naming the file when it is missing, unreadable or larger than max_bytes.
 std::string ReadFile(const std::string& path, uint64_t max_bytes = uint64_t{1} << 30);
 bool PathExists(const std::string& path);
