@@ -21,6 +21,7 @@
 #include "moe/io/safetensors.h"
 #include "moe/model/checkpoint.h"
 #include "moe/model/hf_model.h"
+#include "moe/model/inspect.h"
 #include "moe/model/transformer.h"
 
 namespace moe::model {
@@ -271,6 +272,66 @@ TEST(ArchErrors, MissingAndUnexpectedTensors) {
   WriteJson(cfg_path, j);
   EXPECT_THAT(ErrorOf([&] { LoadHfModel(dir); }), HasSubstr("first unexpected: model.layers.1."));
   io::RemoveAll(dir);
+}
+
+TEST(ArchInspect, ReportsLayersParamsAndMemory) {
+  const std::string r = InspectModel(Fixture("deepseek_v3"));
+  EXPECT_THAT(r, HasSubstr("DeepseekV3ForCausalLM"));
+  EXPECT_THAT(r, HasSubstr("MLA H=4 q_lora=24 kv_lora=16"));
+  EXPECT_THAT(r, HasSubstr("layers 0: dense SwiGLU F=48"));
+  EXPECT_THAT(r, HasSubstr("layers 1-2: MoE E=8 K=3 F=16 sigmoid groups 2/4 (top2_sum)"));
+  EXPECT_THAT(r, HasSubstr("active per token"));
+  EXPECT_THAT(r, HasSubstr("experts"));
+}
+
+// Total and active parameters of published configs (config.json values as released) against the
+// figures their model cards state.
+TEST(ArchInspect, PublishedConfigsGiveTheirParameterCounts) {
+  struct Published {
+    const char* name;
+    nlohmann::json config;
+    double total, active;  // billions, as published
+  };
+  const std::vector<Published> cases = {
+      {"mixtral_8x7b",
+       {{"architectures", {"MixtralForCausalLM"}}, {"vocab_size", 32000}, {"hidden_size", 4096},
+        {"intermediate_size", 14336}, {"num_hidden_layers", 32}, {"num_attention_heads", 32},
+        {"num_key_value_heads", 8}, {"num_local_experts", 8}, {"num_experts_per_tok", 2},
+        {"max_position_embeddings", 32768}, {"rope_theta", 1e6}},
+       46.7, 12.9},
+      {"qwen3_30b_a3b",
+       {{"architectures", {"Qwen3MoeForCausalLM"}}, {"vocab_size", 151936}, {"hidden_size", 2048},
+        {"intermediate_size", 6144}, {"moe_intermediate_size", 768}, {"num_hidden_layers", 48},
+        {"num_attention_heads", 32}, {"num_key_value_heads", 4}, {"head_dim", 128}, {"num_experts", 128},
+        {"num_experts_per_tok", 8}, {"norm_topk_prob", true}, {"max_position_embeddings", 40960}},
+       30.5, 3.3},
+      {"deepseek_v3",
+       {{"architectures", {"DeepseekV3ForCausalLM"}}, {"vocab_size", 129280}, {"hidden_size", 7168},
+        {"intermediate_size", 18432}, {"moe_intermediate_size", 2048}, {"num_hidden_layers", 61},
+        {"num_attention_heads", 128}, {"num_key_value_heads", 128}, {"n_routed_experts", 256},
+        {"n_shared_experts", 1}, {"num_experts_per_tok", 8}, {"n_group", 8}, {"topk_group", 4},
+        {"topk_method", "noaux_tc"}, {"scoring_func", "sigmoid"}, {"norm_topk_prob", true},
+        {"routed_scaling_factor", 2.5}, {"first_k_dense_replace", 3}, {"moe_layer_freq", 1},
+        {"q_lora_rank", 1536}, {"kv_lora_rank", 512}, {"qk_nope_head_dim", 128}, {"qk_rope_head_dim", 64},
+        {"v_head_dim", 128}, {"max_position_embeddings", 163840},
+        {"rope_scaling",
+         {{"type", "yarn"}, {"factor", 40}, {"original_max_position_embeddings", 4096}, {"beta_fast", 32},
+          {"beta_slow", 1}, {"mscale", 1.0}, {"mscale_all_dim", 1.0}}}},
+       671, 37},
+  };
+  for (const Published& p : cases) {
+    const ModelConfig c = ParseHfConfig(p.config, p.name);
+    const ParamCounts n = CountParams(c);
+    EXPECT_NEAR(n.total() / 1e9, p.total, 0.01 * p.total + 0.1) << p.name;
+    EXPECT_NEAR(n.active() / 1e9, p.active, 0.03 * p.active + 0.1) << p.name;
+    // Only config.json: inspect still describes the model.
+    const std::string dir = ::testing::TempDir() + "/moe_inspect_" + p.name;
+    io::RemoveAll(dir);
+    io::MakeDirs(dir);
+    WriteJson(dir + "/config.json", p.config);
+    EXPECT_THAT(InspectModel(dir), HasSubstr("files      not readable"));
+    io::RemoveAll(dir);
+  }
 }
 
 TEST(ArchErrors, NotAFolder) {
