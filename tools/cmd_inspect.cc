@@ -11,8 +11,10 @@ namespace moe::cli {
 
 void AddInspectCommand(CLI::App& root) {
   auto dir = std::make_shared<std::string>();
-  auto* cmd = root.add_subcommand("inspect", "Describe a Hugging Face model folder (no weights are read)");
-  cmd->add_option("model", *dir, "Model folder (config.json + model.safetensors or shards)")->required();
+  auto* cmd =
+      root.add_subcommand("inspect", "Describe a Hugging Face model folder (no weights are read)");
+  cmd->add_option("model", *dir, "Model folder (config.json + model.safetensors or shards)")
+      ->required();
   cmd->callback([dir] { std::fputs(model::InspectModel(*dir).c_str(), stdout); });
 }
 

@@ -2,9 +2,8 @@
 // Mixtral-layout config (config.cc) and the architecture files (moe/model/arch/).
 #pragma once
 
-#include <string>
-
 #include <nlohmann/json.hpp>
+#include <string>
 
 #include "moe/core/error.h"
 #include "moe/kernels/rope.h"
@@ -37,8 +36,8 @@ class HfJson {
   }
   // Error "<origin>: <key> = <value> is not supported (<why>)".
   [[noreturn]] void Unsupported(const char* key, const std::string& why) const {
-    Fail("config", "{}: {} = {} is not supported ({})", origin_, key, j_.contains(key) ? j_.at(key).dump() : "?",
-         why);
+    Fail("config", "{}: {} = {} is not supported ({})", origin_, key,
+         j_.contains(key) ? j_.at(key).dump() : "?", why);
   }
 
  private:

@@ -1,6 +1,6 @@
 // `moe inspect MODEL`: what a model folder holds, from config.json and the safetensors headers only
-// (no weights are read): architecture, attention, per-layer FFN kind, parameters total vs active per
-// token, and memory by part.
+// (no weights are read): architecture, attention, per-layer FFN kind, parameters total vs active
+// per token, and memory by part.
 #pragma once
 
 #include <string>

@@ -8,13 +8,12 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
-#include <cstdio>
 #include <cmath>
+#include <cstdio>
 #include <filesystem>
 #include <functional>
-#include <ostream>
-
 #include <nlohmann/json.hpp>
+#include <ostream>
 
 #include "moe/core/error.h"
 #include "moe/io/file.h"
@@ -30,7 +29,9 @@ namespace {
 namespace fs = std::filesystem;
 using ::testing::HasSubstr;
 
-std::string Fixture(const std::string& name) { return std::string(MOE_TEST_DATA_DIR) + "/arch/" + name; }
+std::string Fixture(const std::string& name) {
+  return std::string(MOE_TEST_DATA_DIR) + "/arch/" + name;
+}
 
 std::string ErrorOf(const std::function<void()>& fn) {
   try {
@@ -44,7 +45,7 @@ std::string ErrorOf(const std::function<void()>& fn) {
 struct Golden {
   std::vector<int32_t> tokens;  // prompt + greedy continuation
   int64_t prompt = 0;
-  Tensor logits;                // [T, V]
+  Tensor logits;  // [T, V]
 };
 
 Golden ReadGolden(const std::string& dir) {
@@ -66,7 +67,9 @@ double RelMaxErr(const float* a, const float* e, int64_t n) {
   return err / std::max(scale, 1e-30);
 }
 
-int32_t Argmax(const float* row, int64_t v) { return static_cast<int32_t>(std::max_element(row, row + v) - row); }
+int32_t Argmax(const float* row, int64_t v) {
+  return static_cast<int32_t>(std::max_element(row, row + v) - row);
+}
 
 struct Case {
   const char* dir;
@@ -128,21 +131,23 @@ TEST_P(ArchGolden, MatchesPyTorchReference) {
   for (int64_t i = 0; i < nt; i += 3) {
     const int64_t n = std::min<int64_t>(3, nt - i);
     tf.Infer(m.weights, &g.tokens[static_cast<size_t>(i)], n, cache, st, ctx, true);
-    chunk_err = std::max(chunk_err, RelMaxErr(st.logits.view<float>().data, full.view<float>().data + i * v, n * v));
+    chunk_err = std::max(
+        chunk_err, RelMaxErr(st.logits.view<float>().data, full.view<float>().data + i * v, n * v));
   }
   EXPECT_LE(chunk_err, 2e-6) << cs.dir << ": chunked prefill vs one prefill";
-  std::printf("  %-12s logits %.1e, decode %.1e, chunked %.1e (relative to max |logit|)\n", cs.dir, err, decode_err,
-              chunk_err);
+  std::printf("  %-12s logits %.1e, decode %.1e, chunked %.1e (relative to max |logit|)\n", cs.dir,
+              err, decode_err, chunk_err);
 }
 
-INSTANTIATE_TEST_SUITE_P(Families, ArchGolden,
-                         ::testing::Values(Case{"mixtral", "MixtralForCausalLM"}, Case{"llama", "LlamaForCausalLM"},
-                                           Case{"mistral", "MistralForCausalLM"}, Case{"qwen2", "Qwen2ForCausalLM"},
-                                           Case{"qwen2_moe", "Qwen2MoeForCausalLM"},
-                                           Case{"qwen3_moe", "Qwen3MoeForCausalLM"}, Case{"olmoe", "OlmoeForCausalLM"},
-                                           Case{"deepseek_v2", "DeepseekV2ForCausalLM"},
-                                           Case{"deepseek_v3", "DeepseekV3ForCausalLM"}),
-                         [](const auto& info) { return std::string(info.param.dir); });
+INSTANTIATE_TEST_SUITE_P(
+    Families, ArchGolden,
+    ::testing::Values(Case{"mixtral", "MixtralForCausalLM"}, Case{"llama", "LlamaForCausalLM"},
+                      Case{"mistral", "MistralForCausalLM"}, Case{"qwen2", "Qwen2ForCausalLM"},
+                      Case{"qwen2_moe", "Qwen2MoeForCausalLM"},
+                      Case{"qwen3_moe", "Qwen3MoeForCausalLM"}, Case{"olmoe", "OlmoeForCausalLM"},
+                      Case{"deepseek_v2", "DeepseekV2ForCausalLM"},
+                      Case{"deepseek_v3", "DeepseekV3ForCausalLM"}),
+    [](const auto& info) { return std::string(info.param.dir); });
 
 TEST(ArchConfig, FamiliesMapOntoGenericOptions) {
   const ModelConfig q2 = ReadHfConfig(Fixture("qwen2_moe"));
@@ -179,9 +184,11 @@ TEST(ArchConfig, TrainingRefusesInferenceOnlyOptions) {
   Batch b{.batch = 1, .seq = 2, .tokens = {3, 4}, .targets = {4, 5}};
   ForwardState<float> st;
   Context ctx({.threads = 1});
-  EXPECT_THAT(ErrorOf([&] { tf.Forward(m.weights, b, st, ctx); }), HasSubstr("does not support: qkv_bias"));
-  EXPECT_THAT(ErrorOf([&] { SaveModel(::testing::TempDir() + "/moe_arch_save", m.config, m.weights); }),
-              HasSubstr("qkv_bias"));
+  EXPECT_THAT(ErrorOf([&] { tf.Forward(m.weights, b, st, ctx); }),
+              HasSubstr("does not support: qkv_bias"));
+  EXPECT_THAT(
+      ErrorOf([&] { SaveModel(::testing::TempDir() + "/moe_arch_save", m.config, m.weights); }),
+      HasSubstr("qkv_bias"));
 }
 
 // A writable copy of a fixture.
@@ -190,12 +197,17 @@ std::string CopyFixture(const std::string& name) {
   io::RemoveAll(dir);
   fs::copy(Fixture(name), dir, fs::copy_options::recursive);
   for (const auto& e : fs::directory_iterator(dir))
-    fs::permissions(e.path(), fs::perms::owner_read | fs::perms::owner_write, fs::perm_options::add);
+    fs::permissions(e.path(), fs::perms::owner_read | fs::perms::owner_write,
+                    fs::perm_options::add);
   return dir;
 }
 
-nlohmann::json ReadJson(const std::string& path) { return nlohmann::json::parse(io::ReadFile(path)); }
-void WriteJson(const std::string& path, const nlohmann::json& j) { io::WriteFileAtomic(path, j.dump(2)); }
+nlohmann::json ReadJson(const std::string& path) {
+  return nlohmann::json::parse(io::ReadFile(path));
+}
+void WriteJson(const std::string& path, const nlohmann::json& j) {
+  io::WriteFileAtomic(path, j.dump(2));
+}
 
 TEST(ArchErrors, ShardProblemsNameTheFileAndTensor) {
   const std::string dir = CopyFixture("qwen2_moe");
@@ -216,12 +228,14 @@ TEST(ArchErrors, ShardProblemsNameTheFileAndTensor) {
   j["weight_map"]["model.layers.0.mlp.extra.weight"] = "model-00001-of-00002.safetensors";
   WriteJson(index, j);
   EXPECT_THAT(ErrorOf([&] { LoadHfModel(dir); }),
-              HasSubstr("lists tensor 'model.layers.0.mlp.extra.weight' in shard 'model-00001-of-00002.safetensors'"));
+              HasSubstr("lists tensor 'model.layers.0.mlp.extra.weight' in shard "
+                        "'model-00001-of-00002.safetensors'"));
   // The index points outside the folder.
   j = nlohmann::json::parse(good_index);
   j["weight_map"]["model.norm.weight"] = "../x.safetensors";
   WriteJson(index, j);
-  EXPECT_THAT(ErrorOf([&] { LoadHfModel(dir); }), HasSubstr("is not a file name inside the folder"));
+  EXPECT_THAT(ErrorOf([&] { LoadHfModel(dir); }),
+              HasSubstr("is not a file name inside the folder"));
   // A tensor the model needs is in no file.
   j = nlohmann::json::parse(good_index);
   WriteJson(index, j);
@@ -294,30 +308,71 @@ TEST(ArchInspect, PublishedConfigsGiveTheirParameterCounts) {
   };
   const std::vector<Published> cases = {
       {"mixtral_8x7b",
-       {{"architectures", {"MixtralForCausalLM"}}, {"vocab_size", 32000}, {"hidden_size", 4096},
-        {"intermediate_size", 14336}, {"num_hidden_layers", 32}, {"num_attention_heads", 32},
-        {"num_key_value_heads", 8}, {"num_local_experts", 8}, {"num_experts_per_tok", 2},
-        {"max_position_embeddings", 32768}, {"rope_theta", 1e6}},
-       46.7, 12.9},
+       {{"architectures", {"MixtralForCausalLM"}},
+        {"vocab_size", 32000},
+        {"hidden_size", 4096},
+        {"intermediate_size", 14336},
+        {"num_hidden_layers", 32},
+        {"num_attention_heads", 32},
+        {"num_key_value_heads", 8},
+        {"num_local_experts", 8},
+        {"num_experts_per_tok", 2},
+        {"max_position_embeddings", 32768},
+        {"rope_theta", 1e6}},
+       46.7,
+       12.9},
       {"qwen3_30b_a3b",
-       {{"architectures", {"Qwen3MoeForCausalLM"}}, {"vocab_size", 151936}, {"hidden_size", 2048},
-        {"intermediate_size", 6144}, {"moe_intermediate_size", 768}, {"num_hidden_layers", 48},
-        {"num_attention_heads", 32}, {"num_key_value_heads", 4}, {"head_dim", 128}, {"num_experts", 128},
-        {"num_experts_per_tok", 8}, {"norm_topk_prob", true}, {"max_position_embeddings", 40960}},
-       30.5, 3.3},
+       {{"architectures", {"Qwen3MoeForCausalLM"}},
+        {"vocab_size", 151936},
+        {"hidden_size", 2048},
+        {"intermediate_size", 6144},
+        {"moe_intermediate_size", 768},
+        {"num_hidden_layers", 48},
+        {"num_attention_heads", 32},
+        {"num_key_value_heads", 4},
+        {"head_dim", 128},
+        {"num_experts", 128},
+        {"num_experts_per_tok", 8},
+        {"norm_topk_prob", true},
+        {"max_position_embeddings", 40960}},
+       30.5,
+       3.3},
       {"deepseek_v3",
-       {{"architectures", {"DeepseekV3ForCausalLM"}}, {"vocab_size", 129280}, {"hidden_size", 7168},
-        {"intermediate_size", 18432}, {"moe_intermediate_size", 2048}, {"num_hidden_layers", 61},
-        {"num_attention_heads", 128}, {"num_key_value_heads", 128}, {"n_routed_experts", 256},
-        {"n_shared_experts", 1}, {"num_experts_per_tok", 8}, {"n_group", 8}, {"topk_group", 4},
-        {"topk_method", "noaux_tc"}, {"scoring_func", "sigmoid"}, {"norm_topk_prob", true},
-        {"routed_scaling_factor", 2.5}, {"first_k_dense_replace", 3}, {"moe_layer_freq", 1},
-        {"q_lora_rank", 1536}, {"kv_lora_rank", 512}, {"qk_nope_head_dim", 128}, {"qk_rope_head_dim", 64},
-        {"v_head_dim", 128}, {"max_position_embeddings", 163840},
+       {{"architectures", {"DeepseekV3ForCausalLM"}},
+        {"vocab_size", 129280},
+        {"hidden_size", 7168},
+        {"intermediate_size", 18432},
+        {"moe_intermediate_size", 2048},
+        {"num_hidden_layers", 61},
+        {"num_attention_heads", 128},
+        {"num_key_value_heads", 128},
+        {"n_routed_experts", 256},
+        {"n_shared_experts", 1},
+        {"num_experts_per_tok", 8},
+        {"n_group", 8},
+        {"topk_group", 4},
+        {"topk_method", "noaux_tc"},
+        {"scoring_func", "sigmoid"},
+        {"norm_topk_prob", true},
+        {"routed_scaling_factor", 2.5},
+        {"first_k_dense_replace", 3},
+        {"moe_layer_freq", 1},
+        {"q_lora_rank", 1536},
+        {"kv_lora_rank", 512},
+        {"qk_nope_head_dim", 128},
+        {"qk_rope_head_dim", 64},
+        {"v_head_dim", 128},
+        {"max_position_embeddings", 163840},
         {"rope_scaling",
-         {{"type", "yarn"}, {"factor", 40}, {"original_max_position_embeddings", 4096}, {"beta_fast", 32},
-          {"beta_slow", 1}, {"mscale", 1.0}, {"mscale_all_dim", 1.0}}}},
-       671, 37},
+         {{"type", "yarn"},
+          {"factor", 40},
+          {"original_max_position_embeddings", 4096},
+          {"beta_fast", 32},
+          {"beta_slow", 1},
+          {"mscale", 1.0},
+          {"mscale_all_dim", 1.0}}}},
+       671,
+       37},
   };
   for (const Published& p : cases) {
     const ModelConfig c = ParseHfConfig(p.config, p.name);

@@ -18,24 +18,26 @@ namespace moe::model {
 // tensor maps to several (w13 -> gate and up of every expert).
 struct HfPiece {
   std::string name;
-  int64_t expert = -1;      // index into the leading [E] dim, -1 = whole tensor
-  int64_t row_begin = 0;    // rows of the (per-expert) matrix
-  int64_t row_end = -1;     // -1 = all
+  int64_t expert = -1;    // index into the leading [E] dim, -1 = whole tensor
+  int64_t row_begin = 0;  // rows of the (per-expert) matrix
+  int64_t row_end = -1;   // -1 = all
 };
 
 // Where an architecture keeps its FFN tensors inside `model.layers.<l>.` (attention, norms,
 // embeddings and head have the same names in every supported family).
 struct HfLayout {
-  std::string moe_block = "mlp.";                     // Mixtral: "block_sparse_moe."
+  std::string moe_block = "mlp.";  // Mixtral: "block_sparse_moe."
   std::string router = "gate.weight";
   std::string selection_bias = "gate.e_score_correction_bias";
-  std::string expert_gate = "gate_proj", expert_up = "up_proj", expert_down = "down_proj";  // Mixtral: w1 w3 w2
-  std::string shared = "shared_expert.";              // DeepSeek: "shared_experts."
+  std::string expert_gate = "gate_proj", expert_up = "up_proj",
+              expert_down = "down_proj";  // Mixtral: w1 w3 w2
+  std::string shared = "shared_expert.";  // DeepSeek: "shared_experts."
   std::string shared_gate = "shared_expert_gate.weight";
 };
 
 // The Hugging Face pieces of canonical tensor `canonical` ("layers.3.moe.w13") under `layout`.
-std::vector<HfPiece> LayoutNames(const HfLayout& layout, const ModelConfig& cfg, const std::string& canonical);
+std::vector<HfPiece> LayoutNames(const HfLayout& layout, const ModelConfig& cfg,
+                                 const std::string& canonical);
 
 struct Architecture {
   std::string_view name;  // the `architectures` entry of config.json
@@ -50,7 +52,8 @@ struct Architecture {
 const Architecture& FindArchitecture(std::string_view name, const std::string& origin);
 std::vector<std::string_view> ArchitectureNames();
 // Parses a config.json object: reads `architectures`, finds it, runs its parser.
-ModelConfig ParseHfConfig(const nlohmann::json& j, const std::string& origin, const Architecture** arch = nullptr);
+ModelConfig ParseHfConfig(const nlohmann::json& j, const std::string& origin,
+                          const Architecture** arch = nullptr);
 
 // Helpers for the architecture files.
 namespace arch {

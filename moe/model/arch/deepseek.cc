@@ -14,7 +14,8 @@
 //   greedy                softmax, top-K of all experts                       (V2)
 //   group_limited_greedy  softmax, best topk_group groups by their max score  (V2)
 //   noaux_tc              sigmoid; selection score = score + e_score_correction_bias; groups ranked
-//                         by the sum of their two best selection scores; gates = unbiased scores (V3)
+//                         by the sum of their two best selection scores; gates = unbiased scores
+//                         (V3)
 // V2 renormalises the chosen gates when norm_topk_prob (and K > 1) and otherwise multiplies them
 // by routed_scaling_factor; V3 renormalises when norm_topk_prob (and K > 1) and always multiplies.
 #include <cmath>
@@ -28,19 +29,23 @@ namespace {
 ModelConfig ParseDeepseek(const HfJson& j, bool v3) {
   ModelConfig c;
   ParseCommon(j, c);
-  c.head_dim = 0;  // = qk_nope_head_dim + qk_rope_head_dim (some configs store qk_rope_head_dim here)
+  c.head_dim =
+      0;  // = qk_nope_head_dim + qk_rope_head_dim (some configs store qk_rope_head_dim here)
   c.n_kv_heads = c.n_heads;
-  if (j.GetOr<bool>("attention_bias", false)) j.Unsupported("attention_bias", "MLA projection biases");
+  if (j.GetOr<bool>("attention_bias", false))
+    j.Unsupported("attention_bias", "MLA projection biases");
   MlaConfig& a = c.mla;
   a.q_lora_rank = j.GetOr<int64_t>("q_lora_rank", 0);
   a.kv_lora_rank = j.Get<int64_t>("kv_lora_rank");
-  MOE_CHECK(a.kv_lora_rank >= 1, "config", "{}: kv_lora_rank = {} must be >= 1", j.origin(), a.kv_lora_rank);
+  MOE_CHECK(a.kv_lora_rank >= 1, "config", "{}: kv_lora_rank = {} must be >= 1", j.origin(),
+            a.kv_lora_rank);
   a.qk_nope_head_dim = j.Get<int64_t>("qk_nope_head_dim");
   a.qk_rope_head_dim = j.Get<int64_t>("qk_rope_head_dim");
   a.v_head_dim = j.Get<int64_t>("v_head_dim");
   c.rope_pairing = kernels::RopePairing::kInterleaved;
   double scale = 1.0 / std::sqrt(static_cast<double>(a.qk_nope_head_dim + a.qk_rope_head_dim));
-  if (c.rope_scaling.kind == kernels::RopeScalingKind::kYarn && c.rope_scaling.mscale_all_dim != 0) {
+  if (c.rope_scaling.kind == kernels::RopeScalingKind::kYarn &&
+      c.rope_scaling.mscale_all_dim != 0) {
     const double m = kernels::YarnMscale(c.rope_scaling.factor, c.rope_scaling.mscale_all_dim);
     scale *= m * m;
   }
@@ -86,8 +91,8 @@ ModelConfig ParseDeepseek(const HfJson& j, bool v3) {
     const int64_t first_dense = j.GetOr<int64_t>("first_k_dense_replace", 0);
     const int64_t freq = j.GetOr<int64_t>("moe_layer_freq", 1);
     MOE_CHECK(freq >= 1, "config", "{}: moe_layer_freq = {} must be >= 1", j.origin(), freq);
-    MOE_CHECK(c.n_layers >= 1 && c.n_layers <= 4096, "config", "{}: num_hidden_layers = {} not in 1..4096",
-              j.origin(), c.n_layers);
+    MOE_CHECK(c.n_layers >= 1 && c.n_layers <= 4096, "config",
+              "{}: num_hidden_layers = {} not in 1..4096", j.origin(), c.n_layers);
     c.moe_layers.assign(static_cast<size_t>(c.n_layers), 0);
     for (int64_t l = 0; l < c.n_layers; ++l)
       c.moe_layers[static_cast<size_t>(l)] = l >= first_dense && l % freq == 0 ? 1 : 0;
@@ -111,7 +116,8 @@ bool SkipDeepseek(const ModelConfig& cfg, std::string_view hf_name) {
   int64_t layer = 0;
   size_t i = kLayers.size();
   if (i >= hf_name.size() || hf_name[i] < '0' || hf_name[i] > '9') return false;
-  for (; i < hf_name.size() && hf_name[i] >= '0' && hf_name[i] <= '9' && layer < (int64_t{1} << 40); ++i)
+  for (; i < hf_name.size() && hf_name[i] >= '0' && hf_name[i] <= '9' && layer < (int64_t{1} << 40);
+       ++i)
     layer = layer * 10 + (hf_name[i] - '0');
   return layer >= cfg.n_layers;
 }

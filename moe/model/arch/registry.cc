@@ -52,12 +52,13 @@ const Architecture& FindArchitecture(std::string_view name, const std::string& o
        fmt::join(ArchitectureNames(), ", "));
 }
 
-ModelConfig ParseHfConfig(const nlohmann::json& j, const std::string& origin, const Architecture** arch) {
+ModelConfig ParseHfConfig(const nlohmann::json& j, const std::string& origin,
+                          const Architecture** arch) {
   const HfJson hj(j, origin);
-  MOE_CHECK(hj.Has("architectures") && j.at("architectures").is_array() && !j.at("architectures").empty() &&
-                j.at("architectures")[0].is_string(),
-            kTag, "{}: needs an 'architectures' list naming the model class (supported: {})", origin,
-            fmt::join(ArchitectureNames(), ", "));
+  MOE_CHECK(hj.Has("architectures") && j.at("architectures").is_array() &&
+                !j.at("architectures").empty() && j.at("architectures")[0].is_string(),
+            kTag, "{}: needs an 'architectures' list naming the model class (supported: {})",
+            origin, fmt::join(ArchitectureNames(), ", "));
   const Architecture& a = FindArchitecture(j.at("architectures")[0].get<std::string>(), origin);
   if (arch != nullptr) *arch = &a;
   ModelConfig c = a.parse(hj);
@@ -65,7 +66,8 @@ ModelConfig ParseHfConfig(const nlohmann::json& j, const std::string& origin, co
   return c;
 }
 
-std::vector<HfPiece> LayoutNames(const HfLayout& lay, const ModelConfig& cfg, const std::string& canonical) {
+std::vector<HfPiece> LayoutNames(const HfLayout& lay, const ModelConfig& cfg,
+                                 const std::string& canonical) {
   const auto [layer, rest] = SplitLayer(canonical);
   if (layer < 0) {
     if (rest == "embed") return {{"model.embed_tokens.weight"}};
@@ -100,11 +102,13 @@ std::vector<HfPiece> LayoutNames(const HfLayout& lay, const ModelConfig& cfg, co
   for (const auto& [ours, theirs] : kSimple)
     if (rest == ours) return {{p + std::string(theirs)}};
   const int64_t fd = cfg.dense_d_ff, f = cfg.moe.d_ff, fs = cfg.moe.shared_d_ff;
-  if (rest == "w13") return {{p + "mlp.gate_proj.weight", -1, 0, fd}, {p + "mlp.up_proj.weight", -1, fd, 2 * fd}};
+  if (rest == "w13")
+    return {{p + "mlp.gate_proj.weight", -1, 0, fd}, {p + "mlp.up_proj.weight", -1, fd, 2 * fd}};
   if (rest == "moe.router") return {{moe + lay.router}};
   if (rest == "moe.bias") return {{moe + lay.selection_bias}};
   if (rest == "moe.shared_w13")
-    return {{moe + lay.shared + "gate_proj.weight", -1, 0, fs}, {moe + lay.shared + "up_proj.weight", -1, fs, 2 * fs}};
+    return {{moe + lay.shared + "gate_proj.weight", -1, 0, fs},
+            {moe + lay.shared + "up_proj.weight", -1, fs, 2 * fs}};
   if (rest == "moe.shared_w2") return {{moe + lay.shared + "down_proj.weight"}};
   if (rest == "moe.shared_gate") return {{moe + lay.shared_gate}};
   if (rest == "moe.w13" || rest == "moe.w2") {
@@ -153,7 +157,8 @@ void ParseCommon(const HfJson& j, ModelConfig& c) {
   }
   if (j.Has("partial_rotary_factor")) {
     const double f = j.Get<double>("partial_rotary_factor");
-    MOE_CHECK(f > 0 && f <= 1, "config", "{}: partial_rotary_factor = {} not in (0, 1]", j.origin(), f);
+    MOE_CHECK(f > 0 && f <= 1, "config", "{}: partial_rotary_factor = {} not in (0, 1]", j.origin(),
+              f);
     const int64_t dh = c.head_dim > 0 ? c.head_dim : c.d_model / std::max<int64_t>(1, c.n_heads);
     c.rotary_dim = static_cast<int64_t>(std::llround(static_cast<double>(dh) * f));
   }
@@ -167,7 +172,8 @@ void ParseCommon(const HfJson& j, ModelConfig& c) {
   c.eos_id = token_id("eos_token_id");
   const std::string act = j.GetOr<std::string>("hidden_act", "silu");
   if (act != "silu") j.Unsupported("hidden_act", "only silu");
-  if (j.GetOr<bool>("use_sliding_window", true)) c.sliding_window = j.GetOr<int64_t>("sliding_window", 0);
+  if (j.GetOr<bool>("use_sliding_window", true))
+    c.sliding_window = j.GetOr<int64_t>("sliding_window", 0);
   if (j.GetOr<bool>("mlp_bias", false)) j.Unsupported("mlp_bias", "FFN biases");
 }
 
@@ -185,12 +191,13 @@ void QwenMoeLayers(const HfJson& j, ModelConfig& c) {
   const int64_t step = j.GetOr<int64_t>("decoder_sparse_step", 1);
   const auto mlp_only = j.GetOr<std::vector<int64_t>>("mlp_only_layers", {});
   MOE_CHECK(step >= 1, "config", "{}: decoder_sparse_step = {} must be >= 1", j.origin(), step);
-  MOE_CHECK(c.n_layers >= 1 && c.n_layers <= 4096, "config", "{}: num_hidden_layers = {} not in 1..4096",
-            j.origin(), c.n_layers);
+  MOE_CHECK(c.n_layers >= 1 && c.n_layers <= 4096, "config",
+            "{}: num_hidden_layers = {} not in 1..4096", j.origin(), c.n_layers);
   c.moe_layers.assign(static_cast<size_t>(c.n_layers), 0);
   for (int64_t l = 0; l < c.n_layers; ++l) {
     const bool dense = std::find(mlp_only.begin(), mlp_only.end(), l) != mlp_only.end();
-    c.moe_layers[static_cast<size_t>(l)] = !dense && c.moe.n_experts > 0 && (l + 1) % step == 0 ? 1 : 0;
+    c.moe_layers[static_cast<size_t>(l)] =
+        !dense && c.moe.n_experts > 0 && (l + 1) % step == 0 ? 1 : 0;
   }
 }
 
