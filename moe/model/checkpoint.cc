@@ -1,7 +1,6 @@
 #include "moe/model/checkpoint.h"
 
 #include <cstring>
-
 #include <nlohmann/json.hpp>
 
 #include "moe/core/error.h"

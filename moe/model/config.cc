@@ -1,7 +1,6 @@
 #include "moe/model/config.h"
 
 #include <cmath>
-
 #include <nlohmann/json.hpp>
 
 #include "moe/core/error.h"
@@ -18,9 +17,12 @@ constexpr std::string_view kTag = "model";
 
 std::string_view Name(QkNorm n) {
   switch (n) {
-    case QkNorm::kNone: return "none";
-    case QkNorm::kPerHead: return "per_head";
-    case QkNorm::kFull: return "full";
+    case QkNorm::kNone:
+      return "none";
+    case QkNorm::kPerHead:
+      return "per_head";
+    case QkNorm::kFull:
+      return "full";
   }
   return "?";
 }
@@ -88,24 +90,31 @@ void ModelConfig::Validate() const {
   MOE_CHECK(bos_id >= -1 && bos_id < vocab_size, kTag, "bos_id = {} not in -1..vocab_size-1", bos_id);
   MOE_CHECK(eos_id >= -1 && eos_id < vocab_size, kTag, "eos_id = {} not in -1..vocab_size-1", eos_id);
   MOE_CHECK(std::isfinite(clip_qkv) && clip_qkv >= 0, kTag, "clip_qkv = {} must be >= 0", clip_qkv);
-  MOE_CHECK(std::isfinite(attn_scale) && attn_scale >= 0, kTag, "attn_scale = {} must be >= 0", attn_scale);
+  MOE_CHECK(std::isfinite(attn_scale) && attn_scale >= 0, kTag, "attn_scale = {} must be >= 0",
+            attn_scale);
   MOE_CHECK(sliding_window >= 0, kTag, "sliding_window = {} must be >= 0", sliding_window);
   if (mla.enabled()) {
     const MlaConfig& m = mla;
     MOE_CHECK(m.kv_lora_rank <= kMaxDim && m.q_lora_rank >= 0 && m.q_lora_rank <= kMaxDim, kTag,
-              "kv_lora_rank = {} / q_lora_rank = {} not in 0..{}", m.kv_lora_rank, m.q_lora_rank, kMaxDim);
-    MOE_CHECK(m.qk_nope_head_dim >= 0 && m.qk_nope_head_dim <= 4096 && m.qk_rope_head_dim >= 2 &&
-                  m.qk_rope_head_dim % 2 == 0 && m.qk_rope_head_dim <= 4096,
-              kTag, "qk_nope_head_dim = {} / qk_rope_head_dim = {}: need 0..4096 and an even rope dim >= 2",
-              m.qk_nope_head_dim, m.qk_rope_head_dim);
-    MOE_CHECK(m.v_head_dim >= 1 && m.v_head_dim <= 4096, kTag, "v_head_dim = {} not in 1..4096", m.v_head_dim);
+              "kv_lora_rank = {} / q_lora_rank = {} not in 0..{}", m.kv_lora_rank, m.q_lora_rank,
+              kMaxDim);
+    MOE_CHECK(
+        m.qk_nope_head_dim >= 0 && m.qk_nope_head_dim <= 4096 && m.qk_rope_head_dim >= 2 &&
+            m.qk_rope_head_dim % 2 == 0 && m.qk_rope_head_dim <= 4096,
+        kTag,
+        "qk_nope_head_dim = {} / qk_rope_head_dim = {}: need 0..4096 and an even rope dim >= 2",
+        m.qk_nope_head_dim, m.qk_rope_head_dim);
+    MOE_CHECK(m.v_head_dim >= 1 && m.v_head_dim <= 4096, kTag, "v_head_dim = {} not in 1..4096",
+              m.v_head_dim);
     MOE_CHECK(head_dim == m.qk_nope_head_dim + m.qk_rope_head_dim, kTag,
-              "head_dim = {} must equal qk_nope_head_dim + qk_rope_head_dim = {} with MLA", head_dim,
-              m.qk_nope_head_dim + m.qk_rope_head_dim);
-    MOE_CHECK(n_kv_heads == n_heads, kTag, "MLA needs n_kv_heads = n_heads (got {} and {})", n_kv_heads, n_heads);
-    MOE_CHECK(qk_norm == QkNorm::kNone && !qkv_bias, kTag, "MLA cannot be combined with qk_norm or qkv_bias");
-    MOE_CHECK(std::isfinite(m.latent_norm_eps) && m.latent_norm_eps > 0 && m.latent_norm_eps < 1, kTag,
-              "latent_norm_eps = {} not in (0, 1)", m.latent_norm_eps);
+              "head_dim = {} must equal qk_nope_head_dim + qk_rope_head_dim = {} with MLA",
+              head_dim, m.qk_nope_head_dim + m.qk_rope_head_dim);
+    MOE_CHECK(n_kv_heads == n_heads, kTag, "MLA needs n_kv_heads = n_heads (got {} and {})",
+              n_kv_heads, n_heads);
+    MOE_CHECK(qk_norm == QkNorm::kNone && !qkv_bias, kTag,
+              "MLA cannot be combined with qk_norm or qkv_bias");
+    MOE_CHECK(std::isfinite(m.latent_norm_eps) && m.latent_norm_eps > 0 && m.latent_norm_eps < 1,
+              kTag, "latent_norm_eps = {} not in (0, 1)", m.latent_norm_eps);
   } else {
     MOE_CHECK(rotary_dim >= 0 && rotary_dim % 2 == 0 && rotary_dim <= head_dim, kTag,
               "rotary_dim = {} must be even and in 0..head_dim ({})", rotary_dim, head_dim);
@@ -121,8 +130,10 @@ ParamCounts CountParams(const ModelConfig& c) {
   p.head = c.tie_embeddings ? 0.0 : p.embed;
   double attn = 0;
   if (c.mla.enabled()) {
-    const auto Rq = static_cast<double>(c.mla.q_lora_rank), Rkv = static_cast<double>(c.mla.kv_lora_rank),
-               Dn = static_cast<double>(c.mla.qk_nope_head_dim), Dr = static_cast<double>(c.mla.qk_rope_head_dim);
+    const auto Rq = static_cast<double>(c.mla.q_lora_rank),
+               Rkv = static_cast<double>(c.mla.kv_lora_rank),
+               Dn = static_cast<double>(c.mla.qk_nope_head_dim),
+               Dr = static_cast<double>(c.mla.qk_rope_head_dim);
     attn += Rq > 0 ? Rq * D + Rq + H * Dh * Rq : H * Dh * D;
     attn += (Rkv + Dr) * D + Rkv + H * (Dn + Dv) * Rkv;
   } else {
@@ -147,16 +158,20 @@ ParamCounts CountParams(const ModelConfig& c) {
   return p;
 }
 
-int64_t ModelConfig::TotalParams() const { return static_cast<int64_t>(std::llround(CountParams(*this).total())); }
+int64_t ModelConfig::TotalParams() const {
+  return static_cast<int64_t>(std::llround(CountParams(*this).total()));
+}
 
-int64_t ModelConfig::ActiveParams() const { return static_cast<int64_t>(std::llround(CountParams(*this).active())); }
+int64_t ModelConfig::ActiveParams() const {
+  return static_cast<int64_t>(std::llround(CountParams(*this).active()));
+}
 
 std::string ModelConfig::Summary() const {
   std::string s = fmt::format("{} layers, D={} H={}/{} Dh={} V={} ctx={}", n_layers, d_model, n_heads,
                               n_kv_heads, head_dim, vocab_size, max_seq);
   if (mla.enabled())
-    s += fmt::format(", MLA(q_lora={} kv_lora={} nope={} rope={} v={})", mla.q_lora_rank, mla.kv_lora_rank,
-                     mla.qk_nope_head_dim, mla.qk_rope_head_dim, mla.v_head_dim);
+    s += fmt::format(", MLA(q_lora={} kv_lora={} nope={} rope={} v={})", mla.q_lora_rank,
+                     mla.kv_lora_rank, mla.qk_nope_head_dim, mla.qk_rope_head_dim, mla.v_head_dim);
   if (NumMoeLayers() > 0) {
     s += fmt::format(", {} MoE layers: E={} K={} F={} router={} score={}", NumMoeLayers(), moe.n_experts,
                      moe.top_k, moe.d_ff, mixture::Name(moe.router), mixture::Name(moe.score));
@@ -211,7 +226,8 @@ nlohmann::json ToHfJson(const ModelConfig& c) {
   j["moe_group_score"] = std::string(mixture::Name(c.moe.group_score));
   // Options that only some configs set (written only then, so older folders read unchanged).
   if (c.sliding_window > 0) j["sliding_window"] = c.sliding_window;
-  if (c.rope_scaling.kind != kernels::RopeScalingKind::kNone) j["rope_scaling"] = RopeScalingToJson(c.rope_scaling);
+  if (c.rope_scaling.kind != kernels::RopeScalingKind::kNone)
+    j["rope_scaling"] = RopeScalingToJson(c.rope_scaling);
   if (c.rotary_dim > 0) j["moe_rotary_dim"] = c.rotary_dim;
   if (c.rope_pairing == kernels::RopePairing::kInterleaved) j["moe_rope_pairing"] = "interleaved";
   if (c.attn_scale > 0) j["moe_attn_scale"] = c.attn_scale;
@@ -228,11 +244,13 @@ kernels::RopeScaling ParseRopeScaling(const HfJson& cfg) {
   const nlohmann::json& rs = cfg.json().at("rope_scaling");
   MOE_CHECK(rs.is_object(), "config", "{}: rope_scaling must be an object or null", cfg.origin());
   const HfJson j(rs, cfg.origin() + " rope_scaling");
-  const std::string kind = j.Has("rope_type") ? j.Get<std::string>("rope_type") : j.GetOr<std::string>("type", "default");
+  const std::string kind = j.Has("rope_type") ? j.Get<std::string>("rope_type")
+                                              : j.GetOr<std::string>("type", "default");
   try {
     s.kind = kernels::ParseRopeScalingKind(kind);
   } catch (const Error& e) {
-    Fail("config", "{}: rope_scaling type '{}' is not supported (supported: default, linear, yarn, llama3)",
+    Fail("config",
+         "{}: rope_scaling type '{}' is not supported (supported: default, linear, yarn, llama3)",
          cfg.origin(), kind);
   }
   s.factor = j.GetOr<double>("factor", 1.0);
@@ -290,10 +308,12 @@ ModelConfig FromHfJson(const nlohmann::json& json, const std::string& origin) {
   const std::string pairing = j.GetOr<std::string>("moe_rope_pairing", "half");
   MOE_CHECK(pairing == "half" || pairing == "interleaved", "config",
             "{}: moe_rope_pairing '{}' is not supported (half, interleaved)", origin, pairing);
-  c.rope_pairing = pairing == "half" ? kernels::RopePairing::kHalf : kernels::RopePairing::kInterleaved;
+  c.rope_pairing =
+      pairing == "half" ? kernels::RopePairing::kHalf : kernels::RopePairing::kInterleaved;
   c.attn_scale = j.GetOr<double>("moe_attn_scale", 0.0);
   if (j.Has("moe_layer_pattern")) {
-    for (const int v : j.Get<std::vector<int>>("moe_layer_pattern")) c.moe_layers.push_back(v != 0 ? 1 : 0);
+    for (const int v : j.Get<std::vector<int>>("moe_layer_pattern"))
+      c.moe_layers.push_back(v != 0 ? 1 : 0);
   }
   auto& m = c.moe;
   m.d_ff = j.Get<int64_t>("intermediate_size");

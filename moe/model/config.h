@@ -29,12 +29,12 @@ std::string_view Name(QkNorm n);
 //   k = [k_nope, RoPE(kpe)] (kpe shared by all heads), q = [q_nope, RoPE(q_pe)]
 // Attention then runs with H kv heads, key width Dn+Dr (= head_dim) and value width Dv.
 struct MlaConfig {
-  int64_t q_lora_rank = 0;         // Rq (0 = q projected straight from x)
-  int64_t kv_lora_rank = 0;        // Rkv (0 = no MLA)
-  int64_t qk_nope_head_dim = 0;    // Dn
-  int64_t qk_rope_head_dim = 0;    // Dr
-  int64_t v_head_dim = 0;          // Dv
-  double latent_norm_eps = 1e-6;   // eps of the q_a / kv_a RMSNorms
+  int64_t q_lora_rank = 0;        // Rq (0 = q projected straight from x)
+  int64_t kv_lora_rank = 0;       // Rkv (0 = no MLA)
+  int64_t qk_nope_head_dim = 0;   // Dn
+  int64_t qk_rope_head_dim = 0;   // Dr
+  int64_t v_head_dim = 0;         // Dv
+  double latent_norm_eps = 1e-6;  // eps of the q_a / kv_a RMSNorms
   bool enabled() const { return kv_lora_rank > 0; }
 };
 
@@ -62,17 +62,17 @@ struct ModelConfig {
   int32_t eos_id = -1;
 
   // Attention options (training supports rope options only; the others are inference-only).
-  bool qkv_bias = false;       // q/k/v projections have biases (Qwen2)
-  bool o_bias = false;         // the output projection has a bias
+  bool qkv_bias = false;  // q/k/v projections have biases (Qwen2)
+  bool o_bias = false;    // the output projection has a bias
   QkNorm qk_norm = QkNorm::kNone;
-  double clip_qkv = 0;         // clamp q, k, v to [-c, c] after projection (and q/k norm); 0 = off
-  int64_t rotary_dim = 0;      // dims of each head that RoPE rotates (0 = all: head_dim)
+  double clip_qkv = 0;     // clamp q, k, v to [-c, c] after projection (and q/k norm); 0 = off
+  int64_t rotary_dim = 0;  // dims of each head that RoPE rotates (0 = all: head_dim)
   kernels::RopePairing rope_pairing = kernels::RopePairing::kHalf;
   kernels::RopeScaling rope_scaling;
   double attn_scale = 0;       // softmax scale (0 = 1/sqrt(head_dim))
   int64_t sliding_window = 0;  // 0 = none; contexts longer than the window are refused
   MlaConfig mla;
-  std::string architecture;    // Hugging Face architecture this config came from (display only)
+  std::string architecture;  // Hugging Face architecture this config came from (display only)
 
   int64_t kv_dim() const { return n_kv_heads * head_dim; }
   int64_t q_dim() const { return n_heads * head_dim; }
@@ -103,16 +103,18 @@ struct ModelConfig {
 // Parameters by part, from the config alone (no weights needed); doubles so that absurd configs
 // cannot overflow. Active = what one token reads (K of E routed experts).
 struct ParamCounts {
-  double embed = 0;       // token embedding
-  double head = 0;        // LM head (0 when tied)
-  double attention = 0;   // projections, their biases and q/k / latent norms
-  double norms = 0;       // per-layer input/post-attention norms and the final norm
-  double dense_ffn = 0;   // dense SwiGLU layers
-  double router = 0;      // router weights (+ selection biases, shared gates)
-  double experts = 0;     // routed experts, all
+  double embed = 0;           // token embedding
+  double head = 0;            // LM head (0 when tied)
+  double attention = 0;       // projections, their biases and q/k / latent norms
+  double norms = 0;           // per-layer input/post-attention norms and the final norm
+  double dense_ffn = 0;       // dense SwiGLU layers
+  double router = 0;          // router weights (+ selection biases, shared gates)
+  double experts = 0;         // routed experts, all
   double experts_active = 0;  // routed experts one token uses (K per MoE layer)
-  double shared = 0;      // shared experts
-  double total() const { return embed + head + attention + norms + dense_ffn + router + experts + shared; }
+  double shared = 0;          // shared experts
+  double total() const {
+    return embed + head + attention + norms + dense_ffn + router + experts + shared;
+  }
   double active() const { return total() - experts + experts_active; }
 };
 ParamCounts CountParams(const ModelConfig& cfg);

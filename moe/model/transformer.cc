@@ -61,7 +61,8 @@ void Clamp(View<float> y, float c) {
 
 void CheckTrainable(const ModelConfig& c) {
   const std::string bad = c.TrainingUnsupported();
-  MOE_CHECK(bad.empty(), "model", "training (Forward/Backward) does not support: {} (inference only)", bad);
+  MOE_CHECK(bad.empty(), "model",
+            "training (Forward/Backward) does not support: {} (inference only)", bad);
 }
 
 }  // namespace
@@ -267,10 +268,11 @@ void KvCache::Allocate(const ModelConfig& cfg, int64_t max_tokens) {
   capacity = max_tokens;
 }
 
-void Transformer::InferAttention(const LayerWeights& lw, int64_t layer, int64_t n, int64_t pos0, KvCache& cache,
-                                 InferState& st, Context& ctx) const {
+void Transformer::InferAttention(const LayerWeights& lw, int64_t layer, int64_t n, int64_t pos0,
+                                 KvCache& cache, InferState& st, Context& ctx) const {
   const ModelConfig& c = cfg_;
-  const int64_t d = c.d_model, h = c.n_heads, hkv = c.n_kv_heads, dk = c.head_dim, dv = c.v_head_dim();
+  const int64_t d = c.d_model, h = c.n_heads, hkv = c.n_kv_heads, dk = c.head_dim,
+                dv = c.v_head_dim();
   constexpr DType dt = DType::kF32;
   const CView<int32_t> pos(st.positions.data(), {n});
   Tensor& kt = cache.k[static_cast<size_t>(layer)];
@@ -331,20 +333,23 @@ void Transformer::InferAttention(const LayerWeights& lw, int64_t layer, int64_t 
     for (int64_t t = 0; t < n; ++t) {
       const float* src = C<float>(st.lat).row(t);
       std::memcpy(V<float>(st.lat_n).row(t), src, static_cast<size_t>(rkv) * sizeof(float));
-      std::memcpy(V<float>(st.kpe).data + t * dr, src + rkv, static_cast<size_t>(dr) * sizeof(float));
+      std::memcpy(V<float>(st.kpe).data + t * dr, src + rkv,
+                  static_cast<size_t>(dr) * sizeof(float));
     }
     st.rstd_qk.Resize(dt, {n});
-    kernels::RmsNormForward<float>(C<float>(st.lat_n), C<float>(lw.kv_a_norm), eps, V<float>(st.lat_n),
-                                   V<float>(st.rstd_qk), ctx);
+    kernels::RmsNormForward<float>(C<float>(st.lat_n), C<float>(lw.kv_a_norm), eps,
+                                   V<float>(st.lat_n), V<float>(st.rstd_qk), ctx);
     st.kv.Resize(dt, {n, h * (dn + dv)});
     kernels::LinearForward<float>(C<float>(st.lat_n), C<float>(lw.wkv_b), V<float>(st.kv), ctx);
-    kernels::RopeForward<float>(C<float>(st.kpe), pos, rope_, c.rope_pairing, 0, V<float>(st.kpe), ctx);
+    kernels::RopeForward<float>(C<float>(st.kpe), pos, rope_, c.rope_pairing, 0, V<float>(st.kpe),
+                                ctx);
     for (int64_t t = 0; t < n; ++t) {
       for (int64_t hh = 0; hh < h; ++hh) {
         const float* kv = C<float>(st.kv).row(t) + hh * (dn + dv);
         float* kd = kc + (t * h + hh) * dk;
         std::memcpy(kd, kv, static_cast<size_t>(dn) * sizeof(float));
-        std::memcpy(kd + dn, C<float>(st.kpe).data + t * dr, static_cast<size_t>(dr) * sizeof(float));
+        std::memcpy(kd + dn, C<float>(st.kpe).data + t * dr,
+                    static_cast<size_t>(dr) * sizeof(float));
         std::memcpy(vc + (t * h + hh) * dv, kv + dn, static_cast<size_t>(dv) * sizeof(float));
       }
     }
@@ -355,8 +360,8 @@ void Transformer::InferAttention(const LayerWeights& lw, int64_t layer, int64_t 
   kernels::AttentionForward<float>(C<float>(st.q).Reshape({1, n, h, dk}),
                                    CView<float>(kt.view<float>().data, {1, total, hkv, dk}),
                                    CView<float>(vt.view<float>().data, {1, total, hkv, dv}), pos0,
-                                   static_cast<float>(c.softmax_scale()), V<float>(st.att).Reshape({1, n, h, dv}),
-                                   View<float>(), ctx);
+                                   static_cast<float>(c.softmax_scale()),
+                                   V<float>(st.att).Reshape({1, n, h, dv}), View<float>(), ctx);
   st.x2.Resize(dt, {n, d});
   kernels::LinearForward<float>(C<float>(st.att), C<float>(lw.wo), V<float>(st.x2), ctx);
   if (c.o_bias) AddBias(V<float>(st.x2), C<float>(lw.bo));
@@ -371,16 +376,19 @@ void Transformer::Infer(const ModelWeights& w, const int32_t* tokens, int64_t n,
   MOE_CHECK(pos0 + n <= cache.capacity, "model", "context full: {} cached + {} new tokens exceed the cache of {}",
             pos0, n, cache.capacity);
   MOE_CHECK(c.sliding_window == 0 || pos0 + n <= c.sliding_window, "model",
-            "context of {} tokens exceeds the sliding window ({}); sliding-window attention is not implemented",
+            "context of {} tokens exceeds the sliding window ({}); sliding-window attention is not "
+            "implemented",
             pos0 + n, c.sliding_window);
   for (int64_t i = 0; i < n; ++i)
-    MOE_CHECK(tokens[i] >= 0 && tokens[i] < c.vocab_size, "model", "token {} = {} not in 0..vocab_size-1 ({})", i,
-              tokens[i], c.vocab_size - 1);
+    MOE_CHECK(tokens[i] >= 0 && tokens[i] < c.vocab_size, "model",
+              "token {} = {} not in 0..vocab_size-1 ({})", i, tokens[i], c.vocab_size - 1);
   constexpr DType dt = DType::kF32;
   st.positions.resize(static_cast<size_t>(n));
-  for (int64_t i = 0; i < n; ++i) st.positions[static_cast<size_t>(i)] = static_cast<int32_t>(pos0 + i);
+  for (int64_t i = 0; i < n; ++i)
+    st.positions[static_cast<size_t>(i)] = static_cast<int32_t>(pos0 + i);
   st.x.Resize(dt, {n, d});
-  kernels::EmbeddingForward<float>(C<float>(w.embed), CView<int32_t>(tokens, {n}), V<float>(st.x), ctx);
+  kernels::EmbeddingForward<float>(C<float>(w.embed), CView<int32_t>(tokens, {n}), V<float>(st.x),
+                                   ctx);
   const RunOptions causal{.training = false, .seed = 0, .causal_routing = true};
   for (int64_t l = 0; l < c.n_layers; ++l) {
     const LayerWeights& lw = w.layers[static_cast<size_t>(l)];

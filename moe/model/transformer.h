@@ -116,8 +116,8 @@ class Transformer {
  private:
   // Attention of one layer for inference: reads st.n [n, D], appends k/v to the cache, writes the
   // projected output (before the residual) to st.x2 [n, D].
-  void InferAttention(const LayerWeights& lw, int64_t layer, int64_t n, int64_t pos0, KvCache& cache,
-                      InferState& st, Context& ctx) const;
+  void InferAttention(const LayerWeights& lw, int64_t layer, int64_t n, int64_t pos0,
+                      KvCache& cache, InferState& st, Context& ctx) const;
 
   ModelConfig cfg_;
   kernels::RopeTable rope_;

@@ -72,8 +72,8 @@ void ModelWeights::InitRandom(const ModelConfig& cfg, DType dtype, Rng& rng) {
   ForEachTensor([&](const std::string& name, Tensor& t) {
     double s = std, c = 0.0;
     if (name.ends_with("norm")) s = 0.0, c = 1.0;
-    else if (name.ends_with(".bias") || name.ends_with(".bq") || name.ends_with(".bk") || name.ends_with(".bv") ||
-             name.ends_with(".bo"))
+    else if (name.ends_with(".bias") || name.ends_with(".bq") || name.ends_with(".bk") ||
+             name.ends_with(".bv") || name.ends_with(".bo"))
       s = 0.0, c = 0.0;
     else if (name.ends_with(".wo") || name.ends_with("w2")) s = out_std;
     if (dtype == DType::kF64) Fill<double>(t, rng, s, c);

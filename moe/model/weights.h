@@ -19,14 +19,14 @@ namespace moe::model {
 // ForEachTensor.
 struct LayerWeights {
   Tensor attn_norm;  // [D]
-  Tensor wq;         // [H*Dh, D]        (MLA without q_lora_rank: [H*(Dn+Dr), D]; undefined with it)
-  Tensor wk;         // [Hkv*Dh, D]      (not MLA)
-  Tensor wv;         // [Hkv*Dh, D]      (not MLA)
-  Tensor wo;         // [D, H*Dv]
-  Tensor bq, bk, bv; // [H*Dh], [Hkv*Dh], [Hkv*Dh]  (qkv_bias)
-  Tensor bo;         // [D]              (o_bias)
-  Tensor q_norm;     // [Dh] (per head) or [H*Dh] (full width)    (qk_norm)
-  Tensor k_norm;     // [Dh] (per head) or [Hkv*Dh] (full width)
+  Tensor wq;  // [H*Dh, D]        (MLA without q_lora_rank: [H*(Dn+Dr), D]; undefined with it)
+  Tensor wk;  // [Hkv*Dh, D]      (not MLA)
+  Tensor wv;  // [Hkv*Dh, D]      (not MLA)
+  Tensor wo;  // [D, H*Dv]
+  Tensor bq, bk, bv;  // [H*Dh], [Hkv*Dh], [Hkv*Dh]  (qkv_bias)
+  Tensor bo;          // [D]              (o_bias)
+  Tensor q_norm;      // [Dh] (per head) or [H*Dh] (full width)    (qk_norm)
+  Tensor k_norm;      // [Dh] (per head) or [Hkv*Dh] (full width)
   // Multi-head latent attention (see MlaConfig).
   Tensor wq_a;       // [Rq, D]
   Tensor q_a_norm;   // [Rq]
