@@ -12,42 +12,11 @@ namespace moe::model {
 
 namespace {
 constexpr std::string_view kTag = "checkpoint";
-
 }  // namespace
 
 std::vector<HfPiece> HfNames(const ModelConfig& cfg, const std::string& canonical) {
   return LayoutNames(FindArchitecture("MixtralForCausalLM", "checkpoint").layout, cfg, canonical);
 }
-
-namespace {
-
-// Shape and byte range of one piece inside the canonical tensor (row-major, contiguous rows).
-struct PieceSpan {
-  std::vector<int64_t> shape;
-  size_t offset = 0;  // elements
-  size_t numel = 0;
-};
-
-PieceSpan Span(const Tensor& t, const HfPiece& pc) {
-  const Shape& s = t.shape();
-  PieceSpan sp;
-  int64_t base = 0, rows = s[0], cols = 1;
-  int first = 0;
-  if (pc.expert >= 0) {
-    base = pc.expert * (t.numel() / s[0]);
-    rows = s[1];
-    first = 1;
-  }
-  for (int i = first + 1; i < s.rank; ++i) cols *= s[i];
-  const int64_t rb = pc.row_begin, re = pc.row_end < 0 ? rows : pc.row_end;
-  sp.offset = static_cast<size_t>(base + rb * cols);
-  sp.numel = static_cast<size_t>((re - rb) * cols);
-  sp.shape.push_back(re - rb);
-  for (int i = first + 1; i < s.rank; ++i) sp.shape.push_back(s[i]);
-  return sp;
-}
-
-}  // namespace
 
 void SaveModel(const std::string& dir, const ModelConfig& cfg, ModelWeights& w,
                const std::vector<std::pair<std::string, std::string>>& extra_files) {
@@ -59,7 +28,7 @@ void SaveModel(const std::string& dir, const ModelConfig& cfg, ModelWeights& w,
               DTypeName(t.dtype()));
     const float* data = t.view<const float>().data;
     for (const HfPiece& pc : HfNames(cfg, name)) {
-      const PieceSpan sp = Span(t, pc);
+      const HfPieceSpan sp = SpanOf(t, pc);
       st.Add(pc.name, io::StDType::kF32, sp.shape, data + sp.offset, sp.numel * sizeof(float));
     }
   });

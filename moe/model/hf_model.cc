@@ -20,29 +20,6 @@ nlohmann::json ReadJson(const std::string& path) {
   }
 }
 
-// Shape and element range of one piece inside the canonical tensor (row-major, contiguous rows).
-struct PieceSpan {
-  std::vector<int64_t> shape;
-  size_t offset = 0;  // elements
-};
-
-PieceSpan Span(const Tensor& t, const HfPiece& pc) {
-  const Shape& s = t.shape();
-  PieceSpan sp;
-  int64_t base = 0, rows = s[0], cols = 1;
-  int first = 0;
-  if (pc.expert >= 0) {
-    base = pc.expert * (t.numel() / s[0]);
-    rows = s[1];
-    first = 1;
-  }
-  for (int i = first + 1; i < s.rank; ++i) cols *= s[i];
-  const int64_t rb = pc.row_begin, re = pc.row_end < 0 ? rows : pc.row_end;
-  sp.offset = static_cast<size_t>(base + rb * cols);
-  sp.shape.push_back(re - rb);
-  for (int i = first + 1; i < s.rank; ++i) sp.shape.push_back(s[i]);
-  return sp;
-}
 }  // namespace
 
 HfTensorFiles HfTensorFiles::Open(const std::string& dir) {
@@ -155,7 +132,7 @@ HfModel LoadHfModel(const std::string& dir, DType dtype) {
   std::set<std::string> used;
   out.weights.ForEachTensor([&](const std::string& name, Tensor& t) {
     for (const HfPiece& pc : LayoutNames(arch->layout, cfg, name)) {
-      const PieceSpan sp = Span(t, pc);
+      const HfPieceSpan sp = SpanOf(t, pc);
       const io::StTensorInfo* info = files.Find(pc.name);
       MOE_CHECK(info != nullptr, kTag, "{}/{}: tensor '{}' is missing ({} needs it for '{}')", dir,
                 files.origin(), pc.name, arch->name, name);

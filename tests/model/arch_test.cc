@@ -263,6 +263,8 @@ TEST(ArchErrors, ConfigProblemsNameTheField) {
   EXPECT_THAT(topk, HasSubstr("group_limited_greedy"));
   EXPECT_THAT(with("scoring_func", "sigmoid"), HasSubstr("scoring_func"));
   EXPECT_THAT(with("hidden_act", "gelu"), HasSubstr("hidden_act"));
+  EXPECT_THAT(with("quantization_config", {{"quant_method", "fp8"}}),
+              HasSubstr("quantization_config = {\"quant_method\":\"fp8\"} is not supported"));
   EXPECT_THAT(with("n_group", 3), HasSubstr("n_groups = 3"));
   // Absurd sizes: refused from the file sizes before anything is allocated.
   const std::string big = with("hidden_size", 1 << 19);

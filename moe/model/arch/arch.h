@@ -9,6 +9,7 @@
 #include <string_view>
 #include <vector>
 
+#include "moe/core/tensor.h"
 #include "moe/model/config.h"
 #include "moe/model/hf_json.h"
 
@@ -22,6 +23,14 @@ struct HfPiece {
   int64_t row_begin = 0;  // rows of the (per-expert) matrix
   int64_t row_end = -1;   // -1 = all
 };
+
+// Shape of a piece and its first element inside the canonical tensor (row-major, contiguous rows).
+struct HfPieceSpan {
+  std::vector<int64_t> shape;
+  size_t offset = 0;  // elements
+  size_t numel = 0;
+};
+HfPieceSpan SpanOf(const Tensor& canonical, const HfPiece& piece);
 
 // Where an architecture keeps its FFN tensors inside `model.layers.<l>.` (attention, norms,
 // embeddings and head have the same names in every supported family).

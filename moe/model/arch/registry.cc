@@ -66,6 +66,25 @@ ModelConfig ParseHfConfig(const nlohmann::json& j, const std::string& origin,
   return c;
 }
 
+HfPieceSpan SpanOf(const Tensor& t, const HfPiece& pc) {
+  const Shape& s = t.shape();
+  HfPieceSpan sp;
+  int64_t base = 0, rows = s[0], cols = 1;
+  int first = 0;
+  if (pc.expert >= 0) {
+    base = pc.expert * (t.numel() / s[0]);
+    rows = s[1];
+    first = 1;
+  }
+  for (int i = first + 1; i < s.rank; ++i) cols *= s[i];
+  const int64_t rb = pc.row_begin, re = pc.row_end < 0 ? rows : pc.row_end;
+  sp.offset = static_cast<size_t>(base + rb * cols);
+  sp.numel = static_cast<size_t>((re - rb) * cols);
+  sp.shape.push_back(re - rb);
+  for (int i = first + 1; i < s.rank; ++i) sp.shape.push_back(s[i]);
+  return sp;
+}
+
 std::vector<HfPiece> LayoutNames(const HfLayout& lay, const ModelConfig& cfg,
                                  const std::string& canonical) {
   const auto [layer, rest] = SplitLayer(canonical);
@@ -175,6 +194,9 @@ void ParseCommon(const HfJson& j, ModelConfig& c) {
   if (j.GetOr<bool>("use_sliding_window", true))
     c.sliding_window = j.GetOr<int64_t>("sliding_window", 0);
   if (j.GetOr<bool>("mlp_bias", false)) j.Unsupported("mlp_bias", "FFN biases");
+  // FP8 (DeepSeek-V3's release), GPTQ, AWQ, ... store scales next to the weights.
+  if (j.Has("quantization_config"))
+    j.Unsupported("quantization_config", "quantised checkpoints; use a BF16/F16/F32 conversion");
 }
 
 void Finish(const HfJson& j, ModelConfig& c) {
