@@ -81,8 +81,11 @@ TEST(ModelConfig, HfJsonRoundTripsTrainableRopeAndLayerOptions) {
   c.moe_layers = {0, 1};
   c.rotary_dim = 4;
   c.rope_pairing = kernels::RopePairing::kInterleaved;
-  c.rope_scaling = {.kind = kernels::RopeScalingKind::kYarn, .factor = 4.0, .original_max_position_embeddings = 4,
-                    .mscale = 1.0, .mscale_all_dim = 0.5};
+  c.rope_scaling = {.kind = kernels::RopeScalingKind::kYarn,
+                    .factor = 4.0,
+                    .original_max_position_embeddings = 4,
+                    .mscale = 1.0,
+                    .mscale_all_dim = 0.5};
   c.attn_scale = 0.3;
   c.Finalize();
   const nlohmann::json j = ToHfJson(c);
@@ -99,7 +102,8 @@ TEST(ModelConfig, HfJsonRoundTripsTrainableRopeAndLayerOptions) {
   Rng rng(1);
   ModelWeights w;
   w.InitRandom(c, DType::kF32, rng);
-  EXPECT_THAT(ErrorOf([&] { SaveModel(TempDir("qkv_bias"), c, w); }), HasSubstr("cannot hold: qkv_bias"));
+  EXPECT_THAT(ErrorOf([&] { SaveModel(TempDir("qkv_bias"), c, w); }),
+              HasSubstr("cannot hold: qkv_bias"));
 }
 
 TEST(ModelConfig, BadValuesNameTheKey) {

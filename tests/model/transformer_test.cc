@@ -65,8 +65,11 @@ ModelConfig Tiny(const std::string& kind) {
     // explicit softmax scale, and an explicit per-layer FFN pattern (MoE first, then dense).
     c.rotary_dim = 2;
     c.rope_pairing = kernels::RopePairing::kInterleaved;
-    c.rope_scaling = {.kind = kernels::RopeScalingKind::kYarn, .factor = 4.0, .original_max_position_embeddings = 2,
-                      .mscale = 1.0, .mscale_all_dim = 0.5};
+    c.rope_scaling = {.kind = kernels::RopeScalingKind::kYarn,
+                      .factor = 4.0,
+                      .original_max_position_embeddings = 2,
+                      .mscale = 1.0,
+                      .mscale_all_dim = 0.5};
     c.attn_scale = 0.7;
     c.moe_layers = {1, 0};
   }
@@ -148,8 +151,8 @@ TEST_P(ModelGradCheck, MatchesCentralDifferences) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Routers, ModelGradCheck,
-                         ::testing::Values("mixtral", "switch", "deepseek", "qwen2", "expert_choice",
-                                           "interleaved_dense", "rope_options"));
+                         ::testing::Values("mixtral", "switch", "deepseek", "qwen2",
+                                           "expert_choice", "interleaved_dense", "rope_options"));
 
 TEST(Transformer, FloatMatchesDouble) {
   const ModelConfig cfg = Tiny("mixtral");
