@@ -123,7 +123,7 @@ TEST_P(ArchGolden, MatchesPyTorchReference) {
     tf.Infer(m.weights, &g.tokens[static_cast<size_t>(i)], 1, cache, st, ctx);
   }
   EXPECT_EQ(got, std::vector<int32_t>(g.tokens.begin() + g.prompt, g.tokens.end())) << cs.dir;
-  EXPECT_LE(decode_err, 2e-6) << cs.dir << ": KV-cache decode vs full recompute";
+  EXPECT_LE(decode_err, 1e-5) << cs.dir << ": KV-cache decode vs full recompute";
 
   // 3. Prefill in chunks of 3 equals the single prefill (rows of every chunk).
   cache.Clear();
@@ -134,7 +134,7 @@ TEST_P(ArchGolden, MatchesPyTorchReference) {
     chunk_err = std::max(
         chunk_err, RelMaxErr(st.logits.view<float>().data, full.view<float>().data + i * v, n * v));
   }
-  EXPECT_LE(chunk_err, 2e-6) << cs.dir << ": chunked prefill vs one prefill";
+  EXPECT_LE(chunk_err, 1e-5) << cs.dir << ": chunked prefill vs one prefill";
   std::printf("  %-12s logits %.1e, decode %.1e, chunked %.1e (relative to max |logit|)\n", cs.dir,
               err, decode_err, chunk_err);
 }
