@@ -10,5 +10,6 @@ void AddBenchModelCommand(CLI::App& bench);  // bench model (called by AddBenchC
 void AddTrainCommands(CLI::App& root);  // train, demo, eval, generate
 void AddCorpusCommand(CLI::App& root);
 void AddRunCommands(CLI::App& root);  // run, perplexity
+void AddInspectCommand(CLI::App& root);
 
 }  // namespace moe::cli

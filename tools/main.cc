@@ -15,6 +15,7 @@ int main(int argc, char** argv) {
   moe::cli::AddBenchCommand(app);
   moe::cli::AddCorpusCommand(app);
   moe::cli::AddRunCommands(app);
+  moe::cli::AddInspectCommand(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -10,19 +10,13 @@
 #include <string_view>
 #include <vector>
 
+#include "moe/model/arch/arch.h"
 #include "moe/model/config.h"
 #include "moe/model/weights.h"
 
 namespace moe::model {
 
-// Hugging Face tensor name of a canonical name; an expert tensor maps to several (w13 -> w1, w3 of
-// every expert), so this is the list of (HF name, rows [begin, end) of expert e) pieces.
-struct HfPiece {
-  std::string name;
-  int64_t expert = -1;      // index into the leading [E] dim, -1 = whole tensor
-  int64_t row_begin = 0;    // rows of the (per-expert) matrix
-  int64_t row_end = -1;     // -1 = all
-};
+// Mixtral-layout Hugging Face pieces of a canonical tensor name (see moe/model/arch/arch.h).
 std::vector<HfPiece> HfNames(const ModelConfig& cfg, const std::string& canonical);
 
 // Writes dir/config.json and dir/model.safetensors (F32) atomically as a folder. Any extra files
@@ -34,8 +28,8 @@ struct LoadedModel {
   ModelConfig config;
   ModelWeights weights;
 };
-// Reads a folder written by SaveModel (or a Mixtral-layout Hugging Face folder with one
-// model.safetensors). Every problem is an Error naming the file and tensor.
+// Reads a folder written by SaveModel, or any supported Hugging Face folder (LoadHfModel). Every
+// problem is an Error naming the file and tensor.
 LoadedModel LoadModel(const std::string& dir, DType dtype = DType::kF32);
 
 }  // namespace moe::model

@@ -1,10 +1,10 @@
 #include "moe/model/config.h"
 
 #include <cmath>
-
 #include <nlohmann/json.hpp>
 
 #include "moe/core/error.h"
+#include "moe/model/hf_json.h"
 
 namespace moe::model {
 
@@ -15,13 +15,49 @@ constexpr int64_t kMaxVocab = int64_t{1} << 24;
 constexpr std::string_view kTag = "model";
 }  // namespace
 
+std::string_view Name(QkNorm n) {
+  switch (n) {
+    case QkNorm::kNone:
+      return "none";
+    case QkNorm::kPerHead:
+      return "per_head";
+    case QkNorm::kFull:
+      return "full";
+  }
+  return "?";
+}
+
 int64_t ModelConfig::NumMoeLayers() const {
   int64_t n = 0;
   for (int64_t l = 0; l < n_layers; ++l) n += IsMoeLayer(l) ? 1 : 0;
   return n;
 }
 
+int64_t ModelConfig::rope_dim() const {
+  if (mla.enabled()) return mla.qk_rope_head_dim;
+  return rotary_dim > 0 ? rotary_dim : head_dim;
+}
+
+double ModelConfig::softmax_scale() const {
+  return attn_scale > 0 ? attn_scale : 1.0 / std::sqrt(static_cast<double>(head_dim));
+}
+
+std::string ModelConfig::TrainingUnsupported() const {
+  std::vector<std::string> out;
+  if (qkv_bias) out.emplace_back("qkv_bias");
+  if (o_bias) out.emplace_back("o_bias");
+  if (qk_norm != QkNorm::kNone) out.push_back(fmt::format("qk_norm = {}", Name(qk_norm)));
+  if (clip_qkv > 0) out.emplace_back("clip_qkv");
+  if (mla.enabled()) out.emplace_back("multi-head latent attention");
+  if (sliding_window > 0) out.emplace_back("sliding_window");
+  return fmt::format("{}", fmt::join(out, ", "));
+}
+
 void ModelConfig::Finalize() {
+  if (mla.enabled()) {
+    if (head_dim == 0) head_dim = mla.qk_nope_head_dim + mla.qk_rope_head_dim;
+    if (n_kv_heads == 0) n_kv_heads = n_heads;
+  }
   if (head_dim == 0 && n_heads > 0) head_dim = d_model / n_heads;
   if (n_kv_heads == 0) n_kv_heads = n_heads;
   moe.d_model = d_model;
@@ -41,6 +77,8 @@ void ModelConfig::Validate() const {
   MOE_CHECK(std::isfinite(rope_theta) && rope_theta > 1, kTag, "rope_theta = {} must be > 1", rope_theta);
   MOE_CHECK(std::isfinite(norm_eps) && norm_eps > 0 && norm_eps < 1, kTag, "norm_eps = {} not in (0, 1)", norm_eps);
   MOE_CHECK(moe_every >= 0 && moe_every <= n_layers, kTag, "moe_every = {} not in 0..n_layers ({})", moe_every, n_layers);
+  MOE_CHECK(moe_layers.empty() || static_cast<int64_t>(moe_layers.size()) == n_layers, kTag,
+            "moe_layers has {} entries, expected n_layers = {}", moe_layers.size(), n_layers);
   const bool has_dense = NumMoeLayers() < n_layers;
   MOE_CHECK(!has_dense || (dense_d_ff >= 1 && dense_d_ff <= kMaxDim), kTag,
             "dense_d_ff = {} must be in 1..{} when some layers are dense (moe_every = {})", dense_d_ff,
@@ -51,31 +89,89 @@ void ModelConfig::Validate() const {
   }
   MOE_CHECK(bos_id >= -1 && bos_id < vocab_size, kTag, "bos_id = {} not in -1..vocab_size-1", bos_id);
   MOE_CHECK(eos_id >= -1 && eos_id < vocab_size, kTag, "eos_id = {} not in -1..vocab_size-1", eos_id);
+  MOE_CHECK(std::isfinite(clip_qkv) && clip_qkv >= 0, kTag, "clip_qkv = {} must be >= 0", clip_qkv);
+  MOE_CHECK(std::isfinite(attn_scale) && attn_scale >= 0, kTag, "attn_scale = {} must be >= 0",
+            attn_scale);
+  MOE_CHECK(sliding_window >= 0, kTag, "sliding_window = {} must be >= 0", sliding_window);
+  if (mla.enabled()) {
+    const MlaConfig& m = mla;
+    MOE_CHECK(m.kv_lora_rank <= kMaxDim && m.q_lora_rank >= 0 && m.q_lora_rank <= kMaxDim, kTag,
+              "kv_lora_rank = {} / q_lora_rank = {} not in 0..{}", m.kv_lora_rank, m.q_lora_rank,
+              kMaxDim);
+    MOE_CHECK(
+        m.qk_nope_head_dim >= 0 && m.qk_nope_head_dim <= 4096 && m.qk_rope_head_dim >= 2 &&
+            m.qk_rope_head_dim % 2 == 0 && m.qk_rope_head_dim <= 4096,
+        kTag,
+        "qk_nope_head_dim = {} / qk_rope_head_dim = {}: need 0..4096 and an even rope dim >= 2",
+        m.qk_nope_head_dim, m.qk_rope_head_dim);
+    MOE_CHECK(m.v_head_dim >= 1 && m.v_head_dim <= 4096, kTag, "v_head_dim = {} not in 1..4096",
+              m.v_head_dim);
+    MOE_CHECK(head_dim == m.qk_nope_head_dim + m.qk_rope_head_dim, kTag,
+              "head_dim = {} must equal qk_nope_head_dim + qk_rope_head_dim = {} with MLA",
+              head_dim, m.qk_nope_head_dim + m.qk_rope_head_dim);
+    MOE_CHECK(n_kv_heads == n_heads, kTag, "MLA needs n_kv_heads = n_heads (got {} and {})",
+              n_kv_heads, n_heads);
+    MOE_CHECK(qk_norm == QkNorm::kNone && !qkv_bias, kTag,
+              "MLA cannot be combined with qk_norm or qkv_bias");
+    MOE_CHECK(std::isfinite(m.latent_norm_eps) && m.latent_norm_eps > 0 && m.latent_norm_eps < 1,
+              kTag, "latent_norm_eps = {} not in (0, 1)", m.latent_norm_eps);
+  } else {
+    MOE_CHECK(rotary_dim >= 0 && rotary_dim % 2 == 0 && rotary_dim <= head_dim, kTag,
+              "rotary_dim = {} must be even and in 0..head_dim ({})", rotary_dim, head_dim);
+  }
+}
+
+ParamCounts CountParams(const ModelConfig& c) {
+  ParamCounts p;
+  const auto D = static_cast<double>(c.d_model), H = static_cast<double>(c.n_heads),
+             Hkv = static_cast<double>(c.n_kv_heads), Dh = static_cast<double>(c.head_dim),
+             Dv = static_cast<double>(c.v_head_dim()), L = static_cast<double>(c.n_layers);
+  p.embed = static_cast<double>(c.vocab_size) * D;
+  p.head = c.tie_embeddings ? 0.0 : p.embed;
+  double attn = 0;
+  if (c.mla.enabled()) {
+    const auto Rq = static_cast<double>(c.mla.q_lora_rank),
+               Rkv = static_cast<double>(c.mla.kv_lora_rank),
+               Dn = static_cast<double>(c.mla.qk_nope_head_dim),
+               Dr = static_cast<double>(c.mla.qk_rope_head_dim);
+    attn += Rq > 0 ? Rq * D + Rq + H * Dh * Rq : H * Dh * D;
+    attn += (Rkv + Dr) * D + Rkv + H * (Dn + Dv) * Rkv;
+  } else {
+    attn += (H + 2 * Hkv) * Dh * D;
+    if (c.qkv_bias) attn += (H + 2 * Hkv) * Dh;
+    if (c.qk_norm == QkNorm::kPerHead) attn += 2 * Dh;
+    if (c.qk_norm == QkNorm::kFull) attn += (H + Hkv) * Dh;
+  }
+  attn += D * H * Dv + (c.o_bias ? D : 0.0);
+  p.attention = attn * L;
+  p.norms = 2 * D * L + D;
+  const auto& m = c.moe;
+  const double n_moe = static_cast<double>(c.NumMoeLayers());
+  p.dense_ffn = (L - n_moe) * 3 * D * static_cast<double>(c.dense_d_ff);
+  if (n_moe > 0) {
+    const auto E = static_cast<double>(m.n_experts), F = static_cast<double>(m.d_ff);
+    p.router = n_moe * (E * D + (m.selection_bias ? E : 0.0) + (m.shared_gate ? D : 0.0));
+    p.experts = n_moe * E * 3 * D * F;
+    p.experts_active = n_moe * static_cast<double>(m.top_k) * 3 * D * F;
+    p.shared = n_moe * 3 * D * static_cast<double>(m.shared_d_ff);
+  }
+  return p;
 }
 
 int64_t ModelConfig::TotalParams() const {
-  const int64_t attn = d_model * q_dim() * 2 + d_model * kv_dim() * 2 + 2 * d_model;
-  const int64_t dense = 3 * d_model * dense_d_ff;
-  const int64_t moe_p = moe.n_experts * (d_model + 3 * d_model * moe.d_ff) + 3 * d_model * moe.shared_d_ff +
-                        (moe.shared_gate ? d_model : 0);
-  int64_t total = vocab_size * d_model * (tie_embeddings ? 1 : 2) + d_model;
-  for (int64_t l = 0; l < n_layers; ++l) total += attn + (IsMoeLayer(l) ? moe_p : dense);
-  return total;
+  return static_cast<int64_t>(std::llround(CountParams(*this).total()));
 }
 
 int64_t ModelConfig::ActiveParams() const {
-  const int64_t attn = d_model * q_dim() * 2 + d_model * kv_dim() * 2 + 2 * d_model;
-  const int64_t dense = 3 * d_model * dense_d_ff;
-  const int64_t moe_p = moe.n_experts * d_model + moe.top_k * 3 * d_model * moe.d_ff +
-                        3 * d_model * moe.shared_d_ff + (moe.shared_gate ? d_model : 0);
-  int64_t total = vocab_size * d_model * (tie_embeddings ? 1 : 2) + d_model;
-  for (int64_t l = 0; l < n_layers; ++l) total += attn + (IsMoeLayer(l) ? moe_p : dense);
-  return total;
+  return static_cast<int64_t>(std::llround(CountParams(*this).active()));
 }
 
 std::string ModelConfig::Summary() const {
   std::string s = fmt::format("{} layers, D={} H={}/{} Dh={} V={} ctx={}", n_layers, d_model, n_heads,
                               n_kv_heads, head_dim, vocab_size, max_seq);
+  if (mla.enabled())
+    s += fmt::format(", MLA(q_lora={} kv_lora={} nope={} rope={} v={})", mla.q_lora_rank,
+                     mla.kv_lora_rank, mla.qk_nope_head_dim, mla.qk_rope_head_dim, mla.v_head_dim);
   if (NumMoeLayers() > 0) {
     s += fmt::format(", {} MoE layers: E={} K={} F={} router={} score={}", NumMoeLayers(), moe.n_experts,
                      moe.top_k, moe.d_ff, mixture::Name(moe.router), mixture::Name(moe.score));
@@ -128,66 +224,117 @@ nlohmann::json ToHfJson(const ModelConfig& c) {
   j["moe_selection_bias"] = c.moe.selection_bias;
   j["moe_bias_update_rate"] = c.moe.bias_update_rate;
   j["moe_group_score"] = std::string(mixture::Name(c.moe.group_score));
+  // Options that only some configs set (written only then, so older folders read unchanged).
+  if (c.sliding_window > 0) j["sliding_window"] = c.sliding_window;
+  if (c.rope_scaling.kind != kernels::RopeScalingKind::kNone)
+    j["rope_scaling"] = RopeScalingToJson(c.rope_scaling);
+  if (c.rotary_dim > 0) j["moe_rotary_dim"] = c.rotary_dim;
+  if (c.rope_pairing == kernels::RopePairing::kInterleaved) j["moe_rope_pairing"] = "interleaved";
+  if (c.attn_scale > 0) j["moe_attn_scale"] = c.attn_scale;
+  if (!c.moe_layers.empty()) {
+    std::vector<int> pattern(c.moe_layers.begin(), c.moe_layers.end());
+    j["moe_layer_pattern"] = pattern;
+  }
   return j;
 }
 
-namespace {
-
-template <typename T>
-T Get(const nlohmann::json& j, const char* key, const std::string& origin) {
-  MOE_CHECK(j.contains(key), "config", "{}: missing key '{}'", origin, key);
+kernels::RopeScaling ParseRopeScaling(const HfJson& cfg) {
+  kernels::RopeScaling s;
+  if (!cfg.Has("rope_scaling")) return s;
+  const nlohmann::json& rs = cfg.json().at("rope_scaling");
+  MOE_CHECK(rs.is_object(), "config", "{}: rope_scaling must be an object or null", cfg.origin());
+  const HfJson j(rs, cfg.origin() + " rope_scaling");
+  const std::string kind = j.Has("rope_type") ? j.Get<std::string>("rope_type")
+                                              : j.GetOr<std::string>("type", "default");
   try {
-    return j.at(key).get<T>();
-  } catch (const nlohmann::json::exception&) {
-    Fail("config", "{}: key '{}' has the wrong type ({})", origin, key, j.at(key).dump());
+    s.kind = kernels::ParseRopeScalingKind(kind);
+  } catch (const Error& e) {
+    Fail("config",
+         "{}: rope_scaling type '{}' is not supported (supported: default, linear, yarn, llama3)",
+         cfg.origin(), kind);
   }
+  s.factor = j.GetOr<double>("factor", 1.0);
+  s.original_max_position_embeddings = j.GetOr<int64_t>("original_max_position_embeddings", 0);
+  s.beta_fast = j.GetOr<double>("beta_fast", 32.0);
+  s.beta_slow = j.GetOr<double>("beta_slow", 1.0);
+  s.mscale = j.GetOr<double>("mscale", 1.0);
+  s.mscale_all_dim = j.GetOr<double>("mscale_all_dim", 0.0);
+  s.low_freq_factor = j.GetOr<double>("low_freq_factor", 1.0);
+  s.high_freq_factor = j.GetOr<double>("high_freq_factor", 4.0);
+  return s;
 }
 
-template <typename T>
-T GetOr(const nlohmann::json& j, const char* key, T fallback, const std::string& origin) {
-  if (!j.contains(key) || j.at(key).is_null()) return fallback;
-  return Get<T>(j, key, origin);
+nlohmann::json RopeScalingToJson(const kernels::RopeScaling& s) {
+  if (s.kind == kernels::RopeScalingKind::kNone) return nullptr;
+  nlohmann::json j;
+  j["rope_type"] = std::string(kernels::RopeScalingKindName(s.kind));
+  j["factor"] = s.factor;
+  if (s.kind == kernels::RopeScalingKind::kYarn || s.kind == kernels::RopeScalingKind::kLlama3)
+    j["original_max_position_embeddings"] = s.original_max_position_embeddings;
+  if (s.kind == kernels::RopeScalingKind::kYarn) {
+    j["beta_fast"] = s.beta_fast;
+    j["beta_slow"] = s.beta_slow;
+    j["mscale"] = s.mscale;
+    j["mscale_all_dim"] = s.mscale_all_dim;
+  }
+  if (s.kind == kernels::RopeScalingKind::kLlama3) {
+    j["low_freq_factor"] = s.low_freq_factor;
+    j["high_freq_factor"] = s.high_freq_factor;
+  }
+  return j;
 }
 
-}  // namespace
-
-ModelConfig FromHfJson(const nlohmann::json& j, const std::string& origin) {
-  MOE_CHECK(j.is_object(), "config", "{}: expected a JSON object", origin);
+ModelConfig FromHfJson(const nlohmann::json& json, const std::string& origin) {
+  const HfJson j(json, origin);
   ModelConfig c;
-  c.vocab_size = Get<int64_t>(j, "vocab_size", origin);
-  c.d_model = Get<int64_t>(j, "hidden_size", origin);
-  c.n_layers = Get<int64_t>(j, "num_hidden_layers", origin);
-  c.n_heads = Get<int64_t>(j, "num_attention_heads", origin);
-  c.n_kv_heads = GetOr<int64_t>(j, "num_key_value_heads", c.n_heads, origin);
-  c.head_dim = GetOr<int64_t>(j, "head_dim", 0, origin);
-  c.max_seq = GetOr<int64_t>(j, "max_position_embeddings", 2048, origin);
-  c.rope_theta = GetOr<double>(j, "rope_theta", 10000.0, origin);
-  c.norm_eps = GetOr<double>(j, "rms_norm_eps", 1e-5, origin);
-  c.tie_embeddings = GetOr<bool>(j, "tie_word_embeddings", false, origin);
-  c.bos_id = GetOr<int32_t>(j, "bos_token_id", -1, origin);
-  c.eos_id = GetOr<int32_t>(j, "eos_token_id", -1, origin);
-  c.moe_every = GetOr<int64_t>(j, "decoder_sparse_step", 1, origin);
-  c.dense_d_ff = GetOr<int64_t>(j, "dense_intermediate_size", 0, origin);
+  c.architecture = "MixtralForCausalLM";
+  c.vocab_size = j.Get<int64_t>("vocab_size");
+  c.d_model = j.Get<int64_t>("hidden_size");
+  c.n_layers = j.Get<int64_t>("num_hidden_layers");
+  c.n_heads = j.Get<int64_t>("num_attention_heads");
+  c.n_kv_heads = j.GetOr<int64_t>("num_key_value_heads", c.n_heads);
+  c.head_dim = j.GetOr<int64_t>("head_dim", 0);
+  c.max_seq = j.GetOr<int64_t>("max_position_embeddings", 2048);
+  c.rope_theta = j.GetOr<double>("rope_theta", 10000.0);
+  c.norm_eps = j.GetOr<double>("rms_norm_eps", 1e-5);
+  c.tie_embeddings = j.GetOr<bool>("tie_word_embeddings", false);
+  c.bos_id = j.GetOr<int32_t>("bos_token_id", -1);
+  c.eos_id = j.GetOr<int32_t>("eos_token_id", -1);
+  c.moe_every = j.GetOr<int64_t>("decoder_sparse_step", 1);
+  c.dense_d_ff = j.GetOr<int64_t>("dense_intermediate_size", 0);
+  c.sliding_window = j.GetOr<int64_t>("sliding_window", 0);
+  c.rope_scaling = ParseRopeScaling(j);
+  c.rotary_dim = j.GetOr<int64_t>("moe_rotary_dim", 0);
+  const std::string pairing = j.GetOr<std::string>("moe_rope_pairing", "half");
+  MOE_CHECK(pairing == "half" || pairing == "interleaved", "config",
+            "{}: moe_rope_pairing '{}' is not supported (half, interleaved)", origin, pairing);
+  c.rope_pairing =
+      pairing == "half" ? kernels::RopePairing::kHalf : kernels::RopePairing::kInterleaved;
+  c.attn_scale = j.GetOr<double>("moe_attn_scale", 0.0);
+  if (j.Has("moe_layer_pattern")) {
+    for (const int v : j.Get<std::vector<int>>("moe_layer_pattern"))
+      c.moe_layers.push_back(v != 0 ? 1 : 0);
+  }
   auto& m = c.moe;
-  m.d_ff = Get<int64_t>(j, "intermediate_size", origin);
-  m.n_experts = Get<int64_t>(j, "num_local_experts", origin);
-  m.top_k = Get<int64_t>(j, "num_experts_per_tok", origin);
-  m.aux_loss_coef = GetOr<double>(j, "router_aux_loss_coef", 0.0, origin);
-  m.jitter = GetOr<double>(j, "router_jitter_noise", 0.0, origin);
-  m.score = mixture::ParseScoreFn(GetOr<std::string>(j, "scoring_func", "softmax", origin));
-  m.renormalize = GetOr<bool>(j, "norm_topk_prob", true, origin);
-  m.route_scale = GetOr<double>(j, "routed_scaling_factor", 1.0, origin);
-  m.n_groups = GetOr<int64_t>(j, "n_group", 1, origin);
-  m.topk_groups = GetOr<int64_t>(j, "topk_group", 1, origin);
-  m.shared_d_ff = GetOr<int64_t>(j, "shared_expert_intermediate_size", 0, origin);
-  m.shared_gate = GetOr<bool>(j, "shared_expert_gate", false, origin);
-  m.z_loss_coef = GetOr<double>(j, "router_z_loss_coef", 0.0, origin);
-  m.router = mixture::ParseRouterKind(GetOr<std::string>(j, "moe_router_kind", "token_choice", origin));
-  m.capacity_factor = GetOr<double>(j, "moe_capacity_factor", 0.0, origin);
-  m.selection_bias = GetOr<bool>(j, "moe_selection_bias", false, origin);
-  m.bias_update_rate = GetOr<double>(j, "moe_bias_update_rate", 0.0, origin);
-  m.group_score = mixture::ParseGroupScore(GetOr<std::string>(j, "moe_group_score", "top2_sum", origin));
-  const std::string act = GetOr<std::string>(j, "hidden_act", "silu", origin);
+  m.d_ff = j.Get<int64_t>("intermediate_size");
+  m.n_experts = j.Get<int64_t>("num_local_experts");
+  m.top_k = j.Get<int64_t>("num_experts_per_tok");
+  m.aux_loss_coef = j.GetOr<double>("router_aux_loss_coef", 0.0);
+  m.jitter = j.GetOr<double>("router_jitter_noise", 0.0);
+  m.score = mixture::ParseScoreFn(j.GetOr<std::string>("scoring_func", "softmax"));
+  m.renormalize = j.GetOr<bool>("norm_topk_prob", true);
+  m.route_scale = j.GetOr<double>("routed_scaling_factor", 1.0);
+  m.n_groups = j.GetOr<int64_t>("n_group", 1);
+  m.topk_groups = j.GetOr<int64_t>("topk_group", 1);
+  m.shared_d_ff = j.GetOr<int64_t>("shared_expert_intermediate_size", 0);
+  m.shared_gate = j.GetOr<bool>("shared_expert_gate", false);
+  m.z_loss_coef = j.GetOr<double>("router_z_loss_coef", 0.0);
+  m.router = mixture::ParseRouterKind(j.GetOr<std::string>("moe_router_kind", "token_choice"));
+  m.capacity_factor = j.GetOr<double>("moe_capacity_factor", 0.0);
+  m.selection_bias = j.GetOr<bool>("moe_selection_bias", false);
+  m.bias_update_rate = j.GetOr<double>("moe_bias_update_rate", 0.0);
+  m.group_score = mixture::ParseGroupScore(j.GetOr<std::string>("moe_group_score", "top2_sum"));
+  const std::string act = j.GetOr<std::string>("hidden_act", "silu");
   MOE_CHECK(act == "silu", "config", "{}: hidden_act '{}' is not supported (only silu)", origin, act);
   try {
     c.Finalize();

@@ -1,5 +1,6 @@
 #include "moe/model/transformer.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 
@@ -17,9 +18,11 @@ namespace {
 kernels::RopeConfig MakeRope(const ModelConfig& cfg) {
   cfg.Validate();
   kernels::RopeConfig rc;
-  rc.rotary_dim = cfg.head_dim;
+  rc.rotary_dim = cfg.rope_dim();
   rc.theta = cfg.rope_theta;
-  rc.cached_positions = cfg.max_seq;
+  rc.scaling = cfg.rope_scaling;
+  // Positions beyond the cached ones are computed on demand (same values).
+  rc.cached_positions = std::min<int64_t>(cfg.max_seq, 16384);
   return rc;
 }
 
@@ -43,6 +46,23 @@ void Add(CView<T> a, CView<T> b, View<T> dst, Context& ctx) {
 template <typename T>
 void Copy(CView<T> src, View<T> dst) {
   std::memcpy(dst.data, src.data, static_cast<size_t>(src.numel()) * sizeof(T));
+}
+
+// y[t, :] += b for every row.
+void AddBias(View<float> y, CView<float> b) {
+  const int64_t m = y.cols();
+  for (int64_t t = 0; t < y.rows(); ++t)
+    for (int64_t j = 0; j < m; ++j) y.row(t)[j] += b[j];
+}
+
+void Clamp(View<float> y, float c) {
+  for (int64_t i = 0; i < y.numel(); ++i) y[i] = std::clamp(y[i], -c, c);
+}
+
+void CheckTrainable(const ModelConfig& c) {
+  const std::string bad = c.TrainingUnsupported();
+  MOE_CHECK(bad.empty(), "model",
+            "training (Forward/Backward) does not support: {} (inference only)", bad);
 }
 
 }  // namespace
@@ -73,8 +93,10 @@ double Transformer::Forward(const ModelWeights& w, const Batch& b, ForwardState<
             "batch has {} targets, expected B*S = {}", b.targets.size(), nt);
   MOE_CHECK(static_cast<int64_t>(w.layers.size()) == c.n_layers, "model", "weights have {} layers, config {}",
             w.layers.size(), c.n_layers);
+  CheckTrainable(c);
   constexpr DType dt = DTypeOf<T>();
   const mixture::MoeConfig& mcfg = MoeFor(opt);
+  const kernels::RopePairing pairing = c.rope_pairing;
 
   st.positions.resize(static_cast<size_t>(nt));
   for (int64_t i = 0; i < nt; ++i) st.positions[static_cast<size_t>(i)] = static_cast<int32_t>(i % b.seq);
@@ -85,7 +107,7 @@ double Transformer::Forward(const ModelWeights& w, const Batch& b, ForwardState<
   Tensor x(dt, {nt, d});
   kernels::EmbeddingForward<T>(C<T>(w.embed), tokens, V<T>(x), ctx);
   st.aux_loss = 0;
-  const T scale = static_cast<T>(1.0 / std::sqrt(static_cast<double>(dh)));
+  const T scale = static_cast<T>(c.softmax_scale());
   for (int64_t l = 0; l < c.n_layers; ++l) {
     const LayerWeights& lw = w.layers[static_cast<size_t>(l)];
     LayerActs<T>& a = st.layers[static_cast<size_t>(l)];
@@ -102,8 +124,8 @@ double Transformer::Forward(const ModelWeights& w, const Batch& b, ForwardState<
     kernels::LinearForward<T>(C<T>(a.n1), C<T>(lw.wk), V<T>(a.k), ctx);
     kernels::LinearForward<T>(C<T>(a.n1), C<T>(lw.wv), V<T>(a.v), ctx);
     const View<T> q3 = V<T>(a.q).Reshape({nt, h, dh}), k3 = V<T>(a.k).Reshape({nt, hkv, dh});
-    kernels::RopeForward<T>(q3, pos, rope_, kernels::RopePairing::kHalf, 0, q3, ctx);
-    kernels::RopeForward<T>(k3, pos, rope_, kernels::RopePairing::kHalf, 0, k3, ctx);
+    kernels::RopeForward<T>(q3, pos, rope_, pairing, 0, q3, ctx);
+    kernels::RopeForward<T>(k3, pos, rope_, pairing, 0, k3, ctx);
     a.att.Resize(dt, {nt, h * dh});
     a.lse.Resize(dt, {b.batch, h, b.seq});
     const int64_t bb = b.batch, ss = b.seq;
@@ -160,10 +182,12 @@ void Transformer::Backward(const ModelWeights& w, const Batch& b, ForwardState<T
   const int64_t nt = b.batch * b.seq, d = c.d_model, h = c.n_heads, hkv = c.n_kv_heads, dh = c.head_dim;
   MOE_CHECK(static_cast<int64_t>(b.targets.size()) == nt && st.logits.defined() && st.logits.shape()[0] == nt,
             "model", "Backward needs the Forward of the same batch, with targets");
+  CheckTrainable(c);
   constexpr DType dt = DTypeOf<T>();
   const mixture::MoeConfig& mcfg = MoeFor(opt);
   const CView<int32_t> pos(st.positions.data(), {nt});
-  const T scale = static_cast<T>(1.0 / std::sqrt(static_cast<double>(dh)));
+  const T scale = static_cast<T>(c.softmax_scale());
+  const kernels::RopePairing pairing = c.rope_pairing;
 
   // Head and final norm.
   st.dlogits.Resize(dt, {nt, c.vocab_size});
@@ -215,10 +239,10 @@ void Transformer::Backward(const ModelWeights& w, const Batch& b, ForwardState<T
                                   V<T>(st.dv).Reshape({bb, ss, hkv, dh}), ctx);
     // RoPE backward into fresh buffers (reuse datt for q: same size).
     st.datt.Resize(dt, {nt, h * dh}, true);
-    kernels::RopeBackward<T>(C<T>(st.dq).Reshape({nt, h, dh}), pos, rope_, kernels::RopePairing::kHalf, 0,
+    kernels::RopeBackward<T>(C<T>(st.dq).Reshape({nt, h, dh}), pos, rope_, pairing, 0,
                              V<T>(st.datt).Reshape({nt, h, dh}), ctx);
     st.tmp.Resize(dt, {nt, hkv * dh}, true);
-    kernels::RopeBackward<T>(C<T>(st.dk).Reshape({nt, hkv, dh}), pos, rope_, kernels::RopePairing::kHalf, 0,
+    kernels::RopeBackward<T>(C<T>(st.dk).Reshape({nt, hkv, dh}), pos, rope_, pairing, 0,
                              V<T>(st.tmp).Reshape({nt, hkv, dh}), ctx);
     st.dn.Resize(dt, {nt, d}, true);
     kernels::LinearBackward<T>(C<T>(st.datt), C<T>(a.n1), C<T>(lw.wq), V<T>(st.dn), V<T>(lg.wq), ctx);
@@ -238,27 +262,133 @@ void KvCache::Allocate(const ModelConfig& cfg, int64_t max_tokens) {
   v.clear();
   for (int64_t l = 0; l < cfg.n_layers; ++l) {
     k.emplace_back(DType::kF32, Shape{max_tokens, cfg.n_kv_heads, cfg.head_dim});
-    v.emplace_back(DType::kF32, Shape{max_tokens, cfg.n_kv_heads, cfg.head_dim});
+    v.emplace_back(DType::kF32, Shape{max_tokens, cfg.n_kv_heads, cfg.v_head_dim()});
   }
   length = 0;
   capacity = max_tokens;
 }
 
+void Transformer::InferAttention(const LayerWeights& lw, int64_t layer, int64_t n, int64_t pos0,
+                                 KvCache& cache, InferState& st, Context& ctx) const {
+  const ModelConfig& c = cfg_;
+  const int64_t d = c.d_model, h = c.n_heads, hkv = c.n_kv_heads, dk = c.head_dim,
+                dv = c.v_head_dim();
+  constexpr DType dt = DType::kF32;
+  const CView<int32_t> pos(st.positions.data(), {n});
+  Tensor& kt = cache.k[static_cast<size_t>(layer)];
+  Tensor& vt = cache.v[static_cast<size_t>(layer)];
+  float* kc = kt.view<float>().data + pos0 * hkv * dk;
+  float* vc = vt.view<float>().data + pos0 * hkv * dv;
+  const View<float> kview(kc, {n, hkv * dk}), vview(vc, {n, hkv * dv});
+  st.q.Resize(dt, {n, h * dk});
+  const View<float> q3 = V<float>(st.q).Reshape({n, h, dk});
+  if (!c.mla.enabled()) {
+    kernels::LinearForward<float>(C<float>(st.n), C<float>(lw.wq), V<float>(st.q), ctx);
+    kernels::LinearForward<float>(C<float>(st.n), C<float>(lw.wk), kview, ctx);
+    kernels::LinearForward<float>(C<float>(st.n), C<float>(lw.wv), vview, ctx);
+    if (c.qkv_bias) {
+      AddBias(V<float>(st.q), C<float>(lw.bq));
+      AddBias(kview, C<float>(lw.bk));
+      AddBias(vview, C<float>(lw.bv));
+    }
+    if (c.qk_norm != QkNorm::kNone) {
+      // Per head: rows of Dh; full width: rows of H*Dh / Hkv*Dh (in place).
+      const bool per_head = c.qk_norm == QkNorm::kPerHead;
+      const View<float> qr = per_head ? V<float>(st.q).Reshape({n * h, dk}) : V<float>(st.q);
+      const View<float> kr = per_head ? kview.Reshape({n * hkv, dk}) : kview;
+      const auto eps = static_cast<float>(c.norm_eps);
+      st.rstd_qk.Resize(dt, {qr.rows()});
+      kernels::RmsNormForward<float>(qr, C<float>(lw.q_norm), eps, qr, V<float>(st.rstd_qk), ctx);
+      st.rstd_qk.Resize(dt, {kr.rows()});
+      kernels::RmsNormForward<float>(kr, C<float>(lw.k_norm), eps, kr, V<float>(st.rstd_qk), ctx);
+    }
+    if (c.clip_qkv > 0) {
+      const auto cl = static_cast<float>(c.clip_qkv);
+      Clamp(V<float>(st.q), cl);
+      Clamp(kview, cl);
+      Clamp(vview, cl);
+    }
+    const View<float> k3 = kview.Reshape({n, hkv, dk});
+    kernels::RopeForward<float>(q3, pos, rope_, c.rope_pairing, 0, q3, ctx);
+    kernels::RopeForward<float>(k3, pos, rope_, c.rope_pairing, 0, k3, ctx);
+  } else {
+    const MlaConfig& m = c.mla;
+    const int64_t dn = m.qk_nope_head_dim, dr = m.qk_rope_head_dim, rkv = m.kv_lora_rank;
+    const auto eps = static_cast<float>(m.latent_norm_eps);
+    if (m.q_lora_rank > 0) {
+      st.lat.Resize(dt, {n, m.q_lora_rank});
+      kernels::LinearForward<float>(C<float>(st.n), C<float>(lw.wq_a), V<float>(st.lat), ctx);
+      st.rstd_qk.Resize(dt, {n});
+      kernels::RmsNormForward<float>(C<float>(st.lat), C<float>(lw.q_a_norm), eps, V<float>(st.lat),
+                                     V<float>(st.rstd_qk), ctx);
+      kernels::LinearForward<float>(C<float>(st.lat), C<float>(lw.wq_b), V<float>(st.q), ctx);
+    } else {
+      kernels::LinearForward<float>(C<float>(st.n), C<float>(lw.wq), V<float>(st.q), ctx);
+    }
+    // [c, kpe] = x Wkv_a^T; k_nope, v from RMSNorm(c) Wkv_b^T; kpe rotated once, shared by heads.
+    st.lat.Resize(dt, {n, rkv + dr});
+    kernels::LinearForward<float>(C<float>(st.n), C<float>(lw.wkv_a), V<float>(st.lat), ctx);
+    st.lat_n.Resize(dt, {n, rkv});
+    st.kpe.Resize(dt, {n, 1, dr});
+    for (int64_t t = 0; t < n; ++t) {
+      const float* src = C<float>(st.lat).row(t);
+      std::memcpy(V<float>(st.lat_n).row(t), src, static_cast<size_t>(rkv) * sizeof(float));
+      std::memcpy(V<float>(st.kpe).data + t * dr, src + rkv,
+                  static_cast<size_t>(dr) * sizeof(float));
+    }
+    st.rstd_qk.Resize(dt, {n});
+    kernels::RmsNormForward<float>(C<float>(st.lat_n), C<float>(lw.kv_a_norm), eps,
+                                   V<float>(st.lat_n), V<float>(st.rstd_qk), ctx);
+    st.kv.Resize(dt, {n, h * (dn + dv)});
+    kernels::LinearForward<float>(C<float>(st.lat_n), C<float>(lw.wkv_b), V<float>(st.kv), ctx);
+    kernels::RopeForward<float>(C<float>(st.kpe), pos, rope_, c.rope_pairing, 0, V<float>(st.kpe),
+                                ctx);
+    for (int64_t t = 0; t < n; ++t) {
+      for (int64_t hh = 0; hh < h; ++hh) {
+        const float* kv = C<float>(st.kv).row(t) + hh * (dn + dv);
+        float* kd = kc + (t * h + hh) * dk;
+        std::memcpy(kd, kv, static_cast<size_t>(dn) * sizeof(float));
+        std::memcpy(kd + dn, C<float>(st.kpe).data + t * dr,
+                    static_cast<size_t>(dr) * sizeof(float));
+        std::memcpy(vc + (t * h + hh) * dv, kv + dn, static_cast<size_t>(dv) * sizeof(float));
+      }
+    }
+    kernels::RopeForward<float>(q3, pos, rope_, c.rope_pairing, c.rope_offset(), q3, ctx);
+  }
+  st.att.Resize(dt, {n, h * dv});
+  const int64_t total = pos0 + n;
+  kernels::AttentionForward<float>(C<float>(st.q).Reshape({1, n, h, dk}),
+                                   CView<float>(kt.view<float>().data, {1, total, hkv, dk}),
+                                   CView<float>(vt.view<float>().data, {1, total, hkv, dv}), pos0,
+                                   static_cast<float>(c.softmax_scale()),
+                                   V<float>(st.att).Reshape({1, n, h, dv}), View<float>(), ctx);
+  st.x2.Resize(dt, {n, d});
+  kernels::LinearForward<float>(C<float>(st.att), C<float>(lw.wo), V<float>(st.x2), ctx);
+  if (c.o_bias) AddBias(V<float>(st.x2), C<float>(lw.bo));
+}
+
 void Transformer::Infer(const ModelWeights& w, const int32_t* tokens, int64_t n, KvCache& cache, InferState& st,
                         Context& ctx, bool all_logits) const {
   const ModelConfig& c = cfg_;
-  const int64_t d = c.d_model, h = c.n_heads, hkv = c.n_kv_heads, dh = c.head_dim, pos0 = cache.length;
+  const int64_t d = c.d_model, pos0 = cache.length;
   MOE_CHECK(n >= 1, "model", "Infer needs at least one token");
   MOE_CHECK(static_cast<int64_t>(cache.k.size()) == c.n_layers, "model", "KV cache is not allocated for this model");
   MOE_CHECK(pos0 + n <= cache.capacity, "model", "context full: {} cached + {} new tokens exceed the cache of {}",
             pos0, n, cache.capacity);
+  MOE_CHECK(c.sliding_window == 0 || pos0 + n <= c.sliding_window, "model",
+            "context of {} tokens exceeds the sliding window ({}); sliding-window attention is not "
+            "implemented",
+            pos0 + n, c.sliding_window);
+  for (int64_t i = 0; i < n; ++i)
+    MOE_CHECK(tokens[i] >= 0 && tokens[i] < c.vocab_size, "model",
+              "token {} = {} not in 0..vocab_size-1 ({})", i, tokens[i], c.vocab_size - 1);
   constexpr DType dt = DType::kF32;
   st.positions.resize(static_cast<size_t>(n));
-  for (int64_t i = 0; i < n; ++i) st.positions[static_cast<size_t>(i)] = static_cast<int32_t>(pos0 + i);
-  const CView<int32_t> pos(st.positions.data(), {n});
+  for (int64_t i = 0; i < n; ++i)
+    st.positions[static_cast<size_t>(i)] = static_cast<int32_t>(pos0 + i);
   st.x.Resize(dt, {n, d});
-  kernels::EmbeddingForward<float>(C<float>(w.embed), CView<int32_t>(tokens, {n}), V<float>(st.x), ctx);
-  const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(dh)));
+  kernels::EmbeddingForward<float>(C<float>(w.embed), CView<int32_t>(tokens, {n}), V<float>(st.x),
+                                   ctx);
   const RunOptions causal{.training = false, .seed = 0, .causal_routing = true};
   for (int64_t l = 0; l < c.n_layers; ++l) {
     const LayerWeights& lw = w.layers[static_cast<size_t>(l)];
@@ -266,24 +396,7 @@ void Transformer::Infer(const ModelWeights& w, const int32_t* tokens, int64_t n,
     st.rstd.Resize(dt, {n});
     kernels::RmsNormForward<float>(C<float>(st.x), C<float>(lw.attn_norm), static_cast<float>(c.norm_eps),
                                    V<float>(st.n), V<float>(st.rstd), ctx);
-    st.q.Resize(dt, {n, h * dh});
-    kernels::LinearForward<float>(C<float>(st.n), C<float>(lw.wq), V<float>(st.q), ctx);
-    float* kc = cache.k[static_cast<size_t>(l)].view<float>().data + pos0 * hkv * dh;
-    float* vc = cache.v[static_cast<size_t>(l)].view<float>().data + pos0 * hkv * dh;
-    kernels::LinearForward<float>(C<float>(st.n), C<float>(lw.wk), View<float>(kc, {n, hkv * dh}), ctx);
-    kernels::LinearForward<float>(C<float>(st.n), C<float>(lw.wv), View<float>(vc, {n, hkv * dh}), ctx);
-    const View<float> q3 = V<float>(st.q).Reshape({n, h, dh});
-    const View<float> k3(kc, {n, hkv, dh});
-    kernels::RopeForward<float>(q3, pos, rope_, kernels::RopePairing::kHalf, 0, q3, ctx);
-    kernels::RopeForward<float>(k3, pos, rope_, kernels::RopePairing::kHalf, 0, k3, ctx);
-    st.att.Resize(dt, {n, h * dh});
-    const int64_t total = pos0 + n;
-    kernels::AttentionForward<float>(C<float>(st.q).Reshape({1, n, h, dh}),
-                                     CView<float>(cache.k[static_cast<size_t>(l)].view<float>().data, {1, total, hkv, dh}),
-                                     CView<float>(cache.v[static_cast<size_t>(l)].view<float>().data, {1, total, hkv, dh}),
-                                     pos0, scale, V<float>(st.att).Reshape({1, n, h, dh}), View<float>(), ctx);
-    st.x2.Resize(dt, {n, d});
-    kernels::LinearForward<float>(C<float>(st.att), C<float>(lw.wo), V<float>(st.x2), ctx);
+    InferAttention(lw, l, n, pos0, cache, st, ctx);
     Add<float>(C<float>(st.x2), C<float>(st.x), V<float>(st.x2), ctx);
     kernels::RmsNormForward<float>(C<float>(st.x2), C<float>(lw.ffn_norm), static_cast<float>(c.norm_eps),
                                    V<float>(st.n), V<float>(st.rstd), ctx);

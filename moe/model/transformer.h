@@ -3,8 +3,11 @@
 //   per layer: x2 = x + Wo · Attn(RoPE(Wq·n1), RoPE(Wk·n1), Wv·n1),  n1 = RMSNorm(x)
 //              x' = x2 + FFN(n2),  n2 = RMSNorm(x2),  FFN = MoE layer or dense SwiGLU
 //   logits = Head · RMSNorm(x_L);  loss = mean CE over targets + sum of the MoE layers' aux losses
-// RoPE pairs dims as Hugging Face's rotate_half, so a checkpoint we write runs unchanged in
-// MixtralForCausalLM. Templated on float (training, inference) and double (gradient checks).
+// RoPE pairs dims as Hugging Face's rotate_half by default, so a checkpoint we write runs unchanged
+// in MixtralForCausalLM. Templated on float (training, inference) and double (gradient checks).
+// Inference (Infer) also runs the attention options of published architectures (q/k/v/o biases,
+// q/k RMSNorm, clip_qkv, partial rotary, multi-head latent attention); Forward/Backward throw a
+// moe::Error naming them (ModelConfig::TrainingUnsupported).
 #pragma once
 
 #include <cstdint>
@@ -65,7 +68,8 @@ struct ForwardState {
   Tensor dx, dx2, dn, dq, dk, dv, datt, dh, da, dlogits, tmp;
 };
 
-// Keys and values of one sequence, per layer [max_tokens, Hkv, Dh] (after RoPE).
+// Keys and values of one sequence, per layer: k [max_tokens, Hkv, Dh] (after RoPE), v [max_tokens,
+// Hkv, Dv]. MLA caches the expanded per-head keys and values (Hkv = H), not the latent.
 struct KvCache {
   std::vector<Tensor> k, v;
   int64_t length = 0;      // tokens cached
@@ -77,6 +81,7 @@ struct KvCache {
 // Inference scratch of one sequence, reused across calls.
 struct InferState {
   Tensor x, n, q, att, x2, f, h, a, rstd, logits;
+  Tensor rstd_qk, lat, lat_n, kv, kpe;  // q/k norm and MLA scratch
   std::vector<int32_t> positions;
   mixture::MoeState<float> moe;
   // Called after each MoE layer with the layer index and its routing plan (routing traces).
@@ -109,6 +114,11 @@ class Transformer {
                 Context& ctx, const RunOptions& opt = {}, double loss_scale = 1.0) const;
 
  private:
+  // Attention of one layer for inference: reads st.n [n, D], appends k/v to the cache, writes the
+  // projected output (before the residual) to st.x2 [n, D].
+  void InferAttention(const LayerWeights& lw, int64_t layer, int64_t n, int64_t pos0,
+                      KvCache& cache, InferState& st, Context& ctx) const;
+
   ModelConfig cfg_;
   kernels::RopeTable rope_;
   mixture::MoeConfig causal_moe_;

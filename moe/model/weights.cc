@@ -13,10 +13,37 @@ void ModelWeights::Allocate(const ModelConfig& cfg, DType dtype) {
   for (int64_t l = 0; l < cfg.n_layers; ++l) {
     LayerWeights& L = layers[static_cast<size_t>(l)];
     L.attn_norm = Tensor(dtype, {d});
-    L.wq = Tensor(dtype, {cfg.q_dim(), d});
-    L.wk = Tensor(dtype, {cfg.kv_dim(), d});
-    L.wv = Tensor(dtype, {cfg.kv_dim(), d});
-    L.wo = Tensor(dtype, {d, cfg.q_dim()});
+    if (cfg.mla.enabled()) {
+      const MlaConfig& m = cfg.mla;
+      if (m.q_lora_rank > 0) {
+        L.wq_a = Tensor(dtype, {m.q_lora_rank, d});
+        L.q_a_norm = Tensor(dtype, {m.q_lora_rank});
+        L.wq_b = Tensor(dtype, {cfg.q_dim(), m.q_lora_rank});
+      } else {
+        L.wq = Tensor(dtype, {cfg.q_dim(), d});
+      }
+      L.wkv_a = Tensor(dtype, {m.kv_lora_rank + m.qk_rope_head_dim, d});
+      L.kv_a_norm = Tensor(dtype, {m.kv_lora_rank});
+      L.wkv_b = Tensor(dtype, {cfg.n_heads * (m.qk_nope_head_dim + m.v_head_dim), m.kv_lora_rank});
+    } else {
+      L.wq = Tensor(dtype, {cfg.q_dim(), d});
+      L.wk = Tensor(dtype, {cfg.kv_dim(), d});
+      L.wv = Tensor(dtype, {cfg.kv_dim(), d});
+      if (cfg.qkv_bias) {
+        L.bq = Tensor(dtype, {cfg.q_dim()});
+        L.bk = Tensor(dtype, {cfg.kv_dim()});
+        L.bv = Tensor(dtype, {cfg.kv_dim()});
+      }
+      if (cfg.qk_norm == QkNorm::kPerHead) {
+        L.q_norm = Tensor(dtype, {cfg.head_dim});
+        L.k_norm = Tensor(dtype, {cfg.head_dim});
+      } else if (cfg.qk_norm == QkNorm::kFull) {
+        L.q_norm = Tensor(dtype, {cfg.q_dim()});
+        L.k_norm = Tensor(dtype, {cfg.kv_dim()});
+      }
+    }
+    L.wo = Tensor(dtype, {d, cfg.n_heads * cfg.v_head_dim()});
+    if (cfg.o_bias) L.bo = Tensor(dtype, {d});
     L.ffn_norm = Tensor(dtype, {d});
     L.is_moe = cfg.IsMoeLayer(l);
     if (L.is_moe) {
@@ -45,7 +72,9 @@ void ModelWeights::InitRandom(const ModelConfig& cfg, DType dtype, Rng& rng) {
   ForEachTensor([&](const std::string& name, Tensor& t) {
     double s = std, c = 0.0;
     if (name.ends_with("norm")) s = 0.0, c = 1.0;
-    else if (name.ends_with(".bias")) s = 0.0, c = 0.0;
+    else if (name.ends_with(".bias") || name.ends_with(".bq") || name.ends_with(".bk") ||
+             name.ends_with(".bv") || name.ends_with(".bo"))
+      s = 0.0, c = 0.0;
     else if (name.ends_with(".wo") || name.ends_with("w2")) s = out_std;
     if (dtype == DType::kF64) Fill<double>(t, rng, s, c);
     else Fill<float>(t, rng, s, c);

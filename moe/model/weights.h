@@ -15,12 +15,25 @@
 
 namespace moe::model {
 
+// Optional tensors are undefined when the config does not use them and are then skipped by
+// ForEachTensor.
 struct LayerWeights {
   Tensor attn_norm;  // [D]
-  Tensor wq;         // [H*Dh, D]
-  Tensor wk;         // [Hkv*Dh, D]
-  Tensor wv;         // [Hkv*Dh, D]
-  Tensor wo;         // [D, H*Dh]
+  Tensor wq;  // [H*Dh, D]        (MLA without q_lora_rank: [H*(Dn+Dr), D]; undefined with it)
+  Tensor wk;  // [Hkv*Dh, D]      (not MLA)
+  Tensor wv;  // [Hkv*Dh, D]      (not MLA)
+  Tensor wo;  // [D, H*Dv]
+  Tensor bq, bk, bv;  // [H*Dh], [Hkv*Dh], [Hkv*Dh]  (qkv_bias)
+  Tensor bo;          // [D]              (o_bias)
+  Tensor q_norm;      // [Dh] (per head) or [H*Dh] (full width)    (qk_norm)
+  Tensor k_norm;      // [Dh] (per head) or [Hkv*Dh] (full width)
+  // Multi-head latent attention (see MlaConfig).
+  Tensor wq_a;       // [Rq, D]
+  Tensor q_a_norm;   // [Rq]
+  Tensor wq_b;       // [H*(Dn+Dr), Rq]
+  Tensor wkv_a;      // [Rkv+Dr, D]
+  Tensor kv_a_norm;  // [Rkv]
+  Tensor wkv_b;      // [H*(Dn+Dv), Rkv]
   Tensor ffn_norm;   // [D]
   Tensor w13;        // [2Fd, D]  dense FFN gate|up (dense layers only)
   Tensor w2;         // [D, Fd]   dense FFN down
@@ -59,11 +72,26 @@ struct ModelWeights {
     for (size_t l = 0; l < layers.size(); ++l) {
       LayerWeights& L = layers[l];
       const std::string p = "layers." + std::to_string(l) + ".";
+      auto opt = [&](const char* n, Tensor& t) {
+        if (t.defined()) fn(p + n, t);
+      };
       fn(p + "attn_norm", L.attn_norm);
-      fn(p + "wq", L.wq);
-      fn(p + "wk", L.wk);
-      fn(p + "wv", L.wv);
+      opt("wq", L.wq);
+      opt("wk", L.wk);
+      opt("wv", L.wv);
+      opt("bq", L.bq);
+      opt("bk", L.bk);
+      opt("bv", L.bv);
+      opt("q_norm", L.q_norm);
+      opt("k_norm", L.k_norm);
+      opt("wq_a", L.wq_a);
+      opt("q_a_norm", L.q_a_norm);
+      opt("wq_b", L.wq_b);
+      opt("wkv_a", L.wkv_a);
+      opt("kv_a_norm", L.kv_a_norm);
+      opt("wkv_b", L.wkv_b);
       fn(p + "wo", L.wo);
+      opt("bo", L.bo);
       fn(p + "ffn_norm", L.ffn_norm);
       if (L.is_moe) {
         auto sub = [&](std::string_view n, Tensor& t) { fn(p + "moe." + std::string(n), t); };

@@ -75,6 +75,37 @@ TEST(ModelConfig, HfJsonRoundTripsEveryOption) {
   EXPECT_EQ(back.NumMoeLayers(), 1);
 }
 
+TEST(ModelConfig, HfJsonRoundTripsTrainableRopeAndLayerOptions) {
+  ModelConfig c = Small();
+  c.dense_d_ff = 20;
+  c.moe_layers = {0, 1};
+  c.rotary_dim = 4;
+  c.rope_pairing = kernels::RopePairing::kInterleaved;
+  c.rope_scaling = {.kind = kernels::RopeScalingKind::kYarn,
+                    .factor = 4.0,
+                    .original_max_position_embeddings = 4,
+                    .mscale = 1.0,
+                    .mscale_all_dim = 0.5};
+  c.attn_scale = 0.3;
+  c.Finalize();
+  const nlohmann::json j = ToHfJson(c);
+  const ModelConfig back = FromHfJson(nlohmann::json::parse(j.dump()), "config.json");
+  EXPECT_EQ(ToHfJson(back), j);
+  EXPECT_EQ(back.moe_layers, c.moe_layers);
+  EXPECT_EQ(back.rope_scaling.kind, kernels::RopeScalingKind::kYarn);
+  EXPECT_EQ(back.rope_scaling.mscale_all_dim, 0.5);
+  EXPECT_EQ(back.rope_pairing, kernels::RopePairing::kInterleaved);
+  EXPECT_EQ(back.NumMoeLayers(), 1);
+  EXPECT_FALSE(back.IsMoeLayer(0));
+  // Options training cannot run are not written in this layout.
+  c.qkv_bias = true;
+  Rng rng(1);
+  ModelWeights w;
+  w.InitRandom(c, DType::kF32, rng);
+  EXPECT_THAT(ErrorOf([&] { SaveModel(TempDir("qkv_bias"), c, w); }),
+              HasSubstr("cannot hold: qkv_bias"));
+}
+
 TEST(ModelConfig, BadValuesNameTheKey) {
   nlohmann::json j = ToHfJson(Small());
   auto with = [&](const char* key, nlohmann::json v) {

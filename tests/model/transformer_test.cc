@@ -61,6 +61,18 @@ ModelConfig Tiny(const std::string& kind) {
   } else if (kind == "interleaved_dense") {
     c.moe_every = 2;
     c.tie_embeddings = true;
+  } else if (kind == "rope_options") {
+    // The RoPE options training supports: partial rotary, interleaved pairs, YaRN scaling, an
+    // explicit softmax scale, and an explicit per-layer FFN pattern (MoE first, then dense).
+    c.rotary_dim = 2;
+    c.rope_pairing = kernels::RopePairing::kInterleaved;
+    c.rope_scaling = {.kind = kernels::RopeScalingKind::kYarn,
+                      .factor = 4.0,
+                      .original_max_position_embeddings = 2,
+                      .mscale = 1.0,
+                      .mscale_all_dim = 0.5};
+    c.attn_scale = 0.7;
+    c.moe_layers = {1, 0};
   }
   c.Finalize();
   return c;
@@ -140,8 +152,8 @@ TEST_P(ModelGradCheck, MatchesCentralDifferences) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Routers, ModelGradCheck,
-                         ::testing::Values("mixtral", "switch", "deepseek", "qwen2", "expert_choice",
-                                           "interleaved_dense"));
+                         ::testing::Values("mixtral", "switch", "deepseek", "qwen2",
+                                           "expert_choice", "interleaved_dense", "rope_options"));
 
 TEST(Transformer, FloatMatchesDouble) {
   const ModelConfig cfg = Tiny("mixtral");
@@ -217,7 +229,7 @@ TEST(Transformer, Bf16MatmulsMatchF32) {
 
 // KV-cache inference (prefill, then one token at a time) gives the logits of the full forward.
 TEST(Transformer, KvCacheMatchesFullForward) {
-  for (const char* kind : {"mixtral", "deepseek", "qwen2", "interleaved_dense"}) {
+  for (const char* kind : {"mixtral", "deepseek", "qwen2", "interleaved_dense", "rope_options"}) {
     const ModelConfig cfg = Tiny(kind);
     Rng rng(13);
     ModelWeights w;
