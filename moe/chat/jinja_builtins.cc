@@ -296,7 +296,7 @@ Value DictMethod(const Value& obj, const std::string& name) {
       List out;
       for (const auto& [k, v] : obj.dict().items) {
         if (name == "items") {
-          out.push_back(Value::MakeList({k, v}));
+          out.push_back(Value::MakeTuple({k, v}));
         } else {
           out.push_back(name == "keys" ? k : v);
         }
@@ -443,7 +443,7 @@ Value FItems(const Value& v, const CallArgs& a) {
   if (v.is_undefined()) return Value::MakeList({});
   if (!v.is_dict() && !v.is_namespace()) throw EvalError(fmt::format("items expects a mapping, got {}", v.TypeName()));
   List out;
-  for (const auto& [k, x] : (v.is_dict() ? v.dict() : v.ns()).items) out.push_back(Value::MakeList({k, x}));
+  for (const auto& [k, x] : (v.is_dict() ? v.dict() : v.ns()).items) out.push_back(Value::MakeTuple({k, x}));
   return Value::MakeList(std::move(out));
 }
 Value FList(const Value& v, const CallArgs& a) {
@@ -550,7 +550,7 @@ Value FRound(const Value& v, const CallArgs& a) {
   const double scale = std::pow(10.0, static_cast<double>(prec));
   double x = v.number() * scale;
   if (method == "common") {
-    x = std::round(x);
+    x = std::nearbyint(x);  // Python round(): halves to even
   } else if (method == "ceil") {
     x = std::ceil(x);
   } else if (method == "floor") {
@@ -691,7 +691,7 @@ Value FDictsort(const Value& v, const CallArgs& a) {
     return reverse ? c > 0 : c < 0;
   });
   List out;
-  for (auto& [k, x] : items) out.push_back(Value::MakeList({k, x}));
+  for (auto& [k, x] : items) out.push_back(Value::MakeTuple({k, x}));
   return Value::MakeList(std::move(out));
 }
 

@@ -345,7 +345,7 @@ class Renderer {
       case ExprKind::kTuple: {
         List items;
         for (const auto& x : e.args) items.push_back(Eval(*x, scope));
-        return Value::MakeList(std::move(items));
+        return e.kind == ExprKind::kTuple ? Value::MakeTuple(std::move(items)) : Value::MakeList(std::move(items));
       }
       case ExprKind::kDict: {
         Dict d;

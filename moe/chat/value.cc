@@ -49,6 +49,11 @@ Value Value::MakeList(List items) {
   v.list_ = std::make_shared<const List>(std::move(items));
   return v;
 }
+Value Value::MakeTuple(List items) {
+  Value v = MakeList(std::move(items));
+  v.tuple_ = true;
+  return v;
+}
 Value Value::MakeDict(Dict d) {
   Value v;
   v.kind_ = Kind::kDict;
@@ -382,12 +387,13 @@ std::string Value::Repr() const {
     case Kind::kString:
       return StrRepr(*s_);
     case Kind::kList: {
-      std::string out = "[";
+      std::string out = tuple_ ? "(" : "[";
       for (size_t i = 0; i < list_->size(); ++i) {
         if (i > 0) out += ", ";
         out += (*list_)[i].Repr();
       }
-      return out + "]";
+      if (tuple_ && list_->size() == 1) out += ",";
+      return out + (tuple_ ? ")" : "]");
     }
     case Kind::kDict: {
       std::string out = "{";

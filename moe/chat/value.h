@@ -44,6 +44,7 @@ class Value {
   static Value Float(double f);
   static Value Str(std::string s);
   static Value MakeList(List items);
+  static Value MakeTuple(List items);  // a list that prints as (a, b) (dict items, `a, b`)
   static Value MakeDict(Dict d);
   static Value MakeNamespace(Dict attrs);
   static Value Function(std::string name, NativeFn fn);
@@ -63,6 +64,7 @@ class Value {
   bool is_dict() const { return kind_ == Kind::kDict; }
   bool is_namespace() const { return kind_ == Kind::kNamespace; }
   bool is_callable() const { return kind_ == Kind::kCallable; }
+  bool is_tuple() const { return tuple_; }
 
   bool bool_value() const { return b_; }
   int64_t int_value() const { return kind_ == Kind::kBool ? (b_ ? 1 : 0) : i_; }
@@ -85,6 +87,7 @@ class Value {
  private:
   Kind kind_ = Kind::kUndefined;
   bool b_ = false;
+  bool tuple_ = false;
   int64_t i_ = 0;
   double f_ = 0;
   std::shared_ptr<const std::string> s_;  // string, callable name, undefined hint
