@@ -57,7 +57,8 @@ ChatTemplate ChatTemplate::FromTokenizerConfig(const std::string& path, const st
     for (const auto& entry : ct) {
       if (!entry.is_object() || !entry.contains("name") || !entry["name"].is_string() ||
           !entry.contains("template") || !entry["template"].is_string()) {
-        Fail("chat", "'{}': chat_template list entries must be {{\"name\": ..., \"template\": ...}}", path);
+        Fail("chat",
+             "'{}': chat_template list entries must be {{\"name\": ..., \"template\": ...}}", path);
       }
       const std::string n = entry["name"].get<std::string>();
       names += (names.empty() ? "" : ", ") + n;
@@ -66,7 +67,8 @@ ChatTemplate ChatTemplate::FromTokenizerConfig(const std::string& path, const st
         found = true;
       }
     }
-    if (!found) Fail("chat", "'{}' has no chat_template named '{}' (it has: {})", path, want, names);
+    if (!found)
+      Fail("chat", "'{}' has no chat_template named '{}' (it has: {})", path, want, names);
     origin = path + "[" + want + "]";
   } else {
     Fail("chat", "'{}': chat_template must be a string or a list of named templates", path);
@@ -82,12 +84,13 @@ ChatTemplate ChatTemplate::FromTokenizerConfig(const std::string& path, const st
   return t;
 }
 
-ChatTemplate ChatTemplate::FromFile(const std::string& path, std::string bos_token, std::string eos_token) {
+ChatTemplate ChatTemplate::FromFile(const std::string& path, std::string bos_token,
+                                    std::string eos_token) {
   return FromString(ReadFile(path), path, std::move(bos_token), std::move(eos_token));
 }
 
-ChatTemplate ChatTemplate::FromString(std::string_view source, std::string origin, std::string bos_token,
-                                      std::string eos_token) {
+ChatTemplate ChatTemplate::FromString(std::string_view source, std::string origin,
+                                      std::string bos_token, std::string eos_token) {
   ChatTemplate t;
   t.template_ = Template::Parse(source, std::move(origin));
   t.bos_token_ = std::move(bos_token);
@@ -97,17 +100,21 @@ ChatTemplate ChatTemplate::FromString(std::string_view source, std::string origi
   return t;
 }
 
-std::string ChatTemplate::Render(const std::vector<ChatMessage>& messages, bool add_generation_prompt,
-                                 const nlohmann::ordered_json& extra, const RenderOptions& options) const {
+std::string ChatTemplate::Render(const std::vector<ChatMessage>& messages,
+                                 bool add_generation_prompt, const nlohmann::ordered_json& extra,
+                                 const RenderOptions& options) const {
   nlohmann::ordered_json msgs = nlohmann::ordered_json::array();
   for (const ChatMessage& m : messages) msgs.push_back({{"role", m.role}, {"content", m.content}});
   return RenderJson(msgs, add_generation_prompt, extra, options);
 }
 
-std::string ChatTemplate::RenderJson(const nlohmann::ordered_json& messages, bool add_generation_prompt,
-                                     const nlohmann::ordered_json& extra, const RenderOptions& options) const {
+std::string ChatTemplate::RenderJson(const nlohmann::ordered_json& messages,
+                                     bool add_generation_prompt,
+                                     const nlohmann::ordered_json& extra,
+                                     const RenderOptions& options) const {
   MOE_CHECK(messages.is_array(), "chat", "messages must be a JSON array");
-  MOE_CHECK(extra.is_object() || extra.is_null(), "chat", "extra template variables must be a JSON object");
+  MOE_CHECK(extra.is_object() || extra.is_null(), "chat",
+            "extra template variables must be a JSON object");
   Dict vars;
   for (auto it = special_tokens_.begin(); it != special_tokens_.end(); ++it) {
     vars.Set(Value::Str(it.key()), Value::FromJson(it.value()));

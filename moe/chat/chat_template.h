@@ -14,7 +14,7 @@
 namespace moe::chat {
 
 struct ChatMessage {
-  std::string role;     // "system", "user", "assistant", "tool", ...
+  std::string role;  // "system", "user", "assistant", "tool", ...
   std::string content;
 };
 

@@ -3,8 +3,8 @@
 #pragma once
 
 #include <memory>
-#include <string_view>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -21,25 +21,46 @@ struct Expr;
 using ExprPtr = std::unique_ptr<Expr>;
 
 enum class ExprKind {
-  kLiteral,   // literal
-  kName,      // name
-  kList,      // args: items
-  kTuple,     // args: items (a list at run time)
-  kDict,      // args: k0, v0, k1, v1, ...
-  kGetAttr,   // args[0] . name
-  kGetItem,   // args[0] [ args[1] ]
-  kSlice,     // args[0] [ args[1] : args[2] : args[3] ] (null = omitted)
-  kCall,      // args[0] ( args[1..], kwargs )
-  kFilter,    // args[0] | name ( args[1..], kwargs )
-  kTest,      // args[0] is [not] name ( args[1..] )
-  kUnary,     // op: '-', '+', '!' (not)
-  kBinary,    // op: + - * / // % ** ~ and or
-  kCompare,   // args[0] (ops[i] args[i+1])...
-  kCond,      // args[1] if args[0] else args[2] (args[2] may be null)
+  kLiteral,  // literal
+  kName,     // name
+  kList,     // args: items
+  kTuple,    // args: items (a list at run time)
+  kDict,     // args: k0, v0, k1, v1, ...
+  kGetAttr,  // args[0] . name
+  kGetItem,  // args[0] [ args[1] ]
+  kSlice,    // args[0] [ args[1] : args[2] : args[3] ] (null = omitted)
+  kCall,     // args[0] ( args[1..], kwargs )
+  kFilter,   // args[0] | name ( args[1..], kwargs )
+  kTest,     // args[0] is [not] name ( args[1..] )
+  kUnary,    // op: '-', '+', '!' (not)
+  kBinary,   // op: + - * / // % ** ~ and or
+  kCompare,  // args[0] (ops[i] args[i+1])...
+  kCond,     // args[1] if args[0] else args[2] (args[2] may be null)
 };
 
-enum class Op { kAdd, kSub, kMul, kDiv, kFloorDiv, kMod, kPow, kConcat, kAnd, kOr, kNot, kNeg,
-                kPos, kEq, kNe, kLt, kLe, kGt, kGe, kIn, kNotIn };
+enum class Op {
+  kAdd,
+  kSub,
+  kMul,
+  kDiv,
+  kFloorDiv,
+  kMod,
+  kPow,
+  kConcat,
+  kAnd,
+  kOr,
+  kNot,
+  kNeg,
+  kPos,
+  kEq,
+  kNe,
+  kLt,
+  kLe,
+  kGt,
+  kGe,
+  kIn,
+  kNotIn
+};
 
 struct Expr {
   ExprKind kind;
@@ -58,12 +79,12 @@ using NodePtr = std::unique_ptr<Node>;
 using Body = std::vector<NodePtr>;
 
 enum class NodeKind {
-  kText,        // text
-  kOutput,      // {{ expr }}
-  kIf,          // conds[i] -> bodies[i]; else_body
-  kFor,         // targets in expr [if cond]: body; else_body
-  kSet,         // targets = expr, or target.attr = expr (attr non-empty), or block body
-  kMacro,       // name(params = defaults): body
+  kText,    // text
+  kOutput,  // {{ expr }}
+  kIf,      // conds[i] -> bodies[i]; else_body
+  kFor,     // targets in expr [if cond]: body; else_body
+  kSet,     // targets = expr, or target.attr = expr (attr non-empty), or block body
+  kMacro,   // name(params = defaults): body
   kBreak,
   kContinue,
 };

@@ -39,7 +39,8 @@ std::string MapCase(std::string_view s, int mode /*0 lower, 1 upper*/) {
   std::vector<uint32_t> cps = Cps(s);
   for (auto& c : cps) {
     if (c & 0x80000000u) continue;
-    c = static_cast<uint32_t>(mode == 1 ? u_toupper(static_cast<UChar32>(c)) : u_tolower(static_cast<UChar32>(c)));
+    c = static_cast<uint32_t>(mode == 1 ? u_toupper(static_cast<UChar32>(c))
+                                        : u_tolower(static_cast<UChar32>(c)));
   }
   return FromCps(cps, 0, cps.size());
 }
@@ -53,7 +54,8 @@ std::string Title(std::string_view s) {
       continue;
     }
     const bool cased = u_hasBinaryProperty(static_cast<UChar32>(c), UCHAR_CASED);
-    c = static_cast<uint32_t>(prev_cased ? u_tolower(static_cast<UChar32>(c)) : u_totitle(static_cast<UChar32>(c)));
+    c = static_cast<uint32_t>(prev_cased ? u_tolower(static_cast<UChar32>(c))
+                                         : u_totitle(static_cast<UChar32>(c)));
     prev_cased = cased;
   }
   return FromCps(cps, 0, cps.size());
@@ -70,12 +72,14 @@ std::string Capitalize(std::string_view s) {
 }
 
 const std::string& RequireStr(const Value& v, std::string_view what) {
-  if (!v.is_string()) throw EvalError(fmt::format("{} expects a string, got {}", what, v.TypeName()));
+  if (!v.is_string())
+    throw EvalError(fmt::format("{} expects a string, got {}", what, v.TypeName()));
   return v.str();
 }
 
 int64_t RequireInt(const Value& v, std::string_view what) {
-  if (!v.is_int() && !v.is_bool()) throw EvalError(fmt::format("{} expects an integer, got {}", what, v.TypeName()));
+  if (!v.is_int() && !v.is_bool())
+    throw EvalError(fmt::format("{} expects an integer, got {}", what, v.TypeName()));
   return v.int_value();
 }
 
@@ -101,7 +105,8 @@ std::string Strip(const std::string& s, const Value& chars, bool left, bool righ
 }
 
 Value Split(const std::string& s, const Value& sep, const Value& maxsplit_v) {
-  int64_t maxsplit = maxsplit_v.is_undefined() || maxsplit_v.is_none() ? -1 : RequireInt(maxsplit_v, "split");
+  int64_t maxsplit =
+      maxsplit_v.is_undefined() || maxsplit_v.is_none() ? -1 : RequireInt(maxsplit_v, "split");
   List out;
   if (sep.is_undefined() || sep.is_none()) {
     const std::vector<uint32_t> cps = Cps(s);
@@ -136,7 +141,8 @@ Value Split(const std::string& s, const Value& sep, const Value& maxsplit_v) {
   return Value::MakeList(std::move(out));
 }
 
-std::string Replace(const std::string& s, const std::string& a, const std::string& b, int64_t count) {
+std::string Replace(const std::string& s, const std::string& a, const std::string& b,
+                    int64_t count) {
   std::string out;
   if (a.empty()) {
     // Python inserts b between every character (and at both ends).
@@ -170,7 +176,8 @@ bool PrefixMatch(const std::string& s, const Value& p, bool suffix) {
   auto one = [&](const Value& v) {
     const std::string& x = RequireStr(v, suffix ? "endswith" : "startswith");
     if (x.size() > s.size()) return false;
-    return suffix ? s.compare(s.size() - x.size(), x.size(), x) == 0 : s.compare(0, x.size(), x) == 0;
+    return suffix ? s.compare(s.size() - x.size(), x.size(), x) == 0
+                  : s.compare(0, x.size(), x) == 0;
   };
   if (p.is_list()) {
     for (const Value& v : p.list()) {
@@ -272,7 +279,8 @@ Value StrMethod(const Value& obj, const std::string& name) {
         for (uint32_t c : cps) {
           if (c & 0x80000000u) continue;
           const auto u = static_cast<UChar32>(c);
-          if (name == "islower" ? u_isupper(u) || u_istitle(u) : u_islower(u) || u_istitle(u)) return Value::Bool(false);
+          if (name == "islower" ? u_isupper(u) || u_istitle(u) : u_islower(u) || u_istitle(u))
+            return Value::Bool(false);
           cased = cased || (name == "islower" ? u_islower(u) : u_isupper(u));
         }
         return Value::Bool(cased);
@@ -280,7 +288,10 @@ Value StrMethod(const Value& obj, const std::string& name) {
       for (uint32_t c : cps) {
         if (c & 0x80000000u) return Value::Bool(false);
         const auto u = static_cast<UChar32>(c);
-        const bool ok = name == "isdigit" ? u_isdigit(u) : name == "isspace" ? IsPySpace(c) : name == "isalpha" ? u_isalpha(u) : (u_isalnum(u) != 0);
+        const bool ok = name == "isdigit"   ? u_isdigit(u)
+                        : name == "isspace" ? IsPySpace(c)
+                        : name == "isalpha" ? u_isalpha(u)
+                                            : (u_isalnum(u) != 0);
         if (!ok) return Value::Bool(false);
       }
       return Value::Bool(true);
@@ -324,8 +335,11 @@ Value AttrPath(const Value& v, const Value& attr) {
   size_t pos = 0;
   while (true) {
     const size_t dot = path.find('.', pos);
-    const std::string part = path.substr(pos, dot == std::string::npos ? std::string::npos : dot - pos);
-    if (!part.empty() && std::all_of(part.begin(), part.end(), [](char c) { return std::isdigit(static_cast<unsigned char>(c)); })) {
+    const std::string part =
+        path.substr(pos, dot == std::string::npos ? std::string::npos : dot - pos);
+    if (!part.empty() && std::all_of(part.begin(), part.end(), [](char c) {
+          return std::isdigit(static_cast<unsigned char>(c));
+        })) {
       cur = GetItem(cur, Value::Int(std::stoll(part)));
     } else {
       cur = GetItem(cur, Value::Str(part));
@@ -441,9 +455,11 @@ Value FDefault(const Value& v, const CallArgs& a) {
 Value FItems(const Value& v, const CallArgs& a) {
   a.Check("items", {});
   if (v.is_undefined()) return Value::MakeList({});
-  if (!v.is_dict() && !v.is_namespace()) throw EvalError(fmt::format("items expects a mapping, got {}", v.TypeName()));
+  if (!v.is_dict() && !v.is_namespace())
+    throw EvalError(fmt::format("items expects a mapping, got {}", v.TypeName()));
   List out;
-  for (const auto& [k, x] : (v.is_dict() ? v.dict() : v.ns()).items) out.push_back(Value::MakeTuple({k, x}));
+  for (const auto& [k, x] : (v.is_dict() ? v.dict() : v.ns()).items)
+    out.push_back(Value::MakeTuple({k, x}));
   return Value::MakeList(std::move(out));
 }
 Value FList(const Value& v, const CallArgs& a) {
@@ -460,7 +476,8 @@ Value SelectImpl(const Value& v, const CallArgs& a, bool by_attr, bool keep) {
   List out;
   const size_t first_test_arg = by_attr ? 1 : 0;
   const Value attr = by_attr ? a.Get(0, "attribute") : Value();
-  if (by_attr && attr.is_undefined()) throw EvalError("selectattr/rejectattr need an attribute name");
+  if (by_attr && attr.is_undefined())
+    throw EvalError("selectattr/rejectattr need an attribute name");
   const Value test = a.Get(first_test_arg, "test");
   const CallArgs test_args = Rest(a, first_test_arg + 1);
   for (const Value& item : Iterate(v)) {
@@ -641,7 +658,8 @@ Value FSum(const Value& v, const CallArgs& a) {
         throw EvalError("integer overflow");
       }
     } else {
-      throw EvalError(fmt::format("unsupported operand type(s) for +: 'int' and '{}'", x.TypeName()));
+      throw EvalError(
+          fmt::format("unsupported operand type(s) for +: 'int' and '{}'", x.TypeName()));
     }
   }
   return is_float ? Value::Float(sf) : Value::Int(si);
@@ -649,8 +667,11 @@ Value FSum(const Value& v, const CallArgs& a) {
 Value FIndent(const Value& v, const CallArgs& a) {
   a.Check("indent", {"width", "first", "blank"});
   const Value w = a.Get(0, "width");
-  const std::string pad = w.is_string() ? w.str()
-                                        : std::string(static_cast<size_t>(std::clamp<int64_t>(w.is_undefined() ? 4 : RequireInt(w, "indent"), 0, 1024)), ' ');
+  const std::string pad =
+      w.is_string() ? w.str()
+                    : std::string(static_cast<size_t>(std::clamp<int64_t>(
+                                      w.is_undefined() ? 4 : RequireInt(w, "indent"), 0, 1024)),
+                                  ' ');
   const bool first = a.Get(1, "first").Truthy();
   const bool blank = a.Get(2, "blank").Truthy();
   const std::string s = v.Str();
@@ -729,8 +750,12 @@ bool TLt(const Value& v, const CallArgs& a) { return Compare(v, a.Get(0, "other"
 bool TLe(const Value& v, const CallArgs& a) { return Compare(v, a.Get(0, "other")) <= 0; }
 bool TGt(const Value& v, const CallArgs& a) { return Compare(v, a.Get(0, "other")) > 0; }
 bool TGe(const Value& v, const CallArgs& a) { return Compare(v, a.Get(0, "other")) >= 0; }
-bool TLower(const Value& v, const CallArgs&) { return v.is_string() && MapCase(v.str(), 0) == v.str(); }
-bool TUpper(const Value& v, const CallArgs&) { return v.is_string() && MapCase(v.str(), 1) == v.str(); }
+bool TLower(const Value& v, const CallArgs&) {
+  return v.is_string() && MapCase(v.str(), 0) == v.str();
+}
+bool TUpper(const Value& v, const CallArgs&) {
+  return v.is_string() && MapCase(v.str(), 1) == v.str();
+}
 bool TSameAs(const Value& v, const CallArgs& a) {
   const Value o = a.Get(0, "other");
   if (v.kind() != o.kind()) return false;
@@ -754,18 +779,42 @@ bool TEscaped(const Value&, const CallArgs&) { return false; }
 
 FilterFn FindFilter(std::string_view name) {
   static const std::unordered_map<std::string_view, FilterFn> kFilters = {
-      {"abs", FAbs},         {"attr", FAttr},           {"capitalize", FCapitalize},
-      {"count", FLength},    {"d", FDefault},           {"default", FDefault},
-      {"dictsort", FDictsort}, {"first", FFirst},       {"float", FFloat},
-      {"indent", FIndent},   {"int", FInt},             {"items", FItems},
-      {"join", FJoin},       {"last", FLast},           {"length", FLength},
-      {"list", FList},       {"lower", FLower},         {"map", FMap},
-      {"max", FMax},         {"min", FMin},             {"reject", FReject},
-      {"rejectattr", FRejectAttr}, {"replace", FReplace}, {"reverse", FReverse},
-      {"round", FRound},     {"safe", FSafe},           {"select", FSelect},
-      {"selectattr", FSelectAttr}, {"sort", FSort},     {"string", FString},
-      {"sum", FSum},         {"title", FTitle},         {"tojson", FToJson},
-      {"trim", FTrim},       {"unique", FUnique},       {"upper", FUpper},
+      {"abs", FAbs},
+      {"attr", FAttr},
+      {"capitalize", FCapitalize},
+      {"count", FLength},
+      {"d", FDefault},
+      {"default", FDefault},
+      {"dictsort", FDictsort},
+      {"first", FFirst},
+      {"float", FFloat},
+      {"indent", FIndent},
+      {"int", FInt},
+      {"items", FItems},
+      {"join", FJoin},
+      {"last", FLast},
+      {"length", FLength},
+      {"list", FList},
+      {"lower", FLower},
+      {"map", FMap},
+      {"max", FMax},
+      {"min", FMin},
+      {"reject", FReject},
+      {"rejectattr", FRejectAttr},
+      {"replace", FReplace},
+      {"reverse", FReverse},
+      {"round", FRound},
+      {"safe", FSafe},
+      {"select", FSelect},
+      {"selectattr", FSelectAttr},
+      {"sort", FSort},
+      {"string", FString},
+      {"sum", FSum},
+      {"title", FTitle},
+      {"tojson", FToJson},
+      {"trim", FTrim},
+      {"unique", FUnique},
+      {"upper", FUpper},
       {"wordcount", FWordcount},
   };
   const auto it = kFilters.find(name);
@@ -774,18 +823,42 @@ FilterFn FindFilter(std::string_view name) {
 
 TestFn FindTest(std::string_view name) {
   static const std::unordered_map<std::string_view, TestFn> kTests = {
-      {"defined", TDefined}, {"undefined", TUndefined}, {"none", TNone},
-      {"string", TString},   {"number", TNumber},       {"integer", TInteger},
-      {"float", TFloat},     {"boolean", TBoolean},     {"true", TTrue},
-      {"false", TFalse},     {"mapping", TMapping},     {"iterable", TIterable},
-      {"sequence", TSequence}, {"callable", TCallable}, {"odd", TOdd},
-      {"even", TEven},       {"divisibleby", TDivisibleBy}, {"eq", TEq},
-      {"equalto", TEq},      {"==", TEq},               {"ne", TNe},
-      {"!=", TNe},           {"lt", TLt},               {"lessthan", TLt},
-      {"<", TLt},            {"le", TLe},               {"<=", TLe},
-      {"gt", TGt},           {"greaterthan", TGt},      {">", TGt},
-      {"ge", TGe},           {">=", TGe},               {"lower", TLower},
-      {"upper", TUpper},     {"sameas", TSameAs},       {"in", TIn},
+      {"defined", TDefined},
+      {"undefined", TUndefined},
+      {"none", TNone},
+      {"string", TString},
+      {"number", TNumber},
+      {"integer", TInteger},
+      {"float", TFloat},
+      {"boolean", TBoolean},
+      {"true", TTrue},
+      {"false", TFalse},
+      {"mapping", TMapping},
+      {"iterable", TIterable},
+      {"sequence", TSequence},
+      {"callable", TCallable},
+      {"odd", TOdd},
+      {"even", TEven},
+      {"divisibleby", TDivisibleBy},
+      {"eq", TEq},
+      {"equalto", TEq},
+      {"==", TEq},
+      {"ne", TNe},
+      {"!=", TNe},
+      {"lt", TLt},
+      {"lessthan", TLt},
+      {"<", TLt},
+      {"le", TLe},
+      {"<=", TLe},
+      {"gt", TGt},
+      {"greaterthan", TGt},
+      {">", TGt},
+      {"ge", TGe},
+      {">=", TGe},
+      {"lower", TLower},
+      {"upper", TUpper},
+      {"sameas", TSameAs},
+      {"in", TIn},
       {"escaped", TEscaped},
   };
   const auto it = kTests.find(name);
@@ -818,8 +891,9 @@ Value GetAttr(const Value& obj, const std::string& name) {
 Value GetItem(const Value& obj, const Value& key) {
   switch (obj.kind()) {
     case Value::Kind::kUndefined:
-      throw EvalError(obj.undefined_hint().empty() ? std::string("undefined value is not subscriptable")
-                                                   : fmt::format("'{}' is undefined", obj.undefined_hint()));
+      throw EvalError(obj.undefined_hint().empty()
+                          ? std::string("undefined value is not subscriptable")
+                          : fmt::format("'{}' is undefined", obj.undefined_hint()));
     case Value::Kind::kList:
     case Value::Kind::kString:
       if (key.is_int() || key.is_bool()) {
@@ -862,7 +936,8 @@ Value SliceValue(const Value& obj, const Value& start_v, const Value& stop_v, co
   const bool is_str = obj.is_string();
   std::vector<size_t> offs;
   if (is_str) offs = CodepointOffsets(obj.str());
-  const int64_t n = is_str ? static_cast<int64_t>(offs.size()) - 1 : static_cast<int64_t>(obj.list().size());
+  const int64_t n =
+      is_str ? static_cast<int64_t>(offs.size()) - 1 : static_cast<int64_t>(obj.list().size());
   auto opt = [](const Value& v) { return v.is_undefined() || v.is_none(); };
   const int64_t step = opt(step_v) ? 1 : RequireInt(step_v, "slice step");
   if (step == 0) throw EvalError("slice step cannot be zero");
@@ -903,7 +978,8 @@ List Iterate(const Value& v) {
     case Value::Kind::kString: {
       List chars;
       const auto offs = CodepointOffsets(v.str());
-      for (size_t i = 0; i + 1 < offs.size(); ++i) chars.push_back(Value::Str(v.str().substr(offs[i], offs[i + 1] - offs[i])));
+      for (size_t i = 0; i + 1 < offs.size(); ++i)
+        chars.push_back(Value::Str(v.str().substr(offs[i], offs[i + 1] - offs[i])));
       return chars;
     }
     default:

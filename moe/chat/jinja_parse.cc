@@ -20,7 +20,19 @@ namespace {
 
 constexpr int kMaxNesting = 200;
 
-enum class Tok { kData, kVarBegin, kVarEnd, kBlockBegin, kBlockEnd, kName, kString, kInt, kFloat, kOp, kEof };
+enum class Tok {
+  kData,
+  kVarBegin,
+  kVarEnd,
+  kBlockBegin,
+  kBlockEnd,
+  kName,
+  kString,
+  kInt,
+  kFloat,
+  kOp,
+  kEof
+};
 
 struct Token {
   Tok type;
@@ -91,7 +103,9 @@ std::string NormalizeNewlines(std::string_view s) {
   return out;
 }
 
-bool IsSpace(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v'; }
+bool IsSpace(char c) {
+  return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v';
+}
 
 class Lexer {
  public:
@@ -168,7 +182,9 @@ class Lexer {
   }
 
  private:
-  void Emit(Tok t, size_t offset, std::string text) { tokens_.push_back(Token{t, offset, std::move(text)}); }
+  void Emit(Tok t, size_t offset, std::string text) {
+    tokens_.push_back(Token{t, offset, std::move(text)});
+  }
 
   size_t AfterTag(size_t q, bool strip, bool trim, bool* line_starting) {
     const size_t start = q;
@@ -229,7 +245,9 @@ class Lexer {
     const size_t n = src_.size();
     while (true) {
       while (q < n && IsSpace(src_[q])) ++q;
-      if (q >= n) Fail(tag_start, kind == '%' ? "unclosed tag (missing '%}')" : "unclosed '{{' (missing '}}')");
+      if (q >= n)
+        Fail(tag_start,
+             kind == '%' ? "unclosed tag (missing '%}')" : "unclosed '{{' (missing '}}')");
       if (stack.empty()) {
         const char* close = kind == '%' ? "%}" : "}}";
         if ((src_[q] == '-' || src_[q] == '+') && src_.compare(q + 1, 2, close) == 0 &&
@@ -255,9 +273,9 @@ class Lexer {
       } else if (c == '\'' || c == '"') {
         q = LexString(q);
       } else {
-        static const char* const kOps[] = {"//", "**", "==", "!=", "<=", ">=", "+", "-", "*", "/",
-                                           "%",  "~",  "<",  ">",  "=",  "(", ")", "[", "]", "{",
-                                           "}",  ",",  ".",  ":",  "|"};
+        static const char* const kOps[] = {"//", "**", "==", "!=", "<=", ">=", "+", "-", "*",
+                                           "/",  "%",  "~",  "<",  ">",  "=",  "(", ")", "[",
+                                           "]",  "{",  "}",  ",",  ".",  ":",  "|"};
         const char* op = nullptr;
         for (const char* o : kOps) {
           if (src_.compare(q, std::strlen(o), o) == 0) {
@@ -286,7 +304,8 @@ class Lexer {
     size_t e = q;
     auto digits = [&] {
       while (e < n && (std::isdigit(static_cast<unsigned char>(src_[e])) ||
-                       (src_[e] == '_' && e + 1 < n && std::isdigit(static_cast<unsigned char>(src_[e + 1]))))) {
+                       (src_[e] == '_' && e + 1 < n &&
+                        std::isdigit(static_cast<unsigned char>(src_[e + 1]))))) {
         ++e;
       }
     };
@@ -347,24 +366,51 @@ class Lexer {
             Fail(i, "truncated \\x, \\u or \\U escape in string literal");
           }
           const char h = src_[i++];
-          v = v * 16 + static_cast<uint32_t>(std::isdigit(static_cast<unsigned char>(h)) ? h - '0' : (std::tolower(h) - 'a' + 10));
+          v = v * 16 + static_cast<uint32_t>(std::isdigit(static_cast<unsigned char>(h))
+                                                 ? h - '0'
+                                                 : (std::tolower(h) - 'a' + 10));
         }
         return v;
       };
       switch (e) {
-        case 'n': out += '\n'; break;
-        case 't': out += '\t'; break;
-        case 'r': out += '\r'; break;
-        case '\\': out += '\\'; break;
-        case '\'': out += '\''; break;
-        case '"': out += '"'; break;
-        case 'a': out += '\a'; break;
-        case 'b': out += '\b'; break;
-        case 'f': out += '\f'; break;
-        case 'v': out += '\v'; break;
-        case '\n': break;  // line continuation
-        case 'x': tokenizer::AppendUtf8(hex(2), out); break;
-        case 'u': tokenizer::AppendUtf8(hex(4), out); break;
+        case 'n':
+          out += '\n';
+          break;
+        case 't':
+          out += '\t';
+          break;
+        case 'r':
+          out += '\r';
+          break;
+        case '\\':
+          out += '\\';
+          break;
+        case '\'':
+          out += '\'';
+          break;
+        case '"':
+          out += '"';
+          break;
+        case 'a':
+          out += '\a';
+          break;
+        case 'b':
+          out += '\b';
+          break;
+        case 'f':
+          out += '\f';
+          break;
+        case 'v':
+          out += '\v';
+          break;
+        case '\n':
+          break;  // line continuation
+        case 'x':
+          tokenizer::AppendUtf8(hex(2), out);
+          break;
+        case 'u':
+          tokenizer::AppendUtf8(hex(4), out);
+          break;
         case 'U': {
           const uint32_t cp = hex(8);
           if (cp > 0x10FFFF) Fail(i, "illegal Unicode character in \\U escape");
@@ -469,7 +515,8 @@ class Parser {
         node->pos = PosOf(t);
         Advance();
         node->expr = ParseTupleExpr(true);
-        if (Cur().type != Tok::kVarEnd) Fail(fmt::format("expected '}}}}', got {}", TokDesc(Cur())));
+        if (Cur().type != Tok::kVarEnd)
+          Fail(fmt::format("expected '}}}}', got {}", TokDesc(Cur())));
         Advance();
         body.push_back(std::move(node));
       } else if (t.type == Tok::kBlockBegin) {
@@ -601,8 +648,8 @@ class Parser {
       for (auto& n : inner) body.push_back(std::move(n));
       return;
     } else {
-      static const char* const kEnds[] = {"endif", "endfor", "endset", "endmacro", "elif", "else",
-                                          "endgeneration", "endraw"};
+      static const char* const kEnds[] = {"endif", "endfor", "endset",        "endmacro",
+                                          "elif",  "else",   "endgeneration", "endraw"};
       for (const char* e : kEnds) {
         if (tag == e) lexer_.Fail(t.offset, fmt::format("unexpected '{}'", tag));
       }
@@ -756,7 +803,10 @@ class Parser {
     ExprPtr e = ParsePow();
     while (IsOp("*") || IsOp("/") || IsOp("//") || IsOp("%")) {
       const Token& at = Cur();
-      const Op op = at.text == "*" ? Op::kMul : at.text == "/" ? Op::kDiv : at.text == "//" ? Op::kFloorDiv : Op::kMod;
+      const Op op = at.text == "*"    ? Op::kMul
+                    : at.text == "/"  ? Op::kDiv
+                    : at.text == "//" ? Op::kFloorDiv
+                                      : Op::kMod;
       Advance();
       e = Binary(op, at, std::move(e), ParsePow());
     }
@@ -980,8 +1030,9 @@ class Parser {
         test->args.push_back(std::move(e));
         if (IsOp("(")) {
           ParseArgs(*test);
-        } else if ((Cur().type == Tok::kName || Cur().type == Tok::kString || Cur().type == Tok::kInt ||
-                    Cur().type == Tok::kFloat || IsOp("(") || IsOp("[") || IsOp("{")) &&
+        } else if ((Cur().type == Tok::kName || Cur().type == Tok::kString ||
+                    Cur().type == Tok::kInt || Cur().type == Tok::kFloat || IsOp("(") ||
+                    IsOp("[") || IsOp("{")) &&
                    !IsName("else") && !IsName("or") && !IsName("and")) {
           if (IsName("is")) Fail("cannot chain multiple tests with 'is'");
           test->args.push_back(ParsePostfix(ParsePrimary()));

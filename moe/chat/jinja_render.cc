@@ -45,7 +45,8 @@ class Renderer {
         if (k.is_string()) globals->vars[k.str()] = v;
       }
     } else if (!vars.is_undefined()) {
-      throw Error(fmt::format("[chat] {}: template variables must be a dict, got {}", prog_.origin, vars.TypeName()));
+      throw Error(fmt::format("[chat] {}: template variables must be a dict, got {}", prog_.origin,
+                              vars.TypeName()));
     }
     auto top = std::make_shared<Scope>();
     top->parent = globals;
@@ -61,7 +62,8 @@ class Renderer {
 
   void Step(const Pos& pos) {
     if (++steps_ > opts_.max_steps) {
-      FailAt(pos, fmt::format("template exceeded {} steps (loop iterations, calls and outputs)", opts_.max_steps));
+      FailAt(pos, fmt::format("template exceeded {} steps (loop iterations, calls and outputs)",
+                              opts_.max_steps));
     }
   }
 
@@ -83,10 +85,12 @@ class Renderer {
 
   void InstallGlobals(Scope& g) {
     g.vars["range"] = Value::Function("range", [this](CallArgs& a) {
-      if (!a.kw.empty() || a.pos.empty() || a.pos.size() > 3) throw EvalError("range expects 1 to 3 integer arguments");
+      if (!a.kw.empty() || a.pos.empty() || a.pos.size() > 3)
+        throw EvalError("range expects 1 to 3 integer arguments");
       int64_t start = 0, stop = 0, step = 1;
       auto geti = [](const Value& v) {
-        if (!v.is_int() && !v.is_bool()) throw EvalError(fmt::format("range expects integers, got {}", v.TypeName()));
+        if (!v.is_int() && !v.is_bool())
+          throw EvalError(fmt::format("range expects integers, got {}", v.TypeName()));
         return v.int_value();
       };
       if (a.pos.size() == 1) {
@@ -97,8 +101,10 @@ class Renderer {
         if (a.pos.size() == 3) step = geti(a.pos[2]);
       }
       if (step == 0) throw EvalError("range() arg 3 must not be zero");
-      const double count = std::ceil((static_cast<double>(stop) - static_cast<double>(start)) / static_cast<double>(step));
-      if (count > static_cast<double>(opts_.max_steps)) throw EvalError(fmt::format("range of {} items is too long", count));
+      const double count = std::ceil((static_cast<double>(stop) - static_cast<double>(start)) /
+                                     static_cast<double>(step));
+      if (count > static_cast<double>(opts_.max_steps))
+        throw EvalError(fmt::format("range of {} items is too long", count));
       List out;
       for (int64_t i = start; step > 0 ? i < stop : i > stop; i += step) {
         out.push_back(Value::Int(i));
@@ -140,8 +146,10 @@ class Renderer {
         localtime_r(&t, &tm);
       }
       char buf[512];
-      const size_t n = f.str().size() < 200 ? std::strftime(buf, sizeof(buf), f.str().c_str(), &tm) : 0;
-      if (n == 0 && !f.str().empty()) throw EvalError("strftime_now: format too long or empty result");
+      const size_t n =
+          f.str().size() < 200 ? std::strftime(buf, sizeof(buf), f.str().c_str(), &tm) : 0;
+      if (n == 0 && !f.str().empty())
+        throw EvalError("strftime_now: format too long or empty result");
       return Value::Str(std::string(buf, n));
     });
   }
@@ -187,7 +195,8 @@ class Renderer {
         if (!n.attr.empty()) {
           const Value* target = scope->Find(n.targets[0]);
           if (target == nullptr || !target->is_namespace()) {
-            FailAt(n.pos, fmt::format("cannot assign attribute '{}' on '{}': not a namespace", n.attr, n.targets[0]));
+            FailAt(n.pos, fmt::format("cannot assign attribute '{}' on '{}': not a namespace",
+                                      n.attr, n.targets[0]));
           }
           target->ns().Set(Value::Str(n.attr), std::move(v));
         } else {
@@ -206,7 +215,8 @@ class Renderer {
     return Flow::kNormal;
   }
 
-  void Assign(const std::vector<std::string>& targets, const Value& v, Scope& scope, const Pos& pos) {
+  void Assign(const std::vector<std::string>& targets, const Value& v, Scope& scope,
+              const Pos& pos) {
     if (targets.size() == 1) {
       scope.vars[targets[0]] = v;
       return;
@@ -218,7 +228,8 @@ class Renderer {
       FailAt(pos, e.what());
     }
     if (items.size() != targets.size()) {
-      FailAt(pos, fmt::format("cannot unpack {} values into {} names", items.size(), targets.size()));
+      FailAt(pos,
+             fmt::format("cannot unpack {} values into {} names", items.size(), targets.size()));
     }
     for (size_t i = 0; i < targets.size(); ++i) scope.vars[targets[i]] = items[i];
   }
@@ -259,8 +270,10 @@ class Renderer {
       loop.Set(Value::Str("length"), Value::Int(len));
       loop.Set(Value::Str("depth"), Value::Int(1));
       loop.Set(Value::Str("depth0"), Value::Int(0));
-      loop.Set(Value::Str("previtem"), i > 0 ? items[static_cast<size_t>(i - 1)] : Value::Undefined("loop.previtem"));
-      loop.Set(Value::Str("nextitem"), i + 1 < len ? items[static_cast<size_t>(i + 1)] : Value::Undefined("loop.nextitem"));
+      loop.Set(Value::Str("previtem"),
+               i > 0 ? items[static_cast<size_t>(i - 1)] : Value::Undefined("loop.previtem"));
+      loop.Set(Value::Str("nextitem"),
+               i + 1 < len ? items[static_cast<size_t>(i + 1)] : Value::Undefined("loop.nextitem"));
       loop.Set(Value::Str("cycle"), Value::Function("loop.cycle", [i](CallArgs& a) {
                  if (a.pos.empty()) throw EvalError("loop.cycle needs at least one argument");
                  return a.pos[static_cast<size_t>(i) % a.pos.size()];
@@ -276,7 +289,8 @@ class Renderer {
     const Node* node = &n;
     return Value::Function(n.name, [this, node, defining](CallArgs& a) {
       if (a.pos.size() > node->params.size()) {
-        throw EvalError(fmt::format("macro '{}' takes {} arguments ({} given)", node->name, node->params.size(), a.pos.size()));
+        throw EvalError(fmt::format("macro '{}' takes {} arguments ({} given)", node->name,
+                                    node->params.size(), a.pos.size()));
       }
       if (++depth_ > opts_.max_call_depth) {
         --depth_;
@@ -299,14 +313,17 @@ class Renderer {
         for (size_t i = 0; i < node->params.size(); ++i) {
           if (node->params[i] == k) idx = i;
         }
-        if (idx == node->params.size()) throw EvalError(fmt::format("macro '{}' has no parameter '{}'", node->name, k));
-        if (set[idx]) throw EvalError(fmt::format("macro '{}' got multiple values for '{}'", node->name, k));
+        if (idx == node->params.size())
+          throw EvalError(fmt::format("macro '{}' has no parameter '{}'", node->name, k));
+        if (set[idx])
+          throw EvalError(fmt::format("macro '{}' got multiple values for '{}'", node->name, k));
         s->vars[k] = v;
         set[idx] = true;
       }
       for (size_t i = 0; i < node->params.size(); ++i) {
         if (set[i]) continue;
-        s->vars[node->params[i]] = node->defaults[i] ? Eval(*node->defaults[i], s) : Value::Undefined(node->params[i]);
+        s->vars[node->params[i]] =
+            node->defaults[i] ? Eval(*node->defaults[i], s) : Value::Undefined(node->params[i]);
       }
       std::string out;
       Exec(node->body, s, out);
@@ -345,7 +362,8 @@ class Renderer {
       case ExprKind::kTuple: {
         List items;
         for (const auto& x : e.args) items.push_back(Eval(*x, scope));
-        return e.kind == ExprKind::kTuple ? Value::MakeTuple(std::move(items)) : Value::MakeList(std::move(items));
+        return e.kind == ExprKind::kTuple ? Value::MakeTuple(std::move(items))
+                                          : Value::MakeList(std::move(items));
       }
       case ExprKind::kDict: {
         Dict d;
@@ -366,7 +384,8 @@ class Renderer {
         const Value obj = Eval(*e.args[0], scope);
         Value parts[3];
         for (int i = 0; i < 3; ++i) {
-          if (e.args[static_cast<size_t>(i) + 1]) parts[i] = Eval(*e.args[static_cast<size_t>(i) + 1], scope);
+          if (e.args[static_cast<size_t>(i) + 1])
+            parts[i] = Eval(*e.args[static_cast<size_t>(i) + 1], scope);
         }
         return SliceValue(obj, parts[0], parts[1], parts[2]);
       }
@@ -375,8 +394,9 @@ class Renderer {
         CallArgs a = EvalArgs(e, 1, scope);
         if (!fn.is_callable()) {
           if (fn.is_undefined()) {
-            throw EvalError(fn.undefined_hint().empty() ? std::string("undefined value is not callable")
-                                                        : fmt::format("'{}' is undefined", fn.undefined_hint()));
+            throw EvalError(fn.undefined_hint().empty()
+                                ? std::string("undefined value is not callable")
+                                : fmt::format("'{}' is undefined", fn.undefined_hint()));
           }
           throw EvalError(fmt::format("'{}' object is not callable", fn.TypeName()));
         }
@@ -399,7 +419,9 @@ class Renderer {
       case ExprKind::kUnary: {
         const Value v = Eval(*e.args[0], scope);
         if (e.op == Op::kNot) return Value::Bool(!v.Truthy());
-        if (!v.is_number()) throw EvalError(fmt::format("bad operand type for unary {}: '{}'", e.op == Op::kNeg ? '-' : '+', v.TypeName()));
+        if (!v.is_number())
+          throw EvalError(fmt::format("bad operand type for unary {}: '{}'",
+                                      e.op == Op::kNeg ? '-' : '+', v.TypeName()));
         if (e.op == Op::kPos) return v.is_bool() ? Value::Int(v.int_value()) : v;
         if (v.is_float()) return Value::Float(-v.number());
         if (v.int_value() == INT64_MIN) throw EvalError("integer overflow");
@@ -433,8 +455,9 @@ class Renderer {
 
   static void RequireDefined(const Value& v) {
     if (v.is_undefined()) {
-      throw EvalError(v.undefined_hint().empty() ? std::string("undefined value used in an operation")
-                                                 : fmt::format("'{}' is undefined", v.undefined_hint()));
+      throw EvalError(v.undefined_hint().empty()
+                          ? std::string("undefined value used in an operation")
+                          : fmt::format("'{}' is undefined", v.undefined_hint()));
     }
   }
 
@@ -443,7 +466,9 @@ class Renderer {
       case Value::Kind::kUndefined:
         return false;
       case Value::Kind::kString:
-        if (!item.is_string()) throw EvalError(fmt::format("'in <string>' requires string as left operand, not {}", item.TypeName()));
+        if (!item.is_string())
+          throw EvalError(fmt::format("'in <string>' requires string as left operand, not {}",
+                                      item.TypeName()));
         return container.str().find(item.str()) != std::string::npos;
       case Value::Kind::kList:
         for (const Value& x : container.list()) {
@@ -495,11 +520,13 @@ class Renderer {
     RequireDefined(b);
     static const char* const kSym[] = {"+", "-", "*", "/", "//", "%", "**"};
     const auto type_error = [&]() -> EvalError {
-      return EvalError(fmt::format("unsupported operand type(s) for {}: '{}' and '{}'", kSym[static_cast<int>(op)], a.TypeName(), b.TypeName()));
+      return EvalError(fmt::format("unsupported operand type(s) for {}: '{}' and '{}'",
+                                   kSym[static_cast<int>(op)], a.TypeName(), b.TypeName()));
     };
     if (op == Op::kAdd) {
       if (a.is_string() && b.is_string()) {
-        if (a.str().size() + b.str().size() > opts_.max_output_bytes) throw EvalError("string too long");
+        if (a.str().size() + b.str().size() > opts_.max_output_bytes)
+          throw EvalError("string too long");
         return Value::Str(a.str() + b.str());
       }
       if (a.is_list() && b.is_list()) {
@@ -508,7 +535,9 @@ class Renderer {
         return Value::MakeList(std::move(items));
       }
       if (a.is_string() || b.is_string()) {
-        if (a.is_string()) throw EvalError(fmt::format("can only concatenate str (not \"{}\") to str", b.TypeName()));
+        if (a.is_string())
+          throw EvalError(
+              fmt::format("can only concatenate str (not \"{}\") to str", b.TypeName()));
         throw type_error();
       }
     }
@@ -516,15 +545,19 @@ class Renderer {
                            ((b.is_string() || b.is_list()) && (a.is_int() || a.is_bool())))) {
       const Value& seq = a.is_int() || a.is_bool() ? b : a;
       const int64_t times = std::max<int64_t>(0, (a.is_int() || a.is_bool() ? a : b).int_value());
-      const double size = static_cast<double>(seq.is_string() ? seq.str().size() : seq.list().size()) * static_cast<double>(times);
-      if (size > static_cast<double>(opts_.max_output_bytes)) throw EvalError("repeated sequence too long");
+      const double size =
+          static_cast<double>(seq.is_string() ? seq.str().size() : seq.list().size()) *
+          static_cast<double>(times);
+      if (size > static_cast<double>(opts_.max_output_bytes))
+        throw EvalError("repeated sequence too long");
       if (seq.is_string()) {
         std::string out;
         for (int64_t i = 0; i < times; ++i) out += seq.str();
         return Value::Str(std::move(out));
       }
       List out;
-      for (int64_t i = 0; i < times; ++i) out.insert(out.end(), seq.list().begin(), seq.list().end());
+      for (int64_t i = 0; i < times; ++i)
+        out.insert(out.end(), seq.list().begin(), seq.list().end());
       return Value::MakeList(std::move(out));
     }
     if (op == Op::kMod && a.is_string()) return Value::Str(PercentFormat(a.str(), b));
@@ -631,11 +664,14 @@ class Renderer {
           break;
         case 'd':
         case 'i':
-          if (!v.is_number()) throw EvalError(fmt::format("%{} format: a number is required, not {}", c, v.TypeName()));
+          if (!v.is_number())
+            throw EvalError(
+                fmt::format("%{} format: a number is required, not {}", c, v.TypeName()));
           out += std::to_string(v.is_float() ? static_cast<int64_t>(v.number()) : v.int_value());
           break;
         case 'f':
-          if (!v.is_number()) throw EvalError(fmt::format("%f format: a number is required, not {}", v.TypeName()));
+          if (!v.is_number())
+            throw EvalError(fmt::format("%f format: a number is required, not {}", v.TypeName()));
           out += fmt::format("{:.6f}", v.number());
           break;
         default:

@@ -102,7 +102,8 @@ Value FromJsonImpl(const Json& j) {
     }
     case nlohmann::json::value_t::object: {
       Dict d;
-      for (auto it = j.begin(); it != j.end(); ++it) d.Set(Value::Str(it.key()), FromJsonImpl(it.value()));
+      for (auto it = j.begin(); it != j.end(); ++it)
+        d.Set(Value::Str(it.key()), FromJsonImpl(it.value()));
       return Value::MakeDict(std::move(d));
     }
     default:
@@ -280,7 +281,8 @@ std::string JsonKey(const Value& k) {
     case Value::Kind::kFloat:
       return FloatRepr(k.number());
     default:
-      throw EvalError(fmt::format("keys must be str, int, float, bool or None, not {}", k.TypeName()));
+      throw EvalError(
+          fmt::format("keys must be str, int, float, bool or None, not {}", k.TypeName()));
   }
 }
 
@@ -495,8 +497,8 @@ bool CallArgs::Has(size_t i, std::string_view name) const {
 
 void CallArgs::Check(std::string_view fn, std::initializer_list<std::string_view> names) const {
   if (pos.size() > names.size()) {
-    throw EvalError(fmt::format("{}() takes at most {} arguments ({} given)", fn, names.size(),
-                                pos.size()));
+    throw EvalError(
+        fmt::format("{}() takes at most {} arguments ({} given)", fn, names.size(), pos.size()));
   }
   for (const auto& [k, v] : kw) {
     bool known = false;
@@ -504,7 +506,8 @@ void CallArgs::Check(std::string_view fn, std::initializer_list<std::string_view
     for (std::string_view n : names) {
       if (n == k) {
         known = true;
-        if (idx < pos.size()) throw EvalError(fmt::format("{}() got multiple values for '{}'", fn, k));
+        if (idx < pos.size())
+          throw EvalError(fmt::format("{}() got multiple values for '{}'", fn, k));
       }
       ++idx;
     }

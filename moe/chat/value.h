@@ -34,9 +34,20 @@ class EvalError : public std::runtime_error {
 
 class Value {
  public:
-  enum class Kind { kUndefined, kNone, kBool, kInt, kFloat, kString, kList, kDict, kNamespace, kCallable };
+  enum class Kind {
+    kUndefined,
+    kNone,
+    kBool,
+    kInt,
+    kFloat,
+    kString,
+    kList,
+    kDict,
+    kNamespace,
+    kCallable
+  };
 
-  Value() = default;  // undefined
+  Value() = default;                              // undefined
   static Value Undefined(std::string hint = "");  // hint: the name that was looked up (errors)
   static Value None();
   static Value Bool(bool b);
@@ -58,7 +69,9 @@ class Value {
   bool is_bool() const { return kind_ == Kind::kBool; }
   bool is_int() const { return kind_ == Kind::kInt; }
   bool is_float() const { return kind_ == Kind::kFloat; }
-  bool is_number() const { return kind_ == Kind::kInt || kind_ == Kind::kFloat || kind_ == Kind::kBool; }
+  bool is_number() const {
+    return kind_ == Kind::kInt || kind_ == Kind::kFloat || kind_ == Kind::kBool;
+  }
   bool is_string() const { return kind_ == Kind::kString; }
   bool is_list() const { return kind_ == Kind::kList; }
   bool is_dict() const { return kind_ == Kind::kDict; }
@@ -78,8 +91,8 @@ class Value {
   const std::string& undefined_hint() const;
 
   bool Truthy() const;
-  std::string Str() const;   // Python str(); undefined -> ""
-  std::string Repr() const;  // Python repr()
+  std::string Str() const;       // Python str(); undefined -> ""
+  std::string Repr() const;      // Python repr()
   std::string TypeName() const;  // Python type name ('str', 'int', 'list', 'dict', 'NoneType', ...)
   // json.dumps(x, ensure_ascii=False, indent=indent) (indent < 0: single line with ", " ": ").
   std::string ToJson(int indent = -1) const;

@@ -20,10 +20,12 @@ namespace {
 namespace fs = std::filesystem;
 using json = nlohmann::ordered_json;
 
-const char* const kFamilies[] = {"mixtral", "qwen2",  "qwen3",  "olmoe",
+const char* const kFamilies[] = {"mixtral",     "qwen2",       "qwen3",  "olmoe",
                                  "deepseek_v2", "deepseek_v3", "llama2", "llama3"};
 
-std::string DataPath(const std::string& name) { return std::string(MOE_TEST_DATA_DIR) + "/chat/" + name; }
+std::string DataPath(const std::string& name) {
+  return std::string(MOE_TEST_DATA_DIR) + "/chat/" + name;
+}
 
 std::string ReadText(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
@@ -46,7 +48,8 @@ class FamilyTest : public testing::TestWithParam<const char*> {};
 TEST_P(FamilyTest, MatchesJinja2Goldens) {
   const std::string family = GetParam();
   const json doc = json::parse(ReadText(DataPath(family + ".cases.json")));
-  const ChatTemplate t = ChatTemplate::FromFile(DataPath(family + ".jinja"), doc["bos_token"], doc["eos_token"]);
+  const ChatTemplate t =
+      ChatTemplate::FromFile(DataPath(family + ".jinja"), doc["bos_token"], doc["eos_token"]);
   ASSERT_GE(doc["cases"].size(), 4u);
   for (const json& c : doc["cases"]) {
     SCOPED_TRACE(family + " " + c["name"].get<std::string>());
@@ -66,12 +69,14 @@ TEST_P(FamilyTest, PlainMessagesApi) {
   // The role/content API gives the same text as the JSON one for the 4-message chat.
   const std::string family = GetParam();
   const json doc = json::parse(ReadText(DataPath(family + ".cases.json")));
-  const ChatTemplate t = ChatTemplate::FromFile(DataPath(family + ".jinja"), doc["bos_token"], doc["eos_token"]);
+  const ChatTemplate t =
+      ChatTemplate::FromFile(DataPath(family + ".jinja"), doc["bos_token"], doc["eos_token"]);
   for (const json& c : doc["cases"]) {
     if (c["name"] != "chat/gen" && c["name"] != "chat/nogen") continue;
     std::vector<ChatMessage> msgs;
     for (const json& m : c["messages"]) msgs.push_back({m["role"], m["content"]});
-    EXPECT_EQ(t.Render(msgs, c["add_generation_prompt"].get<bool>()), c["expected"].get<std::string>());
+    EXPECT_EQ(t.Render(msgs, c["add_generation_prompt"].get<bool>()),
+              c["expected"].get<std::string>());
   }
 }
 
@@ -80,8 +85,9 @@ INSTANTIATE_TEST_SUITE_P(Families, FamilyTest, testing::ValuesIn(kFamilies));
 class TempDir {
  public:
   TempDir() {
-    path_ = fs::temp_directory_path() / ("moe_chat_test_" + std::to_string(::testing::UnitTest::GetInstance()->random_seed()) + "_" +
-                                         std::to_string(reinterpret_cast<uintptr_t>(this)));
+    path_ = fs::temp_directory_path() /
+            ("moe_chat_test_" + std::to_string(::testing::UnitTest::GetInstance()->random_seed()) +
+             "_" + std::to_string(reinterpret_cast<uintptr_t>(this)));
     fs::create_directories(path_);
   }
   ~TempDir() { fs::remove_all(path_); }
@@ -103,7 +109,8 @@ TEST(ChatTemplate, FromTokenizerConfigStringAndAddedTokenObjects) {
   cfg["eos_token"] = "</s>";
   cfg["unk_token"] = {{"content", "<unk>"}};
   cfg["pad_token"] = nullptr;
-  const ChatTemplate t = ChatTemplate::FromTokenizerConfig(dir.Write("tokenizer_config.json", cfg.dump()));
+  const ChatTemplate t =
+      ChatTemplate::FromTokenizerConfig(dir.Write("tokenizer_config.json", cfg.dump()));
   EXPECT_EQ(t.bos_token(), "<s>");
   EXPECT_EQ(t.eos_token(), "</s>");
   EXPECT_EQ(t.Render({{"system", "S"}, {"user", "Hi"}, {"assistant", "Yo"}, {"user", "Bye"}}, true),
@@ -117,9 +124,12 @@ TEST(ChatTemplate, FromTokenizerConfigNamedList) {
                                       {{"name", "tool_use"}, {"template", "T{{ tools|length }}"}}});
   const std::string path = dir.Write("tokenizer_config.json", cfg.dump());
   EXPECT_EQ(ChatTemplate::FromTokenizerConfig(path).Render({{"user", "x"}}, false), "D1");
-  EXPECT_EQ(ChatTemplate::FromTokenizerConfig(path, "tool_use").Render({}, false, {{"tools", {1, 2}}}), "T2");
+  EXPECT_EQ(
+      ChatTemplate::FromTokenizerConfig(path, "tool_use").Render({}, false, {{"tools", {1, 2}}}),
+      "T2");
   const std::string err = ErrorOf([&] { ChatTemplate::FromTokenizerConfig(path, "rag"); });
-  EXPECT_NE(err.find("no chat_template named 'rag' (it has: default, tool_use)"), std::string::npos) << err;
+  EXPECT_NE(err.find("no chat_template named 'rag' (it has: default, tool_use)"), std::string::npos)
+      << err;
 }
 
 TEST(ChatTemplate, MissingTemplateNamesTheFile) {
@@ -128,10 +138,13 @@ TEST(ChatTemplate, MissingTemplateNamesTheFile) {
   const std::string err = ErrorOf([&] { ChatTemplate::FromTokenizerConfig(path); });
   EXPECT_NE(err.find("[chat] '" + path + "' has no chat_template"), std::string::npos) << err;
   EXPECT_NE(err.find("--chat-template"), std::string::npos) << err;
-  EXPECT_NE(ErrorOf([&] { ChatTemplate::FromTokenizerConfig(dir.Write("bad.json", "{")); }).find("not valid JSON"),
+  EXPECT_NE(ErrorOf([&] {
+              ChatTemplate::FromTokenizerConfig(dir.Write("bad.json", "{"));
+            }).find("not valid JSON"),
             std::string::npos);
-  EXPECT_NE(ErrorOf([&] { ChatTemplate::FromTokenizerConfig(path + ".missing"); }).find("cannot open"),
-            std::string::npos);
+  EXPECT_NE(
+      ErrorOf([&] { ChatTemplate::FromTokenizerConfig(path + ".missing"); }).find("cannot open"),
+      std::string::npos);
   EXPECT_NE(ErrorOf([&] {
               ChatTemplate::FromTokenizerConfig(dir.Write("n.json", R"({"chat_template": 3})"));
             }).find("must be a string or a list"),
@@ -145,17 +158,25 @@ TEST(ChatTemplate, ParseErrorNamesConfigLineAndColumn) {
   const std::string path = dir.Write("tokenizer_config.json", cfg.dump());
   const ChatTemplate t = ChatTemplate::FromTokenizerConfig(path);
   const std::string err = ErrorOf([&] { t.Render({{"user", "x"}}, false); });
-  EXPECT_NE(err.find("[chat] " + path + ":2:16: unknown filter 'nosuchfilter'"), std::string::npos) << err;
+  EXPECT_NE(err.find("[chat] " + path + ":2:16: unknown filter 'nosuchfilter'"), std::string::npos)
+      << err;
   cfg["chat_template"] = "{% if x %}\nno end";
-  const std::string err2 = ErrorOf([&] { ChatTemplate::FromTokenizerConfig(dir.Write("b.json", cfg.dump())); });
-  EXPECT_NE(err2.find("unexpected end of template, expected 'elif' or 'else' or 'endif'"), std::string::npos) << err2;
+  const std::string err2 =
+      ErrorOf([&] { ChatTemplate::FromTokenizerConfig(dir.Write("b.json", cfg.dump())); });
+  EXPECT_NE(err2.find("unexpected end of template, expected 'elif' or 'else' or 'endif'"),
+            std::string::npos)
+      << err2;
 }
 
 TEST(ChatTemplate, ExtraVariablesOverrideSpecialTokens) {
-  const ChatTemplate t = ChatTemplate::FromString("{{ bos_token }}|{{ eos_token }}|{{ foo }}", "inline", "<s>", "</s>");
+  const ChatTemplate t = ChatTemplate::FromString("{{ bos_token }}|{{ eos_token }}|{{ foo }}",
+                                                  "inline", "<s>", "</s>");
   EXPECT_EQ(t.Render({}, false), "<s>|</s>|");
   EXPECT_EQ(t.Render({}, false, {{"bos_token", "B"}, {"foo", 1.5}}), "B|</s>|1.5");
-  EXPECT_NE(ErrorOf([&] { t.Render({}, false, {{"messages", 1}}); }).find("cannot be passed"), std::string::npos);
+  EXPECT_NE(ErrorOf([&] {
+              t.Render({}, false, {{"messages", 1}});
+            }).find("cannot be passed"),
+            std::string::npos);
 }
 
 }  // namespace
