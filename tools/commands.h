@@ -8,5 +8,6 @@ namespace moe::cli {
 void AddBenchCommand(CLI::App& root);
 void AddTrainCommands(CLI::App& root);  // train, demo, eval, generate
 void AddCorpusCommand(CLI::App& root);
+void AddChatTemplateCommand(CLI::App& root);
 
 }  // namespace moe::cli

@@ -14,6 +14,7 @@ int main(int argc, char** argv) {
   moe::cli::AddTrainCommands(app);
   moe::cli::AddBenchCommand(app);
   moe::cli::AddCorpusCommand(app);
+  moe::cli::AddChatTemplateCommand(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
