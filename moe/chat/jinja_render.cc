@@ -7,6 +7,7 @@
 #include <cmath>
 #include <ctime>
 #include <unordered_map>
+#include <vector>
 
 #include "moe/chat/jinja.h"
 #include "moe/chat/jinja_ast.h"
@@ -285,8 +286,12 @@ class Renderer {
     return Flow::kNormal;
   }
 
-  Value MakeMacro(const Node& n, const ScopePtr& defining) {
+  Value MakeMacro(const Node& n, const ScopePtr& defining_scope) {
     const Node* node = &n;
+    // The macro is usually stored in the scope it captures: capturing a shared_ptr would make a
+    // cycle (a leak), so the renderer keeps defining scopes alive until the render ends.
+    macro_scopes_.push_back(defining_scope);
+    Scope* defining = defining_scope.get();
     return Value::Function(n.name, [this, node, defining](CallArgs& a) {
       if (a.pos.size() > node->params.size()) {
         throw EvalError(fmt::format("macro '{}' takes {} arguments ({} given)", node->name,
@@ -302,7 +307,7 @@ class Renderer {
       } unwind{&depth_};
       Step(node->pos);
       auto s = std::make_shared<Scope>();
-      s->parent = defining;
+      s->parent = ScopePtr(ScopePtr(), defining);  // non-owning: macro_scopes_ owns it
       std::vector<bool> set(node->params.size(), false);
       for (size_t i = 0; i < a.pos.size(); ++i) {
         s->vars[node->params[i]] = a.pos[i];
@@ -686,6 +691,7 @@ class Renderer {
   const RenderOptions& opts_;
   int64_t steps_ = 0;
   int depth_ = 0;
+  std::vector<ScopePtr> macro_scopes_;
 };
 
 }  // namespace
