@@ -11,5 +11,6 @@ void AddTrainCommands(CLI::App& root);  // train, demo, eval, generate
 void AddCorpusCommand(CLI::App& root);
 void AddRunCommands(CLI::App& root);  // run, perplexity
 void AddInspectCommand(CLI::App& root);
+void AddChatTemplateCommand(CLI::App& root);
 
 }  // namespace moe::cli

@@ -16,6 +16,7 @@ int main(int argc, char** argv) {
   moe::cli::AddCorpusCommand(app);
   moe::cli::AddRunCommands(app);
   moe::cli::AddInspectCommand(app);
+  moe::cli::AddChatTemplateCommand(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
