@@ -283,9 +283,8 @@ void Transformer::InferAttention(const LayerWeights& lw, int64_t layer, int64_t 
   st.q.Resize(dt, {n, h * dk});
   const View<float> q3 = V<float>(st.q).Reshape({n, h, dk});
   if (!c.mla.enabled()) {
-    kernels::LinearForward<float>(C<float>(st.n), C<float>(lw.wq), V<float>(st.q), ctx);
-    kernels::LinearForward<float>(C<float>(st.n), C<float>(lw.wk), kview, ctx);
-    kernels::LinearForward<float>(C<float>(st.n), C<float>(lw.wv), vview, ctx);
+    kernels::LinearForwardMany<float>(
+        C<float>(st.n), {{C<float>(lw.wq), V<float>(st.q)}, {C<float>(lw.wk), kview}, {C<float>(lw.wv), vview}}, ctx);
     if (c.qkv_bias) {
       AddBias(V<float>(st.q), C<float>(lw.bq));
       AddBias(kview, C<float>(lw.bk));

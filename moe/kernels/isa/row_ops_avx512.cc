@@ -4,6 +4,10 @@
 
 #include "moe/kernels/isa/row_ops.h"
 
+#ifndef MOE_PREFETCH_FLOATS
+#define MOE_PREFETCH_FLOATS 2048
+#endif
+
 namespace moe::kernels {
 namespace {
 
@@ -61,6 +65,8 @@ void SwiGluBackward(const float* g, const float* u, const float* da, float* dg, 
 // One weight row at a time against M rows of x, k unrolled 4 ways (16 floats each) into separate
 // accumulators. Reading w as one sequential stream (rather than several rows side by side) is what
 // lets the hardware prefetcher run at full bandwidth: this path is bound by reading the weights.
+constexpr int64_t kPrefetch = MOE_PREFETCH_FLOATS;
+
 template <int M>
 void MatMulNtSmallM(const float* x, int64_t ldx, const float* w, int64_t ldw, int64_t n, int64_t k,
                     float* y, int64_t ldy, bool accumulate) {
@@ -75,6 +81,9 @@ void MatMulNtSmallM(const float* x, int64_t ldx, const float* w, int64_t ldw, in
     int64_t p = 0;
     for (; p < k64; p += 16 * U) {
       for (int u = 0; u < U; ++u) {
+        // Weights are one long stream (rows back to back): prefetch kPrefetch floats ahead, past
+        // page boundaries where the hardware prefetcher stops.
+        _mm_prefetch(reinterpret_cast<const char*>(wr + p + 16 * u + kPrefetch), _MM_HINT_T0);
         const __m512 wv = _mm512_loadu_ps(wr + p + 16 * u);
         for (int i = 0; i < M; ++i)
           acc[u][i] = _mm512_fmadd_ps(_mm512_loadu_ps(x + i * ldx + p + 16 * u), wv, acc[u][i]);
