@@ -4,10 +4,13 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <iostream>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
+#include "moe/chat/chat_template.h"
 #include "moe/core/context.h"
 #include "moe/core/error.h"
 #include "moe/generate/generator.h"
@@ -179,6 +182,91 @@ void PerplexityCommand(const std::string& model_path, const std::string& file, i
       static_cast<long long>(r.predicted), static_cast<long long>(r.windows), r.seconds);
 }
 
+struct ChatCli {
+  std::string model, system, template_path, template_name, vars = "{}";
+};
+
+void ChatCommand(const ChatCli& c, const SamplingCli& s) {
+  Context ctx({.threads = s.threads});
+  const generate::ModelDir m = generate::OpenModelDir(c.model);
+  std::fprintf(stderr, "model: %s: %s\n", c.model.c_str(), m.config.Summary().c_str());
+  chat::ChatTemplate tmpl = [&] {
+    if (!c.template_path.empty()) {
+      const auto bos = m.tokenizer.bos_id(), eos = m.tokenizer.eos_id();
+      return chat::ChatTemplate::FromFile(c.template_path,
+                                          bos ? std::string(*m.tokenizer.IdToToken(*bos)) : "",
+                                          eos ? std::string(*m.tokenizer.IdToToken(*eos)) : "");
+    }
+    MOE_CHECK(!m.tokenizer_config.empty(), "chat",
+              "'{}' has no tokenizer_config.json with a chat_template; give one with "
+              "--chat-template FILE",
+              c.model);
+    return chat::ChatTemplate::FromTokenizerConfig(m.tokenizer_config, c.template_name);
+  }();
+  nlohmann::ordered_json vars;
+  try {
+    vars = nlohmann::ordered_json::parse(c.vars);
+  } catch (const nlohmann::json::exception& e) {
+    Fail("chat", "--vars is not valid JSON: {}", e.what());
+  }
+  MOE_CHECK(vars.is_object(), "chat", "--vars must be a JSON object, got {}", c.vars);
+  generate::GenerateOptions o = MakeOptions(s, m);
+  // The end of an assistant turn: the template's eos token, when the tokenizer knows it.
+  if (!tmpl.eos_token().empty())
+    if (auto id = m.tokenizer.TokenToId(tmpl.eos_token());
+        id && std::find(o.stop_ids.begin(), o.stop_ids.end(), *id) == o.stop_ids.end())
+      o.stop_ids.push_back(*id);
+  const model::Transformer tf(m.config);
+  generate::Generator g(tf, m.weights, m.tokenizer, ctx, s.ctx_size);
+  TraceFile trace_file(s.trace_path);
+  std::unique_ptr<generate::RoutingTrace> trace;
+  if (trace_file.get() != nullptr)
+    trace = std::make_unique<generate::RoutingTrace>(trace_file.get(), &m.tokenizer);
+
+  std::vector<chat::ChatMessage> messages;
+  if (!c.system.empty()) messages.push_back({"system", c.system});
+  const bool tty = ::isatty(STDIN_FILENO) != 0;
+  if (tty)
+    std::fprintf(stderr, "chat: one line per message; /reset starts over, /exit or Ctrl-D ends\n");
+  std::string line;
+  while (true) {
+    if (tty) std::fputs("> ", stderr);
+    if (!std::getline(std::cin, line)) break;
+    if (line == "/exit" || line == "/quit") break;
+    if (line == "/reset") {
+      messages.resize(c.system.empty() ? 0 : 1);
+      g.Reset();
+      std::fprintf(stderr, "(conversation cleared)\n");
+      continue;
+    }
+    if (line.empty()) continue;
+    messages.push_back({"user", line});
+    const std::string prompt = tmpl.Render(messages, true, vars);
+    // The rendered template carries the special tokens itself (as apply_chat_template tokenizes).
+    const std::vector<int32_t> ids = m.EncodePrompt(prompt, false);
+    if (static_cast<int64_t>(ids.size()) >= g.capacity()) {
+      std::fprintf(stderr,
+                   "the conversation (%zu tokens) no longer fits the context of %lld; /reset, or "
+                   "raise --ctx-size\n",
+                   ids.size(), static_cast<long long>(g.capacity()));
+      messages.pop_back();
+      continue;
+    }
+    const generate::GenerateResult r = g.Generate(
+        ids, o,
+        [](std::string_view piece) {
+          std::fwrite(piece.data(), 1, piece.size(), stdout);
+          std::fflush(stdout);
+        },
+        trace.get());
+    std::fputc('\n', stdout);
+    std::fflush(stdout);
+    PrintStats(r);
+    messages.push_back({"assistant", r.text});
+  }
+  trace_file.Commit();
+}
+
 }  // namespace
 
 void AddRunCommands(CLI::App& root) {
@@ -197,6 +285,23 @@ void AddRunCommands(CLI::App& root) {
     cmd->add_flag("--raw", *raw, "Do not add the tokenizer's special tokens (BOS) to the prompt");
     AddSamplingOptions(cmd, *s);
     cmd->callback([=] { RunCommand(*model, *prompt, *prompt_file, *raw, *s); });
+  }
+  {
+    auto* cmd = root.add_subcommand(
+        "chat", "Interactive chat with a model folder, using its chat template");
+    auto c = std::make_shared<ChatCli>();
+    auto s = std::make_shared<SamplingCli>();
+    cmd->add_option("model", c->model, "Model folder")->required();
+    cmd->add_option("--system", c->system, "System message");
+    cmd->add_option("--chat-template", c->template_path,
+                    "Jinja template file (default: tokenizer_config.json's)");
+    cmd->add_option("--template-name", c->template_name,
+                    "Which named template of tokenizer_config.json (default: 'default')");
+    cmd->add_option(
+        "--vars", c->vars,
+        "Extra template variables as a JSON object, e.g. '{\"enable_thinking\": false}'");
+    AddSamplingOptions(cmd, *s);
+    cmd->callback([=] { ChatCommand(*c, *s); });
   }
   {
     auto* cmd = root.add_subcommand("perplexity", "Strided perplexity of a model on a text file");

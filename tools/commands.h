@@ -9,7 +9,7 @@ void AddBenchCommand(CLI::App& root);
 void AddBenchModelCommand(CLI::App& bench);  // bench model (called by AddBenchCommand)
 void AddTrainCommands(CLI::App& root);  // train, demo, eval, generate
 void AddCorpusCommand(CLI::App& root);
-void AddRunCommands(CLI::App& root);  // run, perplexity
+void AddRunCommands(CLI::App& root);  // run, chat, perplexity
 void AddInspectCommand(CLI::App& root);
 void AddChatTemplateCommand(CLI::App& root);
 
