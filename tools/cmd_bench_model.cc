@@ -18,8 +18,10 @@
 #include "moe/core/error.h"
 #include "moe/core/rng.h"
 #include "moe/generate/generator.h"
+#include "moe/generate/model_dir.h"
 #include "moe/io/file.h"
 #include "moe/kernels/roofline.h"
+#include "moe/model/checkpoint.h"
 #include "moe/model/transformer.h"
 #include "tools/commands.h"
 
@@ -30,6 +32,8 @@ using kernels::NowSeconds;
 
 struct ModelBenchOptions {
   std::string shape = "mixtral-like";
+  std::string model;  // a model folder instead of a random shape
+  std::string save;   // write the random shape as a Hugging Face folder first
   int64_t prefill = 512;
   int64_t decode = 64;
   int reps = 3;
@@ -133,27 +137,42 @@ double Median(std::vector<double> v) {
 }
 
 int RunModelBench(const ModelBenchOptions& opt) {
-  const model::ModelConfig cfg = BenchShape(opt.shape);
-  MOE_CHECK(opt.prefill + opt.decode <= cfg.max_seq, "bench",
+  Context ctx({.threads = opt.threads});
+  model::ModelConfig cfg;
+  model::ModelWeights w;
+  std::string what;
+  const double ti = NowSeconds();
+  if (!opt.model.empty()) {
+    generate::ModelDir m = generate::OpenModelDir(opt.model);
+    cfg = m.config;
+    w = std::move(m.weights);
+    what = opt.model;
+    std::printf("model: %s: %s\n", what.c_str(), cfg.Summary().c_str());
+  } else {
+    cfg = BenchShape(opt.shape);
+    what = opt.shape;
+    std::printf("model: %s (random f32 weights): %s\n", what.c_str(), cfg.Summary().c_str());
+    InitBenchWeights(cfg, w, ctx);
+  }
+  std::printf("weights: %.2f GB in memory, ready in %.1f s\n",
+              4.0 * static_cast<double>(cfg.TotalParams()) / 1e9, NowSeconds() - ti);
+  if (!opt.save.empty()) {
+    model::SaveModel(opt.save, cfg, w);
+    std::printf("saved as a Hugging Face folder: %s (moe bench model --model %s)\n",
+                opt.save.c_str(), opt.save.c_str());
+  }
+  MOE_CHECK(opt.prefill + opt.decode < cfg.max_seq, "bench",
             "prefill + decode = {} exceeds the context of {}", opt.prefill + opt.decode,
             cfg.max_seq);
-  Context ctx({.threads = opt.threads});
-  std::printf("model: %s (random f32 weights): %s\n", opt.shape.c_str(), cfg.Summary().c_str());
   std::printf("machine: %s, %d threads\n", std::string(IsaName(ActiveIsa())).c_str(),
               ctx.threads());
   std::fflush(stdout);
   model::Transformer tf(cfg);
-  model::ModelWeights w;
-  const double ti = NowSeconds();
-  InitBenchWeights(cfg, w, ctx);
-  std::printf("weights: %.2f GB in %.1f s\n", 4.0 * static_cast<double>(cfg.TotalParams()) / 1e9,
-              NowSeconds() - ti);
-  std::fflush(stdout);
   const tokenizer::Tokenizer tok = tokenizer::Tokenizer::Bytes();
   generate::Generator gen(tf, w, tok, ctx, opt.prefill + opt.decode + 1);
   std::vector<int32_t> prompt(static_cast<size_t>(opt.prefill));
   for (size_t i = 0; i < prompt.size(); ++i)
-    prompt[i] = static_cast<int32_t>((i * 7919 + 13) % 255);
+    prompt[i] = static_cast<int32_t>((i * 7919 + 13) % std::min<int64_t>(cfg.vocab_size, 255));
 
   std::vector<double> prefill_s, decode_s;
   double bw = 0, sgemm = 0;
@@ -187,7 +206,7 @@ int RunModelBench(const ModelBenchOptions& opt) {
       "(%.2f tok/s)\n",
       decode_tps, bytes / 1e6, bytes * decode_tps / 1e9, 100.0 * decode_tps / roof_tps, roof_tps);
   if (!opt.json_path.empty()) {
-    nlohmann::json j = {{"shape", opt.shape},
+    nlohmann::json j = {{"model", what},
                         {"threads", ctx.threads()},
                         {"isa", IsaName(ActiveIsa())},
                         {"sgemm_gflops", sgemm},
@@ -211,6 +230,10 @@ void AddBenchModelCommand(CLI::App& bench) {
   auto opt = std::make_shared<ModelBenchOptions>();
   auto* cmd = bench.add_subcommand(
       "model", "Prefill and decode tokens/s of a whole model against the same-run rooflines");
+  cmd->add_option("--model,-m", opt->model,
+                  "A model folder (Hugging Face or moe train) instead of a random shape");
+  cmd->add_option("--save", opt->save,
+                  "Also write the random-weight model as a Hugging Face folder (F32)");
   cmd->add_option("--shape", opt->shape,
                   "mixtral-like, olmoe-like, qwen2-moe-like or dense-like (random f32 weights)")
       ->capture_default_str();
