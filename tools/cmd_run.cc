@@ -103,6 +103,22 @@ class TraceFile {
   std::FILE* f_ = nullptr;
 };
 
+// Generates, streaming the text to stdout as it becomes final, then ends the line.
+generate::GenerateResult GenerateToStdout(generate::Generator& g, const std::vector<int32_t>& ids,
+                                          const generate::GenerateOptions& o,
+                                          generate::RoutingTrace* trace) {
+  generate::GenerateResult r = g.Generate(
+      ids, o,
+      [](std::string_view piece) {
+        std::fwrite(piece.data(), 1, piece.size(), stdout);
+        std::fflush(stdout);
+      },
+      trace);
+  std::fputc('\n', stdout);
+  std::fflush(stdout);
+  return r;
+}
+
 void PrintStats(const generate::GenerateResult& r) {
   std::fprintf(
       stderr,
@@ -133,15 +149,7 @@ void RunCommand(const std::string& model_path, const std::string& prompt_arg,
   const std::vector<int32_t> ids = m.EncodePrompt(prompt, !raw);
   std::fputs(prompt.c_str(), stdout);
   std::fflush(stdout);
-  const generate::GenerateResult r = g.Generate(
-      ids, o,
-      [](std::string_view piece) {
-        std::fwrite(piece.data(), 1, piece.size(), stdout);
-        std::fflush(stdout);
-      },
-      trace.get());
-  std::fputc('\n', stdout);
-  std::fflush(stdout);
+  const generate::GenerateResult r = GenerateToStdout(g, ids, o, trace.get());
   trace_file.Commit();
   PrintStats(r);
   if (trace)
@@ -252,15 +260,7 @@ void ChatCommand(const ChatCli& c, const SamplingCli& s) {
       messages.pop_back();
       continue;
     }
-    const generate::GenerateResult r = g.Generate(
-        ids, o,
-        [](std::string_view piece) {
-          std::fwrite(piece.data(), 1, piece.size(), stdout);
-          std::fflush(stdout);
-        },
-        trace.get());
-    std::fputc('\n', stdout);
-    std::fflush(stdout);
+    const generate::GenerateResult r = GenerateToStdout(g, ids, o, trace.get());
     PrintStats(r);
     messages.push_back({"assistant", r.text});
   }

@@ -1,10 +1,10 @@
 #include "moe/io/file.h"
 
 #include <fcntl.h>
+#include <stdio.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
-
-#include <stdio.h>
 
 #include <cerrno>
 #include <cstring>
@@ -144,7 +144,8 @@ void RemoveAll(const std::string& path) {
 }
 
 void RenameDurable(const std::string& from, const std::string& to) {
-  if (::rename(from.c_str(), to.c_str()) != 0) Fail(kTag, "cannot rename {} to {}: {}", from, to, std::strerror(errno));
+  if (::rename(from.c_str(), to.c_str()) != 0)
+    Fail(kTag, "cannot rename {} to {}: {}", from, to, std::strerror(errno));
   FsyncDir(ParentDir(to));
 }
 
@@ -165,6 +166,36 @@ void ReplaceDirAtomic(const std::string& tmp, const std::string& dir) {
   RenameDurable(dir, old);
   RenameDurable(tmp, dir);
   RemoveAll(old);
+}
+
+MappedFile MapFileReadOnly(const std::string& path, std::string_view tag) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) Fail(tag, "{}: cannot open: {}", path, std::strerror(errno));
+  struct stat sb {};
+  if (::fstat(fd, &sb) != 0) {
+    const int err = errno;
+    ::close(fd);
+    Fail(tag, "{}: cannot stat: {}", path, std::strerror(err));
+  }
+  if (!S_ISREG(sb.st_mode)) {
+    ::close(fd);
+    Fail(tag, "{}: not a regular file", path);
+  }
+  MappedFile m;
+  m.size = static_cast<size_t>(sb.st_size);
+  if (m.size == 0) {
+    ::close(fd);
+    return m;
+  }
+  void* p = ::mmap(nullptr, m.size, PROT_READ, MAP_PRIVATE, fd, 0);
+  const int err = errno;
+  ::close(fd);
+  if (p == MAP_FAILED) Fail(tag, "{}: cannot map {} bytes: {}", path, m.size, std::strerror(err));
+  const size_t size = m.size;
+  m.storage = std::shared_ptr<const void>(
+      p, [size](const void* q) { ::munmap(const_cast<void*>(q), size); });
+  m.data = static_cast<const uint8_t*>(p);
+  return m;
 }
 
 }  // namespace moe::io

@@ -5,10 +5,20 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <string_view>
 
 namespace moe::io {
+
+// A regular file mapped read-only (the descriptor is closed at once): data is nullptr for an empty
+// file; the mapping lives as long as `storage`. Errors are tagged `tag` and name the file.
+struct MappedFile {
+  std::shared_ptr<const void> storage;
+  const uint8_t* data = nullptr;
+  size_t size = 0;
+};
+MappedFile MapFileReadOnly(const std::string& path, std::string_view tag);
 
 // Writes `path.tmp`, fsyncs it, renames it over `path` and fsyncs the directory.
 void WriteFileAtomic(const std::string& path, std::string_view bytes);

@@ -142,33 +142,9 @@ std::string StTensorInfo::ShapeStr() const { return ShapeString(shape); }
 SafetensorsFile SafetensorsFile::Open(const std::string& path) {
   SafetensorsFile f;
   f.name_ = path;
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) Fail(kTag, "{}: cannot open: {}", path, std::strerror(errno));
-  struct stat sb {};
-  if (::fstat(fd, &sb) != 0) {
-    const int err = errno;
-    ::close(fd);
-    Fail(kTag, "{}: cannot stat: {}", path, std::strerror(err));
-  }
-  if (!S_ISREG(sb.st_mode)) {
-    ::close(fd);
-    Fail(kTag, "{}: not a regular file", path);
-  }
-  const size_t size = static_cast<size_t>(sb.st_size);
-  const uint8_t* bytes = nullptr;
-  if (size > 0) {
-    void* p = ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0);
-    const int err = errno;
-    ::close(fd);
-    if (p == MAP_FAILED) Fail(kTag, "{}: cannot map {} bytes: {}", path, size, std::strerror(err));
-    f.storage_ = std::shared_ptr<const void>(p, [size](const void* q) {
-      ::munmap(const_cast<void*>(q), size);
-    });
-    bytes = static_cast<const uint8_t*>(p);
-  } else {
-    ::close(fd);
-  }
-  f.Parse(bytes, size);
+  MappedFile m = MapFileReadOnly(path, kTag);
+  f.storage_ = std::move(m.storage);
+  f.Parse(m.data, m.size);
   return f;
 }
 
