@@ -18,6 +18,7 @@
 
 #include "moe/core/error.h"
 #include "moe/core/rng.h"
+#include "moe/generate/model_dir.h"
 #include "moe/io/file.h"
 #include "moe/io/gguf.h"
 #include "moe/model/hf_model.h"
@@ -163,10 +164,10 @@ struct Random {
   ModelConfig cfg;
   ModelWeights w;
 };
-Random RandomMoe(bool shared) {
+Random RandomMoe(bool shared, int64_t vocab = 300) {
   Random r;
   ModelConfig& c = r.cfg;
-  c.vocab_size = 300;
+  c.vocab_size = vocab;
   c.d_model = 256;
   c.n_layers = 2;
   c.n_heads = 4;
@@ -311,6 +312,30 @@ TEST(GgufModel, BadFilesAreClearErrors) {
               AllOf(HasSubstr("cannot express"), HasSubstr("rope_scaling")));
   fs::remove(path);
   fs::remove(bad);
+}
+
+TEST(GgufModel, OpenModelDirReadsGgufFiles) {
+  Random r = RandomMoe(false, 410);
+  const std::string tj = Data("tokenizers/qwen2/tokenizer.json");
+  const tokenizer::TokenizerSpec spec =
+      tokenizer::ParseHfTokenizerJson(io::ReadFile(tj, 64 << 20), tj);
+  const std::string path = TmpPath("dir.gguf");
+  GgufSaveOptions o;
+  o.tokenizer = &spec;
+  o.chat_template = "{{ messages }}";
+  SaveGgufModel(r.cfg, r.w, path, o);
+  const generate::ModelDir m = generate::OpenModelDir(path);
+  EXPECT_FALSE(m.byte_level);
+  EXPECT_EQ(m.chat_template, "{{ messages }}");
+  const tokenizer::Tokenizer ref = tokenizer::Tokenizer::FromFile(tj);
+  EXPECT_EQ(m.EncodePrompt("Hello world, 12345!"), ref.Encode("Hello world, 12345!", true));
+  const std::vector<int32_t> toks = Tokens(r.cfg.vocab_size, 5);
+  EXPECT_LE(RelMaxErr(Logits(m.config, m.weights, toks), Logits(r.cfg, r.w, toks)), 1e-6);
+  // Without a tokenizer: the byte tokenizer of moe-trained models.
+  SaveGgufModel(r.cfg, r.w, path);
+  EXPECT_TRUE(generate::OpenModelDir(path).byte_level);
+  EXPECT_THAT(ErrorOf([&] { generate::OpenModelDir(tj); }), HasSubstr("not a .gguf model"));
+  fs::remove(path);
 }
 
 // Tokenizer.json -> GGUF metadata -> TokenizerSpec encodes every fixture case as the original.
