@@ -502,6 +502,7 @@ void SaveGgufModel(const ModelConfig& cfg, ModelWeights& weights, const std::str
     // f32 storage of theta / eps / clip.
     back.rope_theta = want.rope_theta, back.norm_eps = want.norm_eps, back.clip_qkv = want.clip_qkv;
     back.architecture = want.architecture;
+    if (want.NumMoeLayers() == 0) back.moe = want.moe;  // unused by a dense model
     // Training-only options do not change inference.
     back.moe.aux_loss_coef = want.moe.aux_loss_coef, back.moe.z_loss_coef = want.moe.z_loss_coef;
     back.moe.jitter = want.moe.jitter, back.moe.bias_update_rate = want.moe.bias_update_rate;

@@ -314,6 +314,29 @@ TEST(GgufModel, BadFilesAreClearErrors) {
   fs::remove(bad);
 }
 
+TEST(GgufModel, TrainedPresetsRoundTripAndUnexpressibleOptionsAreErrors) {
+  const std::string path = TmpPath("preset.gguf");
+  for (const char* preset : {"tiny", "tiny-dense"}) {
+    ModelConfig cfg = ModelPreset(preset);
+    ModelWeights w;
+    Rng rng(3);
+    w.InitRandom(cfg, DType::kF32, rng);
+    SaveGgufModel(cfg, w, path);
+    const generate::ModelDir m = generate::OpenModelDir(path);
+    EXPECT_TRUE(m.byte_level) << preset;
+    const std::vector<int32_t> toks = Tokens(cfg.vocab_size, 7);
+    EXPECT_LE(RelMaxErr(Logits(m.config, m.weights, toks), Logits(cfg, w, toks)), 1e-5) << preset;
+  }
+  ModelConfig cfg = ModelPreset("tiny");
+  cfg.moe.score = mixture::ScoreFn::kSigmoid;
+  ModelWeights w;
+  Rng rng(3);
+  w.InitRandom(cfg, DType::kF32, rng);
+  EXPECT_THAT(ErrorOf([&] { SaveGgufModel(cfg, w, path); }),
+              AllOf(HasSubstr("cannot express"), HasSubstr("sigmoid")));
+  fs::remove(path);
+}
+
 TEST(GgufModel, OpenModelDirReadsGgufFiles) {
   Random r = RandomMoe(false, 410);
   const std::string tj = Data("tokenizers/qwen2/tokenizer.json");
