@@ -408,9 +408,17 @@ GgufModel LoadGgufModel(const std::string& path) {
   out.config =
       ConfigFrom(arch, find, embd->dims[1], moe_layers, !f.HasTensor("output.weight"), path);
   const ModelConfig& cfg = out.config;
-  const double bytes = static_cast<double>(CountParams(cfg).total()) * 4;
-  MOE_CHECK(bytes <= static_cast<double>(kMaxAllocBytes), kTag,
-            "{}: the model needs {:.3g} GB as f32, more than can be allocated", path, bytes / 1e9);
+  // Sizes first: a config describing far more parameters than the file's tensors hold is wrong,
+  // and nothing is allocated for it (a missing or mis-shaped tensor is named below instead).
+  const double params = CountParams(cfg).total();
+  double elems = 0;
+  for (const io::GgufTensorInfo& t : f.tensors()) elems += static_cast<double>(t.numel);
+  MOE_CHECK(params <= 2 * elems + 1e6 && params * 4 <= static_cast<double>(kMaxAllocBytes), kTag,
+            "{}: the metadata describes {:.4g} parameters but the tensors hold {:.4g} values: a "
+            "size key is wrong (embedding_length {}, block_count {}, head_count {}, expert_count "
+            "{} of width {}, feed_forward_length {})",
+            path, params, elems, cfg.d_model, cfg.n_layers, cfg.n_heads, cfg.moe.n_experts,
+            cfg.moe.d_ff, cfg.dense_d_ff);
   out.weights.Allocate(cfg, DType::kF32);
   const std::vector<Part> parts = PlanParts(cfg, out.weights, arch == "llama", [&](int64_t l) {
     return !f.HasTensor("blk." + std::to_string(l) + ".ffn_gate.0.weight");

@@ -272,6 +272,11 @@ TEST(GgufModel, BadFilesAreClearErrors) {
               }),
               AllOf(HasSubstr("'gptx' is not supported"), HasSubstr("qwen3moe")));
   EXPECT_THAT(with([](Rewrite& rw) {
+                for (auto& [k, v] : rw.kv)
+                  if (k == "llama.expert_count") v = io::GgufValue::U32(4000);
+              }),
+              AllOf(HasSubstr("metadata describes"), HasSubstr("expert_count 4000")));
+  EXPECT_THAT(with([](Rewrite& rw) {
                 std::erase_if(rw.tensors,
                               [](const Rewrite::T& t) { return t.name == "blk.1.attn_v.weight"; });
               }),
