@@ -278,6 +278,25 @@ ModelConfig ConfigFrom(const std::string& arch, const Lookup& find, int64_t voca
   if (arch == "qwen2" || arch == "qwen2moe") c.qkv_bias = true;
   if (arch == "qwen3moe") c.qk_norm = QkNorm::kPerHead;
   if (arch == "olmoe") c.qk_norm = QkNorm::kFull;
+  if (const GgufValue* st = find(a + "rope.scaling.type"); st != nullptr) {
+    MOE_CHECK(st->type() == io::GgufValueType::kString, kTag,
+              "{}: '{}rope.scaling.type' must be a string", origin, a);
+    const std::string& kind = st->str();
+    kernels::RopeScaling& rs = c.rope_scaling;
+    if (kind == "linear" || kind == "yarn") {
+      rs.kind =
+          kind == "linear" ? kernels::RopeScalingKind::kLinear : kernels::RopeScalingKind::kYarn;
+      rs.factor = FloatOr(find, a + "rope.scaling.factor", 1.0, origin);
+      rs.original_max_position_embeddings =
+          IntOr(find, a + "rope.scaling.original_context_length", 0, origin);
+      rs.beta_fast = FloatOr(find, a + "rope.scaling.yarn_beta_fast", 32.0, origin);
+      rs.beta_slow = FloatOr(find, a + "rope.scaling.yarn_beta_slow", 1.0, origin);
+    } else {
+      MOE_CHECK(kind == "none", kTag,
+                "{}: {}rope.scaling.type = '{}' is not supported (supported: none, linear, yarn)",
+                origin, a, kind);
+    }
+  }
   const int64_t rope_dims = IntOr(find, a + "rope.dimension_count", 0, origin);
   const int64_t dh = c.head_dim > 0 ? c.head_dim : c.d_model / std::max<int64_t>(1, c.n_heads);
   if (rope_dims > 0 && rope_dims != dh) c.rotary_dim = rope_dims;
@@ -484,6 +503,17 @@ void SaveGgufModel(const ModelConfig& cfg, ModelWeights& weights, const std::str
   put(a + "rope.dimension_count", u32(cfg.rope_dim()));
   put(a + "rope.freq_base", GgufValue::F32(static_cast<float>(cfg.rope_theta)));
   put(a + "attention.layer_norm_rms_epsilon", GgufValue::F32(static_cast<float>(cfg.norm_eps)));
+  const kernels::RopeScaling& rs = cfg.rope_scaling;
+  if (rs.kind == kernels::RopeScalingKind::kLinear || rs.kind == kernels::RopeScalingKind::kYarn) {
+    const bool yarn = rs.kind == kernels::RopeScalingKind::kYarn;
+    put(a + "rope.scaling.type", GgufValue::String(yarn ? "yarn" : "linear"));
+    put(a + "rope.scaling.factor", GgufValue::F32(static_cast<float>(rs.factor)));
+    if (yarn) {
+      put(a + "rope.scaling.original_context_length", u32(rs.original_max_position_embeddings));
+      put(a + "rope.scaling.yarn_beta_fast", GgufValue::F32(static_cast<float>(rs.beta_fast)));
+      put(a + "rope.scaling.yarn_beta_slow", GgufValue::F32(static_cast<float>(rs.beta_slow)));
+    }
+  }
   if (cfg.clip_qkv > 0)
     put(a + "attention.clamp_kqv", GgufValue::F32(static_cast<float>(cfg.clip_qkv)));
   if (cfg.sliding_window > 0) put(a + "attention.sliding_window", u32(cfg.sliding_window));
@@ -508,7 +538,13 @@ void SaveGgufModel(const ModelConfig& cfg, ModelWeights& weights, const std::str
     ModelConfig back = ConfigFrom(arch, find, cfg.vocab_size, moe_layers, cfg.tie_embeddings, path);
     ModelConfig want = cfg;
     // f32 storage of theta / eps / clip.
-    back.rope_theta = want.rope_theta, back.norm_eps = want.norm_eps, back.clip_qkv = want.clip_qkv;
+    back.rope_theta = want.rope_theta, back.norm_eps = want.norm_eps;
+    back.clip_qkv = want.clip_qkv;
+    if (back.rope_scaling.kind == want.rope_scaling.kind) {  // f32 storage
+      back.rope_scaling.factor = want.rope_scaling.factor;
+      back.rope_scaling.beta_fast = want.rope_scaling.beta_fast;
+      back.rope_scaling.beta_slow = want.rope_scaling.beta_slow;
+    }
     back.architecture = want.architecture;
     if (want.NumMoeLayers() == 0) back.moe = want.moe;  // unused by a dense model
     // Training-only options do not change inference.

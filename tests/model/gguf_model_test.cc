@@ -153,6 +153,24 @@ TEST_P(GgufFixture, F32RoundTripMatchesHuggingFace) {
   fs::remove(path);
 }
 
+TEST(GgufModel, LinearAndYarnRopeScalingRoundTrip) {
+  for (kernels::RopeScalingKind kind :
+       {kernels::RopeScalingKind::kLinear, kernels::RopeScalingKind::kYarn}) {
+    HfModel hf = LoadHfModel(Data("arch/mistral"));
+    hf.config.rope_scaling.kind = kind;
+    hf.config.rope_scaling.factor = 4.0;
+    hf.config.rope_scaling.original_max_position_embeddings = 8;
+    const std::string path = TmpPath("rope.gguf");
+    SaveGgufModel(hf.config, hf.weights, path);
+    GgufModel g = LoadGgufModel(path);
+    EXPECT_EQ(g.config.rope_scaling.kind, kind);
+    const std::vector<int32_t> toks = Tokens(hf.config.vocab_size, 20);
+    EXPECT_LE(RelMaxErr(Logits(g.config, g.weights, toks), Logits(hf.config, hf.weights, toks)),
+              1e-5);
+    fs::remove(path);
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(Families, GgufFixture,
                          ::testing::Values(Case{"mixtral", "llama"}, Case{"mistral", "llama"},
                                            Case{"qwen2", "qwen2"}, Case{"qwen2_moe", "qwen2moe"},
