@@ -49,6 +49,10 @@ struct Part {
 std::vector<Part> PlanParts(const ModelConfig& cfg, ModelWeights& w, bool llama_permute,
                             const std::function<bool(int64_t)>& merged) {
   std::vector<Part> out;
+  // whole() hands out pointers into `out`: reserve the most parts any layer can have so that no
+  // push_back reallocates.
+  out.reserve(
+      static_cast<size_t>(4 + cfg.n_layers * (32 + 3 * std::max<int64_t>(0, cfg.moe.n_experts))));
   auto whole = [&](std::string name, Tensor& t, std::string role = "", int64_t layer = -1) {
     Part p;
     p.name = std::move(name);
