@@ -1,6 +1,7 @@
 #include "moe/model/gguf_model.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -22,7 +23,8 @@ using io::GgmlType;
 using io::GgufValue;
 using Lookup = std::function<const GgufValue*(std::string_view)>;
 
-constexpr std::string_view kArchs[] = {"llama", "qwen2", "qwen2moe", "qwen3moe", "olmoe"};
+constexpr std::string_view kArchs[] = {"llama",    "qwen2", "qwen2moe",
+                                       "qwen3moe", "olmoe", "deepseek2"};
 
 bool KnownArch(std::string_view a) {
   return std::find(std::begin(kArchs), std::end(kArchs), a) != std::end(kArchs);
@@ -95,26 +97,40 @@ std::vector<Part> PlanParts(const ModelConfig& cfg, ModelWeights& w, bool llama_
     LayerWeights& L = w.layers[static_cast<size_t>(l)];
     const std::string b = "blk." + std::to_string(l) + ".";
     whole(b + "attn_norm.weight", L.attn_norm);
-    Part* q = whole(b + "attn_q.weight", L.wq, "", l);
-    Part* k = whole(b + "attn_k.weight", L.wk, "", l);
-    if (llama_permute) {
-      q->permute_rope = k->permute_rope = true;
-      q->rope_heads = cfg.n_heads;
-      k->rope_heads = cfg.n_kv_heads;
-    }
-    whole(b + "attn_v.weight", L.wv, "attn_v", l);
-    whole(b + "attn_output.weight", L.wo, "", l);
-    if (L.bq.defined()) {
-      Part* bq = whole(b + "attn_q.bias", L.bq);
-      Part* bk = whole(b + "attn_k.bias", L.bk);
-      if (llama_permute) {
-        bq->permute_rope = bk->permute_rope = true;
-        bq->rope_heads = cfg.n_heads;
-        bk->rope_heads = cfg.n_kv_heads;
+    if (cfg.mla.enabled()) {
+      if (L.wq.defined()) {
+        whole(b + "attn_q.weight", L.wq, "", l);
+      } else {
+        whole(b + "attn_q_a.weight", L.wq_a, "", l);
+        whole(b + "attn_q_a_norm.weight", L.q_a_norm);
+        whole(b + "attn_q_b.weight", L.wq_b, "", l);
       }
-      whole(b + "attn_v.bias", L.bv);
+      whole(b + "attn_kv_a_mqa.weight", L.wkv_a, "", l);
+      whole(b + "attn_kv_a_norm.weight", L.kv_a_norm);
+      whole(b + "attn_kv_b.weight", L.wkv_b, "", l);
+      whole(b + "attn_output.weight", L.wo, "", l);
+    } else {
+      Part* q = whole(b + "attn_q.weight", L.wq, "", l);
+      Part* k = whole(b + "attn_k.weight", L.wk, "", l);
+      if (llama_permute) {
+        q->permute_rope = k->permute_rope = true;
+        q->rope_heads = cfg.n_heads;
+        k->rope_heads = cfg.n_kv_heads;
+      }
+      whole(b + "attn_v.weight", L.wv, "attn_v", l);
+      whole(b + "attn_output.weight", L.wo, "", l);
+      if (L.bq.defined()) {
+        Part* bq = whole(b + "attn_q.bias", L.bq);
+        Part* bk = whole(b + "attn_k.bias", L.bk);
+        if (llama_permute) {
+          bq->permute_rope = bk->permute_rope = true;
+          bq->rope_heads = cfg.n_heads;
+          bk->rope_heads = cfg.n_kv_heads;
+        }
+        whole(b + "attn_v.bias", L.bv);
+      }
+      if (L.bo.defined()) whole(b + "attn_output.bias", L.bo);
     }
-    if (L.bo.defined()) whole(b + "attn_output.bias", L.bo);
     if (L.q_norm.defined()) whole(b + "attn_q_norm.weight", L.q_norm);
     if (L.k_norm.defined()) whole(b + "attn_k_norm.weight", L.k_norm);
     whole(b + "ffn_norm.weight", L.ffn_norm);
@@ -128,6 +144,7 @@ std::vector<Part> PlanParts(const ModelConfig& cfg, ModelWeights& w, bool llama_
     mixture::MoeWeights& m = L.moe;
     const int64_t E = cfg.moe.n_experts, F = cfg.moe.d_ff;
     whole(b + "ffn_gate_inp.weight", m.router, "router", l)->is_vector = true;
+    if (m.bias.defined()) whole(b + "exp_probs_b.bias", m.bias);
     if (merged(l)) {
       rows(b + "ffn_gate_exps.weight", m.w13, E, 0, F, "", l);
       rows(b + "ffn_up_exps.weight", m.w13, E, F, 2 * F, "", l);
@@ -282,6 +299,34 @@ ModelConfig ConfigFrom(const std::string& arch, const Lookup& find, int64_t voca
   if (arch == "qwen2" || arch == "qwen2moe") c.qkv_bias = true;
   if (arch == "qwen3moe") c.qk_norm = QkNorm::kPerHead;
   if (arch == "olmoe") c.qk_norm = QkNorm::kFull;
+  if (arch == "deepseek2") {
+    // Multi-head latent attention; RoPE with interleaved pairs on the last Dr dims of each head
+    // (as moe/model/arch/deepseek.cc), no Q/K permutation in the file.
+    c.n_kv_heads = c.n_heads;
+    MlaConfig& mla = c.mla;
+    mla.q_lora_rank = IntOr(find, a + "attention.q_lora_rank", 0, origin);
+    mla.kv_lora_rank = IntReq(find, a + "attention.kv_lora_rank", origin);
+    mla.qk_rope_head_dim = IntReq(find, a + "rope.dimension_count", origin);
+    mla.qk_nope_head_dim = IntReq(find, a + "attention.key_length", origin) - mla.qk_rope_head_dim;
+    mla.v_head_dim = IntReq(find, a + "attention.value_length", origin);
+    c.rope_pairing = kernels::RopePairing::kInterleaved;
+    auto& m = c.moe;
+    if (any_moe) {
+      const int64_t gating = IntOr(find, a + "expert_gating_func", 1, origin);
+      MOE_CHECK(gating == 1 || gating == 2, kTag,
+                "{}: {}expert_gating_func = {} is not supported (1 softmax, 2 sigmoid)", origin, a,
+                gating);
+      const bool sigmoid = gating == 2;
+      m.score = sigmoid ? mixture::ScoreFn::kSigmoid : mixture::ScoreFn::kSoftmax;
+      m.selection_bias = sigmoid;
+      m.n_groups = IntOr(find, a + "expert_group_count", 1, origin);
+      m.topk_groups = IntOr(find, a + "expert_group_used_count", 1, origin);
+      m.group_score = sigmoid ? mixture::GroupScore::kTop2Sum : mixture::GroupScore::kMax;
+      m.route_scale = FloatOr(find, a + "expert_weights_scale", 1.0, origin);
+      m.renormalize = BoolOr(find, a + "expert_weights_norm", false);
+      m.shared_d_ff = IntOr(find, a + "expert_shared_count", 0, origin) * m.d_ff;
+    }
+  }
   if (const GgufValue* st = find(a + "rope.scaling.type"); st != nullptr) {
     MOE_CHECK(st->type() == io::GgufValueType::kString, kTag,
               "{}: '{}rope.scaling.type' must be a string", origin, a);
@@ -295,6 +340,12 @@ ModelConfig ConfigFrom(const std::string& arch, const Lookup& find, int64_t voca
           IntOr(find, a + "rope.scaling.original_context_length", 0, origin);
       rs.beta_fast = FloatOr(find, a + "rope.scaling.yarn_beta_fast", 32.0, origin);
       rs.beta_slow = FloatOr(find, a + "rope.scaling.yarn_beta_slow", 1.0, origin);
+      // DeepSeek: yarn_log_multiplier = 0.1 * mscale_all_dim (llama.cpp's converter); mscale is
+      // taken equal to it unless moe's own yarn_mscale key says otherwise.
+      const double mult = FloatOr(find, a + "rope.scaling.yarn_log_multiplier", 0.0, origin);
+      rs.mscale_all_dim = mult / 0.1;
+      rs.mscale = FloatOr(find, a + "rope.scaling.yarn_mscale", mult != 0 ? rs.mscale_all_dim : 1.0,
+                          origin);
     } else {
       MOE_CHECK(kind == "none", kTag,
                 "{}: {}rope.scaling.type = '{}' is not supported (supported: none, linear, yarn)",
@@ -303,7 +354,17 @@ ModelConfig ConfigFrom(const std::string& arch, const Lookup& find, int64_t voca
   }
   const int64_t rope_dims = IntOr(find, a + "rope.dimension_count", 0, origin);
   const int64_t dh = c.head_dim > 0 ? c.head_dim : c.d_model / std::max<int64_t>(1, c.n_heads);
-  if (rope_dims > 0 && rope_dims != dh) c.rotary_dim = rope_dims;
+  if (!c.mla.enabled() && rope_dims > 0 && rope_dims != dh) c.rotary_dim = rope_dims;
+  if (c.mla.enabled()) {
+    double scale =
+        1.0 / std::sqrt(static_cast<double>(c.mla.qk_nope_head_dim + c.mla.qk_rope_head_dim));
+    if (c.rope_scaling.kind == kernels::RopeScalingKind::kYarn &&
+        c.rope_scaling.mscale_all_dim != 0) {
+      const double ms = kernels::YarnMscale(c.rope_scaling.factor, c.rope_scaling.mscale_all_dim);
+      scale *= ms * ms;
+    }
+    c.attn_scale = scale;
+  }
   c.architecture = arch;
   try {
     c.Finalize();
@@ -322,6 +383,8 @@ std::string GgufArchOf(const ModelConfig& cfg) {
   if (a == "Qwen2MoeForCausalLM" || a == "qwen2moe") return "qwen2moe";
   if (a == "Qwen3MoeForCausalLM" || a == "qwen3moe") return "qwen3moe";
   if (a == "OlmoeForCausalLM" || a == "olmoe") return "olmoe";
+  if (a == "DeepseekV2ForCausalLM" || a == "DeepseekV3ForCausalLM" || a == "deepseek2")
+    return "deepseek2";
   Fail(kTag, "architecture '{}' cannot be written as GGUF (supported: {})", a,
        GgufArchitectureNames());
 }
@@ -500,9 +563,13 @@ void SaveGgufModel(const ModelConfig& cfg, ModelWeights& weights, const std::str
   put(a + "feed_forward_length", u32(ffl));
   put(a + "attention.head_count", u32(cfg.n_heads));
   put(a + "attention.head_count_kv", u32(cfg.n_kv_heads));
-  if (cfg.head_dim * cfg.n_heads != cfg.d_model) {
+  if (cfg.head_dim * cfg.n_heads != cfg.d_model || cfg.mla.enabled()) {
     put(a + "attention.key_length", u32(cfg.head_dim));
-    put(a + "attention.value_length", u32(cfg.head_dim));
+    put(a + "attention.value_length", u32(cfg.v_head_dim()));
+  }
+  if (cfg.mla.enabled()) {
+    if (cfg.mla.q_lora_rank > 0) put(a + "attention.q_lora_rank", u32(cfg.mla.q_lora_rank));
+    put(a + "attention.kv_lora_rank", u32(cfg.mla.kv_lora_rank));
   }
   put(a + "rope.dimension_count", u32(cfg.rope_dim()));
   put(a + "rope.freq_base", GgufValue::F32(static_cast<float>(cfg.rope_theta)));
@@ -516,6 +583,11 @@ void SaveGgufModel(const ModelConfig& cfg, ModelWeights& weights, const std::str
       put(a + "rope.scaling.original_context_length", u32(rs.original_max_position_embeddings));
       put(a + "rope.scaling.yarn_beta_fast", GgufValue::F32(static_cast<float>(rs.beta_fast)));
       put(a + "rope.scaling.yarn_beta_slow", GgufValue::F32(static_cast<float>(rs.beta_slow)));
+      if (rs.mscale_all_dim != 0)
+        put(a + "rope.scaling.yarn_log_multiplier",
+            GgufValue::F32(static_cast<float>(0.1 * rs.mscale_all_dim)));
+      if (rs.mscale != (rs.mscale_all_dim != 0 ? rs.mscale_all_dim : 1.0))
+        put(a + "rope.scaling.yarn_mscale", GgufValue::F32(static_cast<float>(rs.mscale)));
     }
   }
   if (cfg.clip_qkv > 0)
@@ -530,8 +602,19 @@ void SaveGgufModel(const ModelConfig& cfg, ModelWeights& weights, const std::str
     put(a + "expert_used_count", u32(cfg.moe.top_k));
     put(a + "expert_feed_forward_length", u32(cfg.moe.d_ff));
     put(a + "expert_weights_norm", GgufValue::Bool(cfg.moe.renormalize));
-    if (cfg.moe.shared_d_ff > 0)
+    if (arch == "deepseek2") {
+      const auto& m = cfg.moe;
+      int64_t lead = 0;
+      while (lead < cfg.n_layers && !cfg.IsMoeLayer(lead)) ++lead;
+      put(a + "leading_dense_block_count", u32(lead));
+      put(a + "expert_shared_count", u32(m.d_ff > 0 ? m.shared_d_ff / m.d_ff : 0));
+      put(a + "expert_weights_scale", GgufValue::F32(static_cast<float>(m.route_scale)));
+      put(a + "expert_gating_func", u32(m.score == mixture::ScoreFn::kSigmoid ? 2 : 1));
+      put(a + "expert_group_count", u32(m.n_groups));
+      put(a + "expert_group_used_count", u32(m.topk_groups));
+    } else if (cfg.moe.shared_d_ff > 0) {
       put(a + "expert_shared_feed_forward_length", u32(cfg.moe.shared_d_ff));
+    }
   }
   // Everything the file says must describe this model: read the config back and compare.
   {
@@ -544,7 +627,17 @@ void SaveGgufModel(const ModelConfig& cfg, ModelWeights& weights, const std::str
     // f32 storage of theta / eps / clip.
     back.rope_theta = want.rope_theta, back.norm_eps = want.norm_eps;
     back.clip_qkv = want.clip_qkv;
+    auto near = [](double x, double y) {
+      return std::abs(x - y) <= 1e-6 * std::max(1.0, std::abs(y));
+    };
+    if (near(back.attn_scale, want.attn_scale)) back.attn_scale = want.attn_scale;
+    if (near(back.moe.route_scale, want.moe.route_scale))
+      back.moe.route_scale = want.moe.route_scale;
     if (back.rope_scaling.kind == want.rope_scaling.kind) {  // f32 storage
+      if (near(back.rope_scaling.mscale, want.rope_scaling.mscale))
+        back.rope_scaling.mscale = want.rope_scaling.mscale;
+      if (near(back.rope_scaling.mscale_all_dim, want.rope_scaling.mscale_all_dim))
+        back.rope_scaling.mscale_all_dim = want.rope_scaling.mscale_all_dim;
       back.rope_scaling.factor = want.rope_scaling.factor;
       back.rope_scaling.beta_fast = want.rope_scaling.beta_fast;
       back.rope_scaling.beta_slow = want.rope_scaling.beta_slow;

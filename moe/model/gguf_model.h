@@ -3,7 +3,8 @@
 // Architectures (`general.architecture`): llama (dense Llama/Mistral and Mixtral-style MoE, with
 // merged `blk.N.ffn_{gate,up,down}_exps` or older per-expert `blk.N.ffn_gate.E.weight` tensors),
 // qwen2, qwen2moe (shared expert + ffn_gate_inp_shexp), qwen3moe (attn_q_norm/attn_k_norm per
-// head) and olmoe (full-width q/k norms). Hyper-parameters come from the `<arch>.*` keys.
+// head), olmoe (full-width q/k norms) and deepseek2 (DeepSeek-V2/V3: MLA with attn_kv_b, softmax
+// or sigmoid routing with groups and selection bias). Hyper-parameters come from `<arch>.*` keys.
 //
 // llama-arch files store the rows of attn_q / attn_k permuted for ggml's interleaved RoPE (pairs
 // (2i, 2i+1) of each head) where Hugging Face rotates halves (i, i + Dh/2); the loader undoes the
@@ -56,7 +57,8 @@ struct GgufSaveOptions {
 
 // Writes cfg + weights as a GGUF file (atomic: path.tmp then rename). The GGUF architecture comes
 // from cfg.architecture (Mixtral/Llama/Mistral -> llama, Qwen2 -> qwen2, Qwen2-MoE -> qwen2moe,
-// Qwen3-MoE -> qwen3moe, OLMoE -> olmoe; a moe-trained model -> llama when it fits). Options a
+// Qwen3-MoE -> qwen3moe, OLMoE -> olmoe, DeepSeek-V2/V3 -> deepseek2; a moe-trained model ->
+// llama when it fits). Options a
 // GGUF architecture cannot express are an Error naming them.
 void SaveGgufModel(const ModelConfig& cfg, ModelWeights& weights, const std::string& path,
                    const GgufSaveOptions& opts = {});

@@ -174,7 +174,9 @@ TEST(GgufModel, LinearAndYarnRopeScalingRoundTrip) {
 INSTANTIATE_TEST_SUITE_P(Families, GgufFixture,
                          ::testing::Values(Case{"mixtral", "llama"}, Case{"mistral", "llama"},
                                            Case{"qwen2", "qwen2"}, Case{"qwen2_moe", "qwen2moe"},
-                                           Case{"qwen3_moe", "qwen3moe"}, Case{"olmoe", "olmoe"}),
+                                           Case{"qwen3_moe", "qwen3moe"}, Case{"olmoe", "olmoe"},
+                                           Case{"deepseek_v2", "deepseek2"},
+                                           Case{"deepseek_v3", "deepseek2"}),
                          [](const auto& info) { return std::string(info.param.dir); });
 
 // A random Mixtral-style model wide enough for K-quants (rows of 256).
