@@ -7,6 +7,7 @@
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cmath>
@@ -36,7 +37,10 @@ using ::testing::HasSubstr;
 std::string Data(const std::string& rel) { return std::string(MOE_TEST_DATA_DIR) + "/" + rel; }
 
 std::string TmpPath(const std::string& name) {
-  return (fs::temp_directory_path() / ("moe_gguf_model_test_" + name)).string();
+  // The pid keeps concurrent runs (ctest -j, several build trees) apart.
+  return (fs::temp_directory_path() /
+          ("moe_gguf_model_test_" + std::to_string(::getpid()) + "_" + name))
+      .string();
 }
 
 std::string ErrorOf(const std::function<void()>& fn) {
