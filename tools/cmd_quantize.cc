@@ -11,6 +11,7 @@
 #include "moe/model/checkpoint.h"
 #include "moe/model/gguf_model.h"
 #include "moe/tokenizer/hf_json.h"
+#include "moe/train/trainer.h"
 #include "tools/commands.h"
 
 namespace moe::cli {
@@ -33,12 +34,17 @@ void RunQuantize(const QuantizeArgs& a) {
     tok = std::move(g.tokenizer);
     chat_template = std::move(g.chat_template);
   } else {
-    model::LoadedModel m = model::LoadModel(a.in);
+    // A training run's folder: its newest checkpoint.
+    const std::string dir =
+        !io::PathExists(a.in + "/config.json") && io::PathExists(a.in + "/LATEST")
+            ? train::LatestCheckpoint(a.in)
+            : a.in;
+    model::LoadedModel m = model::LoadModel(dir);
     cfg = std::move(m.config);
     weights = std::move(m.weights);
-    const std::string tj = a.in + "/tokenizer.json";
+    const std::string tj = dir + "/tokenizer.json";
     if (io::PathExists(tj)) tok = tokenizer::ParseHfTokenizerJson(io::ReadFile(tj, 256 << 20), tj);
-    const std::string tc = a.in + "/tokenizer_config.json";
+    const std::string tc = dir + "/tokenizer_config.json";
     if (io::PathExists(tc)) {
       const nlohmann::json j = nlohmann::json::parse(io::ReadFile(tc, 64 << 20), nullptr, false);
       if (j.is_object() && j.contains("chat_template") && j["chat_template"].is_string())
