@@ -230,8 +230,9 @@ void AddBenchModelCommand(CLI::App& bench) {
   auto opt = std::make_shared<ModelBenchOptions>();
   auto* cmd = bench.add_subcommand(
       "model", "Prefill and decode tokens/s of a whole model against the same-run rooflines");
-  cmd->add_option("--model,-m", opt->model,
-                  "A model folder (Hugging Face or moe train) instead of a random shape");
+  cmd->add_option(
+      "--model,-m", opt->model,
+      "A model folder (Hugging Face or moe train) or .gguf file instead of a random shape");
   cmd->add_option("--save", opt->save,
                   "Also write the random-weight model as a Hugging Face folder (F32)");
   cmd->add_option("--shape", opt->shape,

@@ -205,6 +205,12 @@ void ChatCommand(const ChatCli& c, const SamplingCli& s) {
                                           bos ? std::string(*m.tokenizer.IdToToken(*bos)) : "",
                                           eos ? std::string(*m.tokenizer.IdToToken(*eos)) : "");
     }
+    if (m.tokenizer_config.empty() && !m.chat_template.empty()) {
+      const auto bos = m.tokenizer.bos_id(), eos = m.tokenizer.eos_id();
+      return chat::ChatTemplate::FromString(m.chat_template, m.path + " tokenizer.chat_template",
+                                            bos ? std::string(*m.tokenizer.IdToToken(*bos)) : "",
+                                            eos ? std::string(*m.tokenizer.IdToToken(*eos)) : "");
+    }
     MOE_CHECK(!m.tokenizer_config.empty(), "chat",
               "'{}' has no tokenizer_config.json with a chat_template; give one with "
               "--chat-template FILE",
@@ -279,7 +285,7 @@ void AddRunCommands(CLI::App& root) {
     auto prompt_file = std::make_shared<std::string>();
     auto raw = std::make_shared<bool>(false);
     auto s = std::make_shared<SamplingCli>();
-    cmd->add_option("model", *model, "Model folder")->required();
+    cmd->add_option("model", *model, "Model folder or .gguf file")->required();
     cmd->add_option("--prompt,-p", *prompt, "Prompt text");
     cmd->add_option("--prompt-file,-f", *prompt_file, "Read the prompt from a file");
     cmd->add_flag("--raw", *raw, "Do not add the tokenizer's special tokens (BOS) to the prompt");
@@ -291,7 +297,7 @@ void AddRunCommands(CLI::App& root) {
         "chat", "Interactive chat with a model folder, using its chat template");
     auto c = std::make_shared<ChatCli>();
     auto s = std::make_shared<SamplingCli>();
-    cmd->add_option("model", c->model, "Model folder")->required();
+    cmd->add_option("model", c->model, "Model folder or .gguf file")->required();
     cmd->add_option("--system", c->system, "System message");
     cmd->add_option("--chat-template", c->template_path,
                     "Jinja template file (default: tokenizer_config.json's)");
@@ -310,7 +316,7 @@ void AddRunCommands(CLI::App& root) {
     auto window = std::make_shared<int64_t>(0);
     auto stride = std::make_shared<int64_t>(0);
     auto threads = std::make_shared<int>(0);
-    cmd->add_option("model", *model, "Model folder")->required();
+    cmd->add_option("model", *model, "Model folder or .gguf file")->required();
     cmd->add_option("--file,-f", *file, "Text file")->required();
     cmd->add_option("--window", *window, "Tokens per window (0 = min(model context, 1024))")
         ->check(CLI::Range(int64_t{0}, int64_t{1} << 24));

@@ -12,5 +12,6 @@ void AddCorpusCommand(CLI::App& root);
 void AddRunCommands(CLI::App& root);  // run, chat, perplexity
 void AddInspectCommand(CLI::App& root);
 void AddChatTemplateCommand(CLI::App& root);
+void AddQuantizeCommand(CLI::App& root);
 
 }  // namespace moe::cli

@@ -17,6 +17,7 @@ int main(int argc, char** argv) {
   moe::cli::AddRunCommands(app);
   moe::cli::AddInspectCommand(app);
   moe::cli::AddChatTemplateCommand(app);
+  moe::cli::AddQuantizeCommand(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

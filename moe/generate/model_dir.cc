@@ -6,6 +6,7 @@
 #include "moe/core/error.h"
 #include "moe/io/file.h"
 #include "moe/model/checkpoint.h"
+#include "moe/model/gguf_model.h"
 #include "moe/train/trainer.h"
 
 namespace moe::generate {
@@ -78,8 +79,49 @@ std::vector<int32_t> ModelDir::EncodePrompt(const std::string& text,
   return tokenizer.Encode(text, add_special_tokens);
 }
 
+namespace {
+
+// Byte-level fallback of models without a tokenizer (moe train): ids past the bytes end samples.
+void UseBytes(ModelDir& m, const std::string& path) {
+  m.byte_level = true;
+  MOE_CHECK(m.config.vocab_size >= 256, kTag,
+            "'{}' has no tokenizer and its vocab_size = {} is too small for bytes", path,
+            m.config.vocab_size);
+  for (int32_t id = 256; id < m.config.vocab_size; ++id) m.stop_ids.push_back(id);
+}
+
+ModelDir OpenGguf(const std::string& path) {
+  model::GgufModel g = model::LoadGgufModel(path);
+  ModelDir m;
+  m.path = path;
+  m.config = std::move(g.config);
+  m.weights = std::move(g.weights);
+  m.chat_template = std::move(g.chat_template);
+  if (g.tokenizer) {
+    m.tokenizer = tokenizer::Tokenizer::FromSpec(std::move(*g.tokenizer), path);
+    MOE_CHECK(m.tokenizer.vocab_size() <= m.config.vocab_size, kTag,
+              "{}: the tokenizer has ids up to {} but the model's vocab_size is {}", path,
+              m.tokenizer.vocab_size() - 1, m.config.vocab_size);
+    if (m.tokenizer.eos_id()) m.stop_ids.push_back(*m.tokenizer.eos_id());
+  } else {
+    UseBytes(m, path);
+  }
+  if (m.config.eos_id >= 0 &&
+      std::find(m.stop_ids.begin(), m.stop_ids.end(), m.config.eos_id) == m.stop_ids.end())
+    m.stop_ids.push_back(m.config.eos_id);
+  return m;
+}
+
+}  // namespace
+
 ModelDir OpenModelDir(const std::string& dir) {
   MOE_CHECK(io::PathExists(dir), kTag, "'{}' does not exist", dir);
+  if (!io::IsDirectory(dir)) {
+    MOE_CHECK(dir.ends_with(".gguf"), kTag,
+              "'{}' is a file but not a .gguf model (expected a model folder or a .gguf file)",
+              dir);
+    return OpenGguf(dir);
+  }
   // A training run's folder: its newest checkpoint.
   const std::string path = !io::PathExists(dir + "/config.json") && io::PathExists(dir + "/LATEST")
                                ? train::LatestCheckpoint(dir)
@@ -100,12 +142,7 @@ ModelDir OpenModelDir(const std::string& dir) {
               "{}: the tokenizer has ids up to {} but the model's vocab_size is {}", tj,
               m.tokenizer.vocab_size() - 1, m.config.vocab_size);
   } else {
-    m.byte_level = true;
-    MOE_CHECK(m.config.vocab_size >= 256, kTag,
-              "'{}' has no tokenizer.json and its vocab_size = {} is too small for bytes", path,
-              m.config.vocab_size);
-    // Every id past the bytes (separator, padding) ends a byte-level sample.
-    for (int32_t id = 256; id < m.config.vocab_size; ++id) m.stop_ids.push_back(id);
+    UseBytes(m, path);
   }
   if (m.config.eos_id >= 0) m.stop_ids.push_back(m.config.eos_id);
   const std::string gc = path + "/generation_config.json";

@@ -24,13 +24,16 @@ struct ModelDir {
   std::vector<int32_t> stop_ids;  // end-of-sequence ids (generation_config, config, tokenizer)
   SamplerOptions sampling;        // generation_config.json defaults (greedy when absent)
   std::string tokenizer_config;   // path of tokenizer_config.json ("" when absent)
+  std::string chat_template;      // tokenizer.chat_template of a GGUF file ("" when absent)
 
   // Prompt text -> ids: the tokenizer's special tokens (BOS) for Hugging Face models, the
   // separator for byte-level ones.
   std::vector<int32_t> EncodePrompt(const std::string& text, bool add_special_tokens = true) const;
 };
 
-// Loads `path` (a folder). Errors name the file and the field.
+// Loads `path`: a model folder, a `moe train` run folder (its newest checkpoint) or a .gguf file
+// (moe/model/gguf_model.h; its embedded tokenizer, else the byte tokenizer). Errors name the file
+// and the field.
 ModelDir OpenModelDir(const std::string& path);
 
 // generation_config.json: eos_token_id (int or list) and the sampling fields (do_sample,

@@ -1,0 +1,708 @@
+#include "moe/model/gguf_model.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <vector>
+
+#include "moe/core/dtype.h"
+#include "moe/core/error.h"
+#include "moe/io/gguf.h"
+#include "moe/kernels/quant.h"
+#include "moe/tokenizer/gguf_vocab.h"
+
+namespace moe::model {
+
+namespace {
+constexpr std::string_view kTag = "gguf";
+
+using io::GgmlType;
+using io::GgufValue;
+using Lookup = std::function<const GgufValue*(std::string_view)>;
+
+constexpr std::string_view kArchs[] = {"llama",    "qwen2", "qwen2moe",
+                                       "qwen3moe", "olmoe", "deepseek2"};
+
+bool KnownArch(std::string_view a) {
+  return std::find(std::begin(kArchs), std::end(kArchs), a) != std::end(kArchs);
+}
+
+// One GGUF tensor and where its elements live in the canonical weights: `copies` move runs of
+// elements between the GGUF tensor (row-major `shape`) and `dst`.
+struct Copy {
+  size_t gguf_off, canon_off, n;
+};
+struct Part {
+  std::string name;
+  std::vector<int64_t> shape;  // row-major
+  Tensor* dst = nullptr;
+  std::vector<Copy> copies;
+  bool permute_rope = false;  // attn_q / attn_k of llama: interleaved-pair row order
+  int64_t rope_heads = 0;
+  bool is_vector = false;  // norms, biases, gates: kept F32
+  std::string role;        // "attn_v", "ffn_down", "output", "token_embd", "router", ""
+  int64_t layer = -1;
+};
+
+// The GGUF tensors of cfg/weights. merged(l): layer l's experts use the [E, ...] tensors.
+std::vector<Part> PlanParts(const ModelConfig& cfg, ModelWeights& w, bool llama_permute,
+                            const std::function<bool(int64_t)>& merged) {
+  std::vector<Part> out;
+  // whole() hands out pointers into `out`: reserve the most parts any layer can have so that no
+  // push_back reallocates.
+  out.reserve(
+      static_cast<size_t>(4 + cfg.n_layers * (32 + 3 * std::max<int64_t>(0, cfg.moe.n_experts))));
+  auto whole = [&](std::string name, Tensor& t, std::string role = "", int64_t layer = -1) {
+    Part p;
+    p.name = std::move(name);
+    for (int i = 0; i < t.shape().rank; ++i) p.shape.push_back(t.shape()[i]);
+    p.dst = &t;
+    p.copies.push_back({0, 0, static_cast<size_t>(t.numel())});
+    p.is_vector = t.shape().rank == 1;
+    p.role = std::move(role);
+    p.layer = layer;
+    out.push_back(std::move(p));
+    return &out.back();
+  };
+  // rows [r0, r1) of each of `experts` leading slices of t (experts = 0: t is a matrix).
+  auto rows = [&](std::string name, Tensor& t, int64_t experts, int64_t r0, int64_t r1,
+                  std::string role, int64_t layer, int64_t only_expert = -1) {
+    Part p;
+    p.name = std::move(name);
+    const int64_t cols = t.shape()[t.shape().rank - 1];
+    const int64_t per = experts > 0 ? t.numel() / t.shape()[0] : 0;
+    if (experts > 0 && only_expert < 0) p.shape.push_back(experts);
+    p.shape.push_back(r1 - r0);
+    p.shape.push_back(cols);
+    p.dst = &t;
+    const size_t n = static_cast<size_t>((r1 - r0) * cols);
+    if (experts == 0) {
+      p.copies.push_back({0, static_cast<size_t>(r0 * cols), n});
+    } else if (only_expert >= 0) {
+      p.copies.push_back({0, static_cast<size_t>(only_expert * per + r0 * cols), n});
+    } else {
+      for (int64_t e = 0; e < experts; ++e)
+        p.copies.push_back(
+            {static_cast<size_t>(e) * n, static_cast<size_t>(e * per + r0 * cols), n});
+    }
+    p.role = std::move(role);
+    p.layer = layer;
+    out.push_back(std::move(p));
+  };
+  whole("token_embd.weight", w.embed, "token_embd");
+  for (int64_t l = 0; l < cfg.n_layers; ++l) {
+    LayerWeights& L = w.layers[static_cast<size_t>(l)];
+    const std::string b = "blk." + std::to_string(l) + ".";
+    whole(b + "attn_norm.weight", L.attn_norm);
+    if (cfg.mla.enabled()) {
+      if (L.wq.defined()) {
+        whole(b + "attn_q.weight", L.wq, "", l);
+      } else {
+        whole(b + "attn_q_a.weight", L.wq_a, "", l);
+        whole(b + "attn_q_a_norm.weight", L.q_a_norm);
+        whole(b + "attn_q_b.weight", L.wq_b, "", l);
+      }
+      whole(b + "attn_kv_a_mqa.weight", L.wkv_a, "", l);
+      whole(b + "attn_kv_a_norm.weight", L.kv_a_norm);
+      whole(b + "attn_kv_b.weight", L.wkv_b, "", l);
+      whole(b + "attn_output.weight", L.wo, "", l);
+    } else {
+      Part* q = whole(b + "attn_q.weight", L.wq, "", l);
+      Part* k = whole(b + "attn_k.weight", L.wk, "", l);
+      if (llama_permute) {
+        q->permute_rope = k->permute_rope = true;
+        q->rope_heads = cfg.n_heads;
+        k->rope_heads = cfg.n_kv_heads;
+      }
+      whole(b + "attn_v.weight", L.wv, "attn_v", l);
+      whole(b + "attn_output.weight", L.wo, "", l);
+      if (L.bq.defined()) {
+        Part* bq = whole(b + "attn_q.bias", L.bq);
+        Part* bk = whole(b + "attn_k.bias", L.bk);
+        if (llama_permute) {
+          bq->permute_rope = bk->permute_rope = true;
+          bq->rope_heads = cfg.n_heads;
+          bk->rope_heads = cfg.n_kv_heads;
+        }
+        whole(b + "attn_v.bias", L.bv);
+      }
+      if (L.bo.defined()) whole(b + "attn_output.bias", L.bo);
+    }
+    if (L.q_norm.defined()) whole(b + "attn_q_norm.weight", L.q_norm);
+    if (L.k_norm.defined()) whole(b + "attn_k_norm.weight", L.k_norm);
+    whole(b + "ffn_norm.weight", L.ffn_norm);
+    if (!L.is_moe) {
+      const int64_t fd = cfg.dense_d_ff;
+      rows(b + "ffn_gate.weight", L.w13, 0, 0, fd, "", l);
+      rows(b + "ffn_up.weight", L.w13, 0, fd, 2 * fd, "", l);
+      whole(b + "ffn_down.weight", L.w2, "ffn_down", l);
+      continue;
+    }
+    mixture::MoeWeights& m = L.moe;
+    const int64_t E = cfg.moe.n_experts, F = cfg.moe.d_ff;
+    whole(b + "ffn_gate_inp.weight", m.router, "router", l)->is_vector = true;
+    if (m.bias.defined()) whole(b + "exp_probs_b.bias", m.bias);
+    if (merged(l)) {
+      rows(b + "ffn_gate_exps.weight", m.w13, E, 0, F, "", l);
+      rows(b + "ffn_up_exps.weight", m.w13, E, F, 2 * F, "", l);
+      whole(b + "ffn_down_exps.weight", m.w2, "ffn_down", l);
+    } else {
+      const int64_t D = cfg.d_model;
+      for (int64_t e = 0; e < E; ++e) {
+        rows(fmt::format("{}ffn_gate.{}.weight", b, e), m.w13, E, 0, F, "", l, e);
+        rows(fmt::format("{}ffn_up.{}.weight", b, e), m.w13, E, F, 2 * F, "", l, e);
+        rows(fmt::format("{}ffn_down.{}.weight", b, e), m.w2, E, 0, D, "ffn_down", l, e);
+      }
+    }
+    if (m.shared_w13.defined()) {
+      const int64_t fs = cfg.moe.shared_d_ff;
+      rows(b + "ffn_gate_shexp.weight", m.shared_w13, 0, 0, fs, "", l);
+      rows(b + "ffn_up_shexp.weight", m.shared_w13, 0, fs, 2 * fs, "", l);
+      whole(b + "ffn_down_shexp.weight", m.shared_w2, "ffn_down", l);
+    }
+    if (m.shared_gate.defined()) {
+      Part* g = whole(b + "ffn_gate_inp_shexp.weight", m.shared_gate, "router", l);
+      g->shape = {cfg.d_model};  // llama.cpp keeps it as a vector [D]
+      g->is_vector = true;
+    }
+  }
+  whole("output_norm.weight", w.final_norm);
+  if (w.lm_head.defined()) whole("output.weight", w.lm_head, "output");
+  return out;
+}
+
+// RoPE row order of llama-arch attn_q / attn_k: GGUF (interleaved pairs) row h*Dh + 2i + j holds
+// Hugging Face (rotate-half) row h*Dh + j*Dh/2 + i. to_gguf: HF -> GGUF, else back.
+void PermuteRows(std::vector<float>& v, int64_t heads, int64_t cols, bool to_gguf) {
+  const int64_t nrows = static_cast<int64_t>(v.size()) / cols;
+  const int64_t dh = nrows / heads;
+  MOE_CHECK(dh % 2 == 0 && dh * heads == nrows, kTag,
+            "cannot permute {} rows for RoPE over {} heads (odd head size)", nrows, heads);
+  const std::vector<float> src = v;
+  for (int64_t h = 0; h < heads; ++h)
+    for (int64_t i = 0; i < dh / 2; ++i)
+      for (int64_t j = 0; j < 2; ++j) {
+        const int64_t g = h * dh + 2 * i + j, f = h * dh + j * (dh / 2) + i;
+        const int64_t to = to_gguf ? g : f, from = to_gguf ? f : g;
+        std::memcpy(&v[static_cast<size_t>(to * cols)], &src[static_cast<size_t>(from * cols)],
+                    static_cast<size_t>(cols) * sizeof(float));
+      }
+}
+
+// Dequantises a GGUF tensor into f32.
+std::vector<float> ToF32(const io::GgufFile& f, const io::GgufTensorInfo& t) {
+  f.RequireSupported(t);
+  std::vector<float> out(static_cast<size_t>(t.numel));
+  switch (t.type) {
+    case GgmlType::kF32:
+      std::memcpy(out.data(), t.data, out.size() * sizeof(float));
+      break;
+    case GgmlType::kF16:
+      for (size_t i = 0; i < out.size(); ++i) {
+        uint16_t h;
+        std::memcpy(&h, t.data + 2 * i, 2);
+        out[i] = FromF16(h);
+      }
+      break;
+    case GgmlType::kBF16:
+      for (size_t i = 0; i < out.size(); ++i) {
+        bf16 h;
+        std::memcpy(&h, t.data + 2 * i, 2);
+        out[i] = FromBf16(h);
+      }
+      break;
+    default: {
+      const kernels::QuantType q = kernels::QuantTypeFromGgml(static_cast<int>(t.type));
+      kernels::Dequantize(q, t.data, out.data(), t.numel);
+    }
+  }
+  return out;
+}
+
+// ---- config <-> metadata
+
+int64_t IntOr(const Lookup& find, const std::string& key, int64_t dflt, const std::string& origin) {
+  const GgufValue* v = find(key);
+  if (v == nullptr) return dflt;
+  const auto x = v->AsI64();
+  MOE_CHECK(x.has_value(), kTag, "{}: '{}' must be an integer, got {}", origin, key, v->ToString());
+  return *x;
+}
+int64_t IntReq(const Lookup& find, const std::string& key, const std::string& origin) {
+  MOE_CHECK(find(key) != nullptr, kTag, "{}: metadata key '{}' is missing", origin, key);
+  return IntOr(find, key, 0, origin);
+}
+double FloatOr(const Lookup& find, const std::string& key, double dflt, const std::string& origin) {
+  const GgufValue* v = find(key);
+  if (v == nullptr) return dflt;
+  const auto x = v->AsF64();
+  MOE_CHECK(x.has_value(), kTag, "{}: '{}' must be a number, got {}", origin, key, v->ToString());
+  return *x;
+}
+bool BoolOr(const Lookup& find, const std::string& key, bool dflt) {
+  const GgufValue* v = find(key);
+  return v != nullptr && v->AsBool() ? *v->AsBool() : dflt;
+}
+
+// `moe_layers[l]`: layer l has an MoE FFN; vocab from the embedding; tie when output.weight is
+// absent.
+ModelConfig ConfigFrom(const std::string& arch, const Lookup& find, int64_t vocab,
+                       const std::vector<uint8_t>& moe_layers, bool tie,
+                       const std::string& origin) {
+  MOE_CHECK(KnownArch(arch), kTag, "{}: architecture '{}' is not supported (supported: {})", origin,
+            arch, GgufArchitectureNames());
+  const std::string a = arch + ".";
+  ModelConfig c;
+  c.vocab_size = vocab;
+  c.d_model = IntReq(find, a + "embedding_length", origin);
+  c.n_layers = IntReq(find, a + "block_count", origin);
+  c.n_heads = IntReq(find, a + "attention.head_count", origin);
+  c.n_kv_heads = IntOr(find, a + "attention.head_count_kv", c.n_heads, origin);
+  c.head_dim = IntOr(find, a + "attention.key_length", 0, origin);
+  c.max_seq = IntOr(find, a + "context_length", 4096, origin);
+  c.rope_theta = FloatOr(find, a + "rope.freq_base", 10000.0, origin);
+  c.norm_eps = FloatOr(find, a + "attention.layer_norm_rms_epsilon", 1e-5, origin);
+  c.tie_embeddings = tie;
+  c.bos_id = static_cast<int32_t>(IntOr(find, "tokenizer.ggml.bos_token_id", -1, origin));
+  c.eos_id = static_cast<int32_t>(IntOr(find, "tokenizer.ggml.eos_token_id", -1, origin));
+  c.clip_qkv = FloatOr(find, a + "attention.clamp_kqv", 0.0, origin);
+  c.sliding_window = IntOr(find, a + "attention.sliding_window", 0, origin);
+  const int64_t n_exp = IntOr(find, a + "expert_count", 0, origin);
+  const bool any_moe = std::find(moe_layers.begin(), moe_layers.end(), 1) != moe_layers.end();
+  MOE_CHECK(any_moe == (n_exp > 0), kTag,
+            "{}: {}.expert_count = {} but {} layer has an ffn_gate_inp router tensor", origin, arch,
+            n_exp, any_moe ? "a" : "no");
+  const int64_t ffl = IntOr(find, a + "feed_forward_length", 0, origin);
+  if (any_moe) {
+    auto& m = c.moe;
+    m.n_experts = n_exp;
+    m.top_k = IntReq(find, a + "expert_used_count", origin);
+    m.d_ff = IntOr(find, a + "expert_feed_forward_length", ffl, origin);
+    // llama.cpp's defaults per architecture (Mixtral and Qwen3-MoE renormalise the top-K gates).
+    m.renormalize = BoolOr(find, a + "expert_weights_norm", arch == "llama" || arch == "qwen3moe");
+    m.shared_d_ff = IntOr(find, a + "expert_shared_feed_forward_length", 0, origin);
+    m.shared_gate = arch == "qwen2moe" && m.shared_d_ff > 0;
+    c.moe_layers = moe_layers;
+    const bool all = std::find(moe_layers.begin(), moe_layers.end(), 0) == moe_layers.end();
+    if (all) {
+      c.moe_layers.clear();
+      c.moe_every = 1;
+    }
+    c.dense_d_ff = all ? 0 : ffl;
+  } else {
+    c.moe_every = 0;
+    c.dense_d_ff = ffl;
+  }
+  if (arch == "qwen2" || arch == "qwen2moe") c.qkv_bias = true;
+  if (arch == "qwen3moe") c.qk_norm = QkNorm::kPerHead;
+  if (arch == "olmoe") c.qk_norm = QkNorm::kFull;
+  if (arch == "deepseek2") {
+    // Multi-head latent attention; RoPE with interleaved pairs on the last Dr dims of each head
+    // (as moe/model/arch/deepseek.cc), no Q/K permutation in the file.
+    c.n_kv_heads = c.n_heads;
+    MlaConfig& mla = c.mla;
+    mla.q_lora_rank = IntOr(find, a + "attention.q_lora_rank", 0, origin);
+    mla.kv_lora_rank = IntReq(find, a + "attention.kv_lora_rank", origin);
+    mla.qk_rope_head_dim = IntReq(find, a + "rope.dimension_count", origin);
+    mla.qk_nope_head_dim = IntReq(find, a + "attention.key_length", origin) - mla.qk_rope_head_dim;
+    mla.v_head_dim = IntReq(find, a + "attention.value_length", origin);
+    c.rope_pairing = kernels::RopePairing::kInterleaved;
+    auto& m = c.moe;
+    if (any_moe) {
+      const int64_t gating = IntOr(find, a + "expert_gating_func", 1, origin);
+      MOE_CHECK(gating == 1 || gating == 2, kTag,
+                "{}: {}expert_gating_func = {} is not supported (1 softmax, 2 sigmoid)", origin, a,
+                gating);
+      const bool sigmoid = gating == 2;
+      m.score = sigmoid ? mixture::ScoreFn::kSigmoid : mixture::ScoreFn::kSoftmax;
+      m.selection_bias = sigmoid;
+      m.n_groups = IntOr(find, a + "expert_group_count", 1, origin);
+      m.topk_groups = IntOr(find, a + "expert_group_used_count", 1, origin);
+      m.group_score = sigmoid ? mixture::GroupScore::kTop2Sum : mixture::GroupScore::kMax;
+      m.route_scale = FloatOr(find, a + "expert_weights_scale", 1.0, origin);
+      m.renormalize = BoolOr(find, a + "expert_weights_norm", false);
+      m.shared_d_ff = IntOr(find, a + "expert_shared_count", 0, origin) * m.d_ff;
+    }
+  }
+  if (const GgufValue* st = find(a + "rope.scaling.type"); st != nullptr) {
+    MOE_CHECK(st->type() == io::GgufValueType::kString, kTag,
+              "{}: '{}rope.scaling.type' must be a string", origin, a);
+    const std::string& kind = st->str();
+    kernels::RopeScaling& rs = c.rope_scaling;
+    if (kind == "linear" || kind == "yarn") {
+      rs.kind =
+          kind == "linear" ? kernels::RopeScalingKind::kLinear : kernels::RopeScalingKind::kYarn;
+      rs.factor = FloatOr(find, a + "rope.scaling.factor", 1.0, origin);
+      rs.original_max_position_embeddings =
+          IntOr(find, a + "rope.scaling.original_context_length", 0, origin);
+      rs.beta_fast = FloatOr(find, a + "rope.scaling.yarn_beta_fast", 32.0, origin);
+      rs.beta_slow = FloatOr(find, a + "rope.scaling.yarn_beta_slow", 1.0, origin);
+      // DeepSeek: yarn_log_multiplier = 0.1 * mscale_all_dim (llama.cpp's converter); mscale is
+      // taken equal to it unless moe's own yarn_mscale key says otherwise.
+      const double mult = FloatOr(find, a + "rope.scaling.yarn_log_multiplier", 0.0, origin);
+      rs.mscale_all_dim = mult / 0.1;
+      rs.mscale = FloatOr(find, a + "rope.scaling.yarn_mscale", mult != 0 ? rs.mscale_all_dim : 1.0,
+                          origin);
+    } else {
+      MOE_CHECK(kind == "none", kTag,
+                "{}: {}rope.scaling.type = '{}' is not supported (supported: none, linear, yarn)",
+                origin, a, kind);
+    }
+  }
+  const int64_t rope_dims = IntOr(find, a + "rope.dimension_count", 0, origin);
+  const int64_t dh = c.head_dim > 0 ? c.head_dim : c.d_model / std::max<int64_t>(1, c.n_heads);
+  if (!c.mla.enabled() && rope_dims > 0 && rope_dims != dh) c.rotary_dim = rope_dims;
+  if (c.mla.enabled()) {
+    double scale =
+        1.0 / std::sqrt(static_cast<double>(c.mla.qk_nope_head_dim + c.mla.qk_rope_head_dim));
+    if (c.rope_scaling.kind == kernels::RopeScalingKind::kYarn &&
+        c.rope_scaling.mscale_all_dim != 0) {
+      const double ms = kernels::YarnMscale(c.rope_scaling.factor, c.rope_scaling.mscale_all_dim);
+      scale *= ms * ms;
+    }
+    c.attn_scale = scale;
+  }
+  c.architecture = arch;
+  try {
+    c.Finalize();
+  } catch (const Error& e) {
+    Fail(kTag, "{}: {}", origin, e.what());
+  }
+  return c;
+}
+
+std::string GgufArchOf(const ModelConfig& cfg) {
+  const std::string& a = cfg.architecture;
+  if (a == "MixtralForCausalLM" || a == "LlamaForCausalLM" || a == "MistralForCausalLM" ||
+      a.empty() || a == "llama")
+    return "llama";
+  if (a == "Qwen2ForCausalLM" || a == "qwen2") return "qwen2";
+  if (a == "Qwen2MoeForCausalLM" || a == "qwen2moe") return "qwen2moe";
+  if (a == "Qwen3MoeForCausalLM" || a == "qwen3moe") return "qwen3moe";
+  if (a == "OlmoeForCausalLM" || a == "olmoe") return "olmoe";
+  if (a == "DeepseekV2ForCausalLM" || a == "DeepseekV3ForCausalLM" || a == "deepseek2")
+    return "deepseek2";
+  Fail(kTag, "architecture '{}' cannot be written as GGUF (supported: {})", a,
+       GgufArchitectureNames());
+}
+
+// Per-tensor type under a scheme (see docs/FORMATS.md).
+GgmlType ChooseType(GgufScheme s, const Part& p, int64_t n_layers) {
+  if (p.is_vector || s == GgufScheme::kF32) return GgmlType::kF32;
+  const int64_t cols = p.shape.back();
+  auto fit = [&](GgmlType want) {
+    const int64_t block = io::GgufTypeInfo(want).block_elems;
+    if (cols % block == 0) return want;
+    if (block == 256 && cols % 32 == 0) return GgmlType::kQ8_0;  // K-quant fallback
+    return GgmlType::kF16;
+  };
+  switch (s) {
+    case GgufScheme::kF16:
+      return GgmlType::kF16;
+    case GgufScheme::kQ8_0:
+      return fit(GgmlType::kQ8_0);
+    case GgufScheme::kQ4_0:
+      return fit(p.role == "output" ? GgmlType::kQ6_K : GgmlType::kQ4_0);
+    default: {
+      const GgmlType base = s == GgufScheme::kQ4_K_M ? GgmlType::kQ4_K : GgmlType::kQ5_K;
+      if (p.role == "output") return fit(GgmlType::kQ6_K);
+      if (p.role == "attn_v" || p.role == "ffn_down") {
+        // llama.cpp's use_more_bits: the first and last eighth of the layers, every third between.
+        const int64_t l = p.layer, n = n_layers;
+        const bool more = l < n / 8 || l >= 7 * n / 8 || (l - n / 8) % 3 == 2;
+        return fit(more ? GgmlType::kQ6_K : base);
+      }
+      return fit(base);
+    }
+  }
+}
+
+uint32_t FileType(GgufScheme s) {
+  switch (s) {
+    case GgufScheme::kF32:
+      return 0;
+    case GgufScheme::kF16:
+      return 1;
+    case GgufScheme::kQ4_0:
+      return 2;
+    case GgufScheme::kQ8_0:
+      return 7;
+    case GgufScheme::kQ4_K_M:
+      return 15;
+    case GgufScheme::kQ5_K_M:
+      return 17;
+  }
+  return 0;
+}
+
+}  // namespace
+
+std::string GgufArchitectureNames() {
+  std::string out;
+  for (std::string_view a : kArchs) out += (out.empty() ? "" : ", ") + std::string(a);
+  return out;
+}
+
+GgufScheme ParseGgufScheme(std::string_view name) {
+  for (GgufScheme s : {GgufScheme::kF32, GgufScheme::kF16, GgufScheme::kQ8_0, GgufScheme::kQ4_0,
+                       GgufScheme::kQ4_K_M, GgufScheme::kQ5_K_M})
+    if (Name(s) == name) return s;
+  Fail(kTag, "unknown type '{}' (supported: F32, F16, Q8_0, Q4_0, Q4_K_M, Q5_K_M)", name);
+}
+
+std::string_view Name(GgufScheme s) {
+  switch (s) {
+    case GgufScheme::kF32:
+      return "F32";
+    case GgufScheme::kF16:
+      return "F16";
+    case GgufScheme::kQ8_0:
+      return "Q8_0";
+    case GgufScheme::kQ4_0:
+      return "Q4_0";
+    case GgufScheme::kQ4_K_M:
+      return "Q4_K_M";
+    case GgufScheme::kQ5_K_M:
+      return "Q5_K_M";
+  }
+  return "?";
+}
+
+GgufModel LoadGgufModel(const std::string& path) {
+  const io::GgufFile f = io::GgufFile::Open(path);
+  GgufModel out;
+  MOE_CHECK(f.Has("general.architecture"), kTag, "{}: no 'general.architecture' (supported: {})",
+            path, GgufArchitectureNames());
+  const std::string arch = f.GetString("general.architecture");
+  MOE_CHECK(KnownArch(arch), kTag, "{}: architecture '{}' is not supported (supported: {})", path,
+            arch, GgufArchitectureNames());
+  out.architecture = arch;
+  const Lookup find = [&](std::string_view k) { return f.Find(k); };
+  const io::GgufTensorInfo* embd = f.FindTensor("token_embd.weight");
+  MOE_CHECK(embd != nullptr && embd->dims.size() == 2, kTag,
+            "{}: tensor 'token_embd.weight' is missing or not a matrix", path);
+  const int64_t n_layers = IntReq(find, arch + ".block_count", path);
+  MOE_CHECK(n_layers >= 1 && n_layers <= 4096, kTag, "{}: {}.block_count = {} not in 1..4096", path,
+            arch, n_layers);
+  std::vector<uint8_t> moe_layers(static_cast<size_t>(n_layers));
+  for (int64_t l = 0; l < n_layers; ++l)
+    moe_layers[static_cast<size_t>(l)] =
+        f.HasTensor("blk." + std::to_string(l) + ".ffn_gate_inp.weight") ? 1 : 0;
+  out.config =
+      ConfigFrom(arch, find, embd->dims[1], moe_layers, !f.HasTensor("output.weight"), path);
+  const ModelConfig& cfg = out.config;
+  // Sizes first: a config describing far more parameters than the file's tensors hold is wrong,
+  // and nothing is allocated for it (a missing or mis-shaped tensor is named below instead).
+  const double params = CountParams(cfg).total();
+  double elems = 0;
+  for (const io::GgufTensorInfo& t : f.tensors()) elems += static_cast<double>(t.numel);
+  MOE_CHECK(params <= 2 * elems + 1e6 && params * 4 <= static_cast<double>(kMaxAllocBytes), kTag,
+            "{}: the metadata describes {:.4g} parameters but the tensors hold {:.4g} values: a "
+            "size key is wrong (embedding_length {}, block_count {}, head_count {}, expert_count "
+            "{} of width {}, feed_forward_length {})",
+            path, params, elems, cfg.d_model, cfg.n_layers, cfg.n_heads, cfg.moe.n_experts,
+            cfg.moe.d_ff, cfg.dense_d_ff);
+  out.weights.Allocate(cfg, DType::kF32);
+  const std::vector<Part> parts = PlanParts(cfg, out.weights, arch == "llama", [&](int64_t l) {
+    return !f.HasTensor("blk." + std::to_string(l) + ".ffn_gate.0.weight");
+  });
+  std::set<std::string> used;
+  for (const Part& p : parts) {
+    const io::GgufTensorInfo* t = f.FindTensor(p.name);
+    MOE_CHECK(t != nullptr, kTag, "{}: tensor '{}' is missing ({} with this config needs it)", path,
+              p.name, arch);
+    std::vector<int64_t> shape = t->RowMajorShape();
+    // Vectors may be stored as [1, D] (shared-expert gate).
+    while (shape.size() > p.shape.size() && shape.front() == 1) shape.erase(shape.begin());
+    MOE_CHECK(shape == p.shape, kTag, "{}: tensor '{}' has shape {}, expected [{}] (ggml order)",
+              path, p.name, t->ShapeStr(),
+              fmt::join(std::vector<int64_t>(p.shape.rbegin(), p.shape.rend()), ","));
+    std::vector<float> v = ToF32(f, *t);
+    if (p.permute_rope)
+      PermuteRows(v, p.rope_heads, p.shape.size() == 1 ? 1 : p.shape.back(), false);
+    float* dst = static_cast<float*>(p.dst->raw());
+    for (const Copy& c : p.copies)
+      std::memcpy(dst + c.canon_off, v.data() + c.gguf_off, c.n * sizeof(float));
+    used.insert(p.name);
+  }
+  std::vector<std::string> unexpected;
+  for (const io::GgufTensorInfo& t : f.tensors())
+    if (!used.contains(t.name) && !t.name.ends_with("rope_freqs.weight"))
+      unexpected.push_back(t.name);
+  MOE_CHECK(unexpected.empty(), kTag, "{}: {} tensors this {} model does not use (first: '{}')",
+            path, unexpected.size(), arch, unexpected.empty() ? "" : unexpected.front());
+  out.tokenizer = tokenizer::TokenizerSpecFromGguf(f);
+  out.chat_template = f.GetString("tokenizer.chat_template", "");
+  return out;
+}
+
+void SaveGgufModel(const ModelConfig& cfg, ModelWeights& weights, const std::string& path,
+                   const GgufSaveOptions& opts) {
+  const std::string arch = GgufArchOf(cfg);
+  const std::string a = arch + ".";
+  io::GgufWriter w;
+  std::map<std::string, GgufValue, std::less<>> meta;
+  auto put = [&](std::string key, GgufValue v) {
+    meta[key] = v;
+    w.AddMetadata(std::move(key), std::move(v));
+  };
+  put("general.architecture", GgufValue::String(arch));
+  if (!opts.name.empty()) put("general.name", GgufValue::String(opts.name));
+  put("general.file_type", GgufValue::U32(FileType(opts.scheme)));
+  if (opts.scheme != GgufScheme::kF32 && opts.scheme != GgufScheme::kF16)
+    put("general.quantization_version", GgufValue::U32(2));
+  auto u32 = [](int64_t v) { return GgufValue::U32(static_cast<uint32_t>(v)); };
+  put(a + "vocab_size", u32(cfg.vocab_size));
+  put(a + "context_length", u32(cfg.max_seq));
+  put(a + "embedding_length", u32(cfg.d_model));
+  put(a + "block_count", u32(cfg.n_layers));
+  const int64_t ffl = cfg.dense_d_ff > 0 ? cfg.dense_d_ff : cfg.moe.d_ff;
+  put(a + "feed_forward_length", u32(ffl));
+  put(a + "attention.head_count", u32(cfg.n_heads));
+  put(a + "attention.head_count_kv", u32(cfg.n_kv_heads));
+  if (cfg.head_dim * cfg.n_heads != cfg.d_model || cfg.mla.enabled()) {
+    put(a + "attention.key_length", u32(cfg.head_dim));
+    put(a + "attention.value_length", u32(cfg.v_head_dim()));
+  }
+  if (cfg.mla.enabled()) {
+    if (cfg.mla.q_lora_rank > 0) put(a + "attention.q_lora_rank", u32(cfg.mla.q_lora_rank));
+    put(a + "attention.kv_lora_rank", u32(cfg.mla.kv_lora_rank));
+  }
+  put(a + "rope.dimension_count", u32(cfg.rope_dim()));
+  put(a + "rope.freq_base", GgufValue::F32(static_cast<float>(cfg.rope_theta)));
+  put(a + "attention.layer_norm_rms_epsilon", GgufValue::F32(static_cast<float>(cfg.norm_eps)));
+  const kernels::RopeScaling& rs = cfg.rope_scaling;
+  if (rs.kind == kernels::RopeScalingKind::kLinear || rs.kind == kernels::RopeScalingKind::kYarn) {
+    const bool yarn = rs.kind == kernels::RopeScalingKind::kYarn;
+    put(a + "rope.scaling.type", GgufValue::String(yarn ? "yarn" : "linear"));
+    put(a + "rope.scaling.factor", GgufValue::F32(static_cast<float>(rs.factor)));
+    if (yarn) {
+      put(a + "rope.scaling.original_context_length", u32(rs.original_max_position_embeddings));
+      put(a + "rope.scaling.yarn_beta_fast", GgufValue::F32(static_cast<float>(rs.beta_fast)));
+      put(a + "rope.scaling.yarn_beta_slow", GgufValue::F32(static_cast<float>(rs.beta_slow)));
+      if (rs.mscale_all_dim != 0)
+        put(a + "rope.scaling.yarn_log_multiplier",
+            GgufValue::F32(static_cast<float>(0.1 * rs.mscale_all_dim)));
+      if (rs.mscale != (rs.mscale_all_dim != 0 ? rs.mscale_all_dim : 1.0))
+        put(a + "rope.scaling.yarn_mscale", GgufValue::F32(static_cast<float>(rs.mscale)));
+    }
+  }
+  if (cfg.clip_qkv > 0)
+    put(a + "attention.clamp_kqv", GgufValue::F32(static_cast<float>(cfg.clip_qkv)));
+  if (cfg.sliding_window > 0) put(a + "attention.sliding_window", u32(cfg.sliding_window));
+  if (cfg.bos_id >= 0) put("tokenizer.ggml.bos_token_id", u32(cfg.bos_id));
+  if (cfg.eos_id >= 0) put("tokenizer.ggml.eos_token_id", u32(cfg.eos_id));
+  std::vector<uint8_t> moe_layers(static_cast<size_t>(cfg.n_layers));
+  for (int64_t l = 0; l < cfg.n_layers; ++l) moe_layers[static_cast<size_t>(l)] = cfg.IsMoeLayer(l);
+  if (cfg.NumMoeLayers() > 0) {
+    put(a + "expert_count", u32(cfg.moe.n_experts));
+    put(a + "expert_used_count", u32(cfg.moe.top_k));
+    put(a + "expert_feed_forward_length", u32(cfg.moe.d_ff));
+    put(a + "expert_weights_norm", GgufValue::Bool(cfg.moe.renormalize));
+    if (arch == "deepseek2") {
+      const auto& m = cfg.moe;
+      int64_t lead = 0;
+      while (lead < cfg.n_layers && !cfg.IsMoeLayer(lead)) ++lead;
+      put(a + "leading_dense_block_count", u32(lead));
+      put(a + "expert_shared_count", u32(m.d_ff > 0 ? m.shared_d_ff / m.d_ff : 0));
+      put(a + "expert_weights_scale", GgufValue::F32(static_cast<float>(m.route_scale)));
+      put(a + "expert_gating_func", u32(m.score == mixture::ScoreFn::kSigmoid ? 2 : 1));
+      put(a + "expert_group_count", u32(m.n_groups));
+      put(a + "expert_group_used_count", u32(m.topk_groups));
+    } else if (cfg.moe.shared_d_ff > 0) {
+      put(a + "expert_shared_feed_forward_length", u32(cfg.moe.shared_d_ff));
+    }
+  }
+  // Everything the file says must describe this model: read the config back and compare.
+  {
+    const Lookup find = [&](std::string_view k) -> const GgufValue* {
+      const auto it = meta.find(k);
+      return it == meta.end() ? nullptr : &it->second;
+    };
+    ModelConfig back = ConfigFrom(arch, find, cfg.vocab_size, moe_layers, cfg.tie_embeddings, path);
+    ModelConfig want = cfg;
+    // f32 storage of theta / eps / clip.
+    back.rope_theta = want.rope_theta, back.norm_eps = want.norm_eps;
+    back.clip_qkv = want.clip_qkv;
+    auto near = [](double x, double y) {
+      return std::abs(x - y) <= 1e-6 * std::max(1.0, std::abs(y));
+    };
+    if (near(back.attn_scale, want.attn_scale)) back.attn_scale = want.attn_scale;
+    if (near(back.moe.route_scale, want.moe.route_scale))
+      back.moe.route_scale = want.moe.route_scale;
+    if (back.rope_scaling.kind == want.rope_scaling.kind) {  // f32 storage
+      if (near(back.rope_scaling.mscale, want.rope_scaling.mscale))
+        back.rope_scaling.mscale = want.rope_scaling.mscale;
+      if (near(back.rope_scaling.mscale_all_dim, want.rope_scaling.mscale_all_dim))
+        back.rope_scaling.mscale_all_dim = want.rope_scaling.mscale_all_dim;
+      back.rope_scaling.factor = want.rope_scaling.factor;
+      back.rope_scaling.beta_fast = want.rope_scaling.beta_fast;
+      back.rope_scaling.beta_slow = want.rope_scaling.beta_slow;
+    }
+    back.architecture = want.architecture;
+    if (want.NumMoeLayers() == 0) back.moe = want.moe;  // unused by a dense model
+    // Training-only options do not change inference.
+    back.moe.aux_loss_coef = want.moe.aux_loss_coef, back.moe.z_loss_coef = want.moe.z_loss_coef;
+    back.moe.jitter = want.moe.jitter, back.moe.bias_update_rate = want.moe.bias_update_rate;
+    if (back.moe_layers.empty() && !want.moe_layers.empty()) want.moe_layers.clear();
+    nlohmann::json jb = ToHfJson(back), jw = ToHfJson(want);
+    std::vector<std::string> diff;
+    for (const auto& [k, v] : jw.items())
+      if (!jb.contains(k) || jb[k] != v) diff.push_back(k + "=" + v.dump());
+    for (const auto& [k, v] : jb.items())
+      if (!jw.contains(k)) diff.push_back(k);
+    // moe_every vs an explicit layer list describe the same layers.
+    std::erase_if(diff, [&](const std::string& d) {
+      return d.starts_with("output_router_logits") || d.starts_with("moe_every") ||
+             d.starts_with("moe_layers") || d.starts_with("decoder_sparse_step") ||
+             d.starts_with("intermediate_size");
+    });
+    MOE_CHECK(diff.empty(), kTag, "GGUF architecture '{}' cannot express this model's {}", arch,
+              fmt::join(diff, ", "));
+  }
+  if (opts.tokenizer != nullptr) {
+    std::string why;
+    if (!tokenizer::AddTokenizerToGguf(*opts.tokenizer, cfg.bos_id, cfg.eos_id, w, &why)) {
+      if (opts.warn) opts.warn("tokenizer not written: " + why);
+    } else if (!opts.chat_template.empty()) {
+      w.AddMetadata("tokenizer.chat_template", GgufValue::String(opts.chat_template));
+    }
+  }
+
+  const std::vector<Part> parts =
+      PlanParts(cfg, weights, arch == "llama", [](int64_t) { return true; });
+  for (size_t i = 0; i < parts.size(); ++i) {
+    const Part& p = parts[i];
+    size_t numel = 1;
+    for (int64_t d : p.shape) numel *= static_cast<size_t>(d);
+    std::vector<float> v(numel);
+    const float* src = static_cast<const float*>(p.dst->raw());
+    MOE_CHECK(p.dst->dtype() == DType::kF32, kTag, "SaveGgufModel needs f32 weights");
+    for (const Copy& c : p.copies)
+      std::memcpy(v.data() + c.gguf_off, src + c.canon_off, c.n * sizeof(float));
+    if (p.permute_rope)
+      PermuteRows(v, p.rope_heads, p.shape.size() == 1 ? 1 : p.shape.back(), true);
+    const GgmlType type = ChooseType(opts.scheme, p, cfg.n_layers);
+    if (opts.progress) opts.progress(i, parts.size(), p.name, io::GgmlTypeName(type));
+    std::vector<int64_t> dims(p.shape.rbegin(), p.shape.rend());
+    if (type == GgmlType::kF32) {
+      w.AddTensor(p.name, type, dims, v.data(), v.size() * sizeof(float));
+    } else if (type == GgmlType::kF16) {
+      std::vector<uint16_t> h(v.size());
+      for (size_t j = 0; j < v.size(); ++j) h[j] = ToF16(v[j]);
+      w.AddTensor(p.name, type, dims, h.data(), h.size() * 2);
+    } else {
+      const kernels::QuantType q = kernels::QuantTypeFromGgml(static_cast<int>(type));
+      const int64_t cols = p.shape.back(), rows = static_cast<int64_t>(numel) / cols;
+      std::vector<uint8_t> bytes(static_cast<size_t>(kernels::QuantMatrixBytes(q, rows, cols)));
+      kernels::Quantize(q, v.data(), bytes.data(), static_cast<int64_t>(numel));
+      w.AddTensor(p.name, type, dims, bytes.data(), bytes.size());
+    }
+  }
+  w.Write(path);
+}
+
+}  // namespace moe::model
