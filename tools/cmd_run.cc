@@ -7,6 +7,7 @@
 #include <iostream>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -74,33 +75,21 @@ generate::GenerateOptions MakeOptions(const SamplingCli& s, const generate::Mode
   return o;
 }
 
-// A FILE for the routing trace, written to a temp name and renamed when complete.
-class TraceFile {
- public:
-  explicit TraceFile(const std::string& path) : path_(path) {
+// The --routing-trace output: a trace writing into an atomic file (temp name, renamed by Commit).
+struct TraceOutput {
+  std::optional<io::AtomicFileWriter> file;
+  std::unique_ptr<generate::RoutingTrace> trace;
+  TraceOutput(const std::string& path, const tokenizer::Tokenizer& tok) {
     if (path.empty()) return;
-    tmp_ = path + ".tmp";
-    f_ = std::fopen(tmp_.c_str(), "w");
-    MOE_CHECK(f_ != nullptr, "run", "cannot write the routing trace '{}'", tmp_);
+    file.emplace(path);
+    trace = std::make_unique<generate::RoutingTrace>(
+        [this](std::string_view s) { file->Append(s); }, &tok);
   }
-  ~TraceFile() {
-    if (f_ != nullptr) {
-      std::fclose(f_);
-      std::remove(tmp_.c_str());
-    }
-  }
-  std::FILE* get() const { return f_; }
+  TraceOutput(const TraceOutput&) = delete;  // the sink points at this object
+  TraceOutput& operator=(const TraceOutput&) = delete;
   void Commit() {
-    if (f_ == nullptr) return;
-    MOE_CHECK(std::fflush(f_) == 0 && std::fclose(f_) == 0, "run", "failed writing '{}'", tmp_);
-    f_ = nullptr;
-    MOE_CHECK(std::rename(tmp_.c_str(), path_.c_str()) == 0, "run", "cannot rename '{}' to '{}'",
-              tmp_, path_);
+    if (file) file->Commit();
   }
-
- private:
-  std::string path_, tmp_;
-  std::FILE* f_ = nullptr;
 };
 
 // Generates, streaming the text to stdout as it becomes final, then ends the line.
@@ -142,19 +131,16 @@ void RunCommand(const std::string& model_path, const std::string& prompt_arg,
   const model::Transformer tf(m.config);
   const generate::GenerateOptions o = MakeOptions(s, m);
   generate::Generator g(tf, m.weights, m.tokenizer, ctx, s.ctx_size);
-  TraceFile trace_file(s.trace_path);
-  std::unique_ptr<generate::RoutingTrace> trace;
-  if (trace_file.get() != nullptr)
-    trace = std::make_unique<generate::RoutingTrace>(trace_file.get(), &m.tokenizer);
+  TraceOutput trace(s.trace_path, m.tokenizer);
   const std::vector<int32_t> ids = m.EncodePrompt(prompt, !raw);
   std::fputs(prompt.c_str(), stdout);
   std::fflush(stdout);
-  const generate::GenerateResult r = GenerateToStdout(g, ids, o, trace.get());
-  trace_file.Commit();
+  const generate::GenerateResult r = GenerateToStdout(g, ids, o, trace.trace.get());
+  trace.Commit();
   PrintStats(r);
-  if (trace)
+  if (trace.trace)
     std::fprintf(stderr, "routing trace: %lld lines -> %s\n",
-                 static_cast<long long>(trace->lines()), s.trace_path.c_str());
+                 static_cast<long long>(trace.trace->lines()), s.trace_path.c_str());
 }
 
 void PerplexityCommand(const std::string& model_path, const std::string& file, int64_t window,
@@ -232,10 +218,7 @@ void ChatCommand(const ChatCli& c, const SamplingCli& s) {
       o.stop_ids.push_back(*id);
   const model::Transformer tf(m.config);
   generate::Generator g(tf, m.weights, m.tokenizer, ctx, s.ctx_size);
-  TraceFile trace_file(s.trace_path);
-  std::unique_ptr<generate::RoutingTrace> trace;
-  if (trace_file.get() != nullptr)
-    trace = std::make_unique<generate::RoutingTrace>(trace_file.get(), &m.tokenizer);
+  TraceOutput trace(s.trace_path, m.tokenizer);
 
   std::vector<chat::ChatMessage> messages;
   if (!c.system.empty()) messages.push_back({"system", c.system});
@@ -266,11 +249,11 @@ void ChatCommand(const ChatCli& c, const SamplingCli& s) {
       messages.pop_back();
       continue;
     }
-    const generate::GenerateResult r = GenerateToStdout(g, ids, o, trace.get());
+    const generate::GenerateResult r = GenerateToStdout(g, ids, o, trace.trace.get());
     PrintStats(r);
     messages.push_back({"assistant", r.text});
   }
-  trace_file.Commit();
+  trace.Commit();
 }
 
 }  // namespace

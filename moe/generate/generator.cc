@@ -64,6 +64,7 @@ std::function<void(int64_t, const mixture::RoutingPlan<float>&)> RoutingTrace::H
 void RoutingTrace::OnPlan(int64_t layer, const mixture::RoutingPlan<float>& plan) {
   MOE_CHECK(plan.num_tokens == static_cast<int64_t>(tokens_.size()), kTag,
             "routing trace: a plan of {} tokens for a call of {}", plan.num_tokens, tokens_.size());
+  line_.clear();
   for (int64_t t = 0; t < plan.num_tokens; ++t) {
     nlohmann::json j;
     j["phase"] = generated_ ? "generated" : "prompt";
@@ -86,12 +87,11 @@ void RoutingTrace::OnPlan(int64_t layer, const mixture::RoutingPlan<float>& plan
     }
     j["experts"] = experts;
     j["gates"] = gates;
-    line_ = j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+    line_ += j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
     line_.push_back('\n');
-    MOE_CHECK(std::fwrite(line_.data(), 1, line_.size(), out_) == line_.size(), kTag,
-              "routing trace: write failed");
     ++lines_;
   }
+  sink_(line_);
 }
 
 Generator::Generator(const model::Transformer& tf, const model::ModelWeights& w,

@@ -7,7 +7,6 @@
 #pragma once
 
 #include <cstdint>
-#include <cstdio>
 #include <functional>
 #include <memory>
 #include <span>
@@ -53,11 +52,13 @@ struct GenerateResult {
 //   {"phase":"prompt"|"generated","pos":P,"token":ID,"text":"...","layer":L,
 //    "experts":[e1,...],"gates":[g1,...]}
 // experts in the router's order of preference (for token choice), gates as applied (route scale
-// included). Written through a FILE the caller owns.
+// included). The lines of each (forward call, layer) go to `sink` in one piece (e.g.
+// io::AtomicFileWriter::Append).
 class RoutingTrace {
  public:
-  explicit RoutingTrace(std::FILE* out, const tokenizer::Tokenizer* tok = nullptr)
-      : out_(out), tok_(tok) {}
+  using Sink = std::function<void(std::string_view)>;
+  explicit RoutingTrace(Sink sink, const tokenizer::Tokenizer* tok = nullptr)
+      : sink_(std::move(sink)), tok_(tok) {}
   // Records one forward call: tokens[0..n) at positions pos0.., phase name; the plans arrive
   // through Hook() while the call runs.
   void Begin(const int32_t* tokens, int64_t n, int64_t pos0, bool generated);
@@ -66,7 +67,7 @@ class RoutingTrace {
 
  private:
   void OnPlan(int64_t layer, const mixture::RoutingPlan<float>& plan);
-  std::FILE* out_;
+  Sink sink_;
   const tokenizer::Tokenizer* tok_;
   std::vector<int32_t> tokens_;
   int64_t pos0_ = 0;
