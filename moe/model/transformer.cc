@@ -59,6 +59,16 @@ void Clamp(View<float> y, float c) {
   for (int64_t i = 0; i < y.numel(); ++i) y[i] = std::clamp(y[i], -c, c);
 }
 
+// Dense SwiGLU FFN of a layer: f = W2 (silu(W1 n) * W3 n), with h = [W1 n | W3 n] and a saved.
+template <typename T>
+void DenseFfnForward(const LayerWeights& lw, int64_t fd, CView<T> n, Tensor& h, Tensor& a, View<T> f, Context& ctx) {
+  const int64_t nt = n.rows();
+  h.Resize(DTypeOf<T>(), {nt, 2 * fd});
+  a.Resize(DTypeOf<T>(), {nt, fd});
+  mixture::GroupedSwiGluForward<T>(
+      {{nt, fd, n.data, C<T>(lw.w13).data, C<T>(lw.w2).data, V<T>(h).data, V<T>(a).data, f.data}}, n.cols(), ctx);
+}
+
 void CheckTrainable(const ModelConfig& c) {
   const std::string bad = c.TrainingUnsupported();
   MOE_CHECK(bad.empty(), "model",
@@ -145,12 +155,7 @@ double Transformer::Forward(const ModelWeights& w, const Batch& b, ForwardState<
                              {.training = opt.training, .seed = opt.seed * 1000003 + static_cast<uint64_t>(l)});
       st.aux_loss += a.moe.aux_total();
     } else {
-      const int64_t fd = c.dense_d_ff;
-      a.h.Resize(dt, {nt, 2 * fd});
-      a.a.Resize(dt, {nt, fd});
-      mixture::GroupedSwiGluForward<T>({{nt, fd, C<T>(a.n2).data, C<T>(lw.w13).data, C<T>(lw.w2).data,
-                                         V<T>(a.h).data, V<T>(a.a).data, V<T>(a.f).data}},
-                                       d, ctx);
+      DenseFfnForward<T>(lw, c.dense_d_ff, C<T>(a.n2), a.h, a.a, V<T>(a.f), ctx);
     }
     Add<T>(C<T>(a.x2), C<T>(a.f), V<T>(x), ctx);
   }
@@ -404,12 +409,7 @@ void Transformer::Infer(const ModelWeights& w, const int32_t* tokens, int64_t n,
       mixture::MoeForward<float>(MoeFor(causal), lw.moe, C<float>(st.n), V<float>(st.f), st.moe, ctx);
       if (st.on_route) st.on_route(l, st.moe.plan);
     } else {
-      const int64_t fd = c.dense_d_ff;
-      st.h.Resize(dt, {n, 2 * fd});
-      st.a.Resize(dt, {n, fd});
-      mixture::GroupedSwiGluForward<float>({{n, fd, C<float>(st.n).data, C<float>(lw.w13).data, C<float>(lw.w2).data,
-                                             V<float>(st.h).data, V<float>(st.a).data, V<float>(st.f).data}},
-                                           d, ctx);
+      DenseFfnForward<float>(lw, c.dense_d_ff, C<float>(st.n), st.h, st.a, V<float>(st.f), ctx);
     }
     Add<float>(C<float>(st.x2), C<float>(st.f), V<float>(st.x), ctx);
   }
