@@ -1,6 +1,5 @@
 #include "moe/io/gguf.h"
 
-
 #include <algorithm>
 #include <bit>
 #include <cmath>

@@ -1,6 +1,5 @@
 #include "moe/io/safetensors.h"
 
-
 #include <algorithm>
 #include <bit>
 #include <cstring>
