@@ -1,16 +1,20 @@
 // `moe bench model`: prefill and decode speed of a whole model (a built-in shape with random
-// weights, or a model folder) against the machine's limits measured in the same run: decode
-// against the bandwidth roofline (bytes of weights and KV cache read per token ÷ read bandwidth),
-// prefill against the sgemm rate on active FLOPs.
+// weights, optionally written as a GGUF file of a weight type and run from it, or a model folder /
+// .gguf file) against the machine's limits measured in the same run: decode against the bandwidth
+// roofline (bytes of weights and KV cache read per token, as stored, ÷ read bandwidth), prefill
+// against the sgemm rate on active FLOPs.
 #include <fmt/format.h>
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
+#include <filesystem>
 #include <cstdio>
 #include <fstream>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "moe/core/context.h"
@@ -22,6 +26,7 @@
 #include "moe/io/file.h"
 #include "moe/kernels/roofline.h"
 #include "moe/model/checkpoint.h"
+#include "moe/model/gguf_model.h"
 #include "moe/model/transformer.h"
 #include "tools/commands.h"
 
@@ -34,6 +39,8 @@ struct ModelBenchOptions {
   std::string shape = "mixtral-like";
   std::string model;  // a model folder instead of a random shape
   std::string save;   // write the random shape as a Hugging Face folder first
+  std::string type;   // write the random shape as GGUF of this scheme and run that file
+  std::string gguf_path;  // where (default: $TMPDIR or /tmp, moe-bench-<shape>-<type>.gguf)
   int64_t prefill = 512;
   int64_t decode = 64;
   int reps = 3;
@@ -81,15 +88,43 @@ model::ModelConfig BenchShape(const std::string& name) {
   return c;
 }
 
-// Bytes one decoded token reads at context length `pos`: the active weights (one embedding row, not
-// the table, unless the head shares it) and the layers' cached keys and values.
-double DecodeBytes(const model::ModelConfig& c, int64_t pos) {
-  double params = static_cast<double>(c.ActiveParams());
+// Bytes one decoded token reads at context length `pos`, from the weights as stored: everything
+// but the embedding table (one row of it, unless the head shares it) and the experts a token does
+// not choose (top_k of n_experts per MoE layer), plus the layers' cached keys and values (f32).
+double DecodeBytes(const model::ModelConfig& c, model::ModelWeights& w, int64_t pos) {
+  double bytes = 0;
+  w.ForEachTensor([&](const std::string&, Tensor& t) { bytes += static_cast<double>(t.nbytes()); });
   if (!c.tie_embeddings)
-    params -= static_cast<double>(c.vocab_size - 1) * static_cast<double>(c.d_model);
+    bytes -= static_cast<double>(w.embed.nbytes()) * static_cast<double>(c.vocab_size - 1) /
+             static_cast<double>(c.vocab_size);
+  for (auto& lw : w.layers) {
+    if (!lw.is_moe) continue;
+    double experts = 0;
+    if (lw.moe.inference_layout()) {
+      for (auto& e : lw.moe.experts)
+        experts += static_cast<double>(e.gate.nbytes() + e.up.nbytes() + e.down.nbytes());
+    } else {
+      experts = static_cast<double>(lw.moe.w13.nbytes() + lw.moe.w2.nbytes());
+    }
+    const double unused = static_cast<double>(c.moe.n_experts - c.moe.top_k) /
+                          static_cast<double>(c.moe.n_experts);
+    bytes -= experts * unused;
+  }
   const double kv = 2.0 * static_cast<double>(pos) * static_cast<double>(c.kv_dim()) *
                     static_cast<double>(c.n_layers);
-  return 4.0 * (params + kv);
+  return bytes + 4.0 * kv;
+}
+
+// Resident and peak resident memory of this process (VmRSS / VmHWM), in bytes; 0 when unknown.
+std::pair<double, double> ResidentBytes() {
+  std::ifstream f("/proc/self/status");
+  std::string line;
+  double rss = 0, hwm = 0;
+  while (std::getline(f, line)) {
+    if (line.starts_with("VmRSS:")) rss = std::atof(line.c_str() + 6) * 1024.0;
+    if (line.starts_with("VmHWM:")) hwm = std::atof(line.c_str() + 6) * 1024.0;
+  }
+  return {rss, hwm};
 }
 
 // Active FLOPs of a prefill of n tokens: 2 per active weight per token (the embedding is a lookup)
@@ -151,16 +186,51 @@ int RunModelBench(const ModelBenchOptions& opt) {
   } else {
     cfg = BenchShape(opt.shape);
     what = opt.shape;
-    std::printf("model: %s (random f32 weights): %s\n", what.c_str(), cfg.Summary().c_str());
+    std::printf("model: %s (random weights): %s\n", what.c_str(), cfg.Summary().c_str());
     InitBenchWeights(cfg, w, ctx);
   }
-  std::printf("weights: %.2f GB in memory, ready in %.1f s\n",
-              4.0 * static_cast<double>(cfg.TotalParams()) / 1e9, NowSeconds() - ti);
   if (!opt.save.empty()) {
     model::SaveModel(opt.save, cfg, w);
     std::printf("saved as a Hugging Face folder: %s (moe bench model --model %s)\n",
                 opt.save.c_str(), opt.save.c_str());
   }
+  if (!opt.type.empty()) {
+    // Through our GGUF writer, then run from the file (mapped) like `moe run model.gguf`.
+    const model::GgufScheme scheme = model::ParseGgufScheme(opt.type);
+    std::string path = opt.gguf_path;
+    if (path.empty()) {
+      const char* tmp = std::getenv("TMPDIR");
+      const std::string base =
+          opt.model.empty() ? opt.shape : std::filesystem::path(opt.model).filename().string();
+      path = fmt::format("{}/moe-bench-{}-{}.gguf", tmp && *tmp ? tmp : "/tmp", base,
+                         model::Name(scheme));
+    }
+    if (io::PathExists(path)) {
+      std::printf("using the existing %s (delete it to write a new one)\n", path.c_str());
+    } else {
+      MOE_CHECK(opt.model.empty() || !opt.model.ends_with(".gguf"), "bench",
+                "--type converts a random shape or a folder; '{}' is already GGUF", opt.model);
+      std::printf("writing %s as %s ...\n", path.c_str(), std::string(model::Name(scheme)).c_str());
+      std::fflush(stdout);
+      const double tw = NowSeconds();
+      model::GgufSaveOptions so;
+      so.scheme = scheme;
+      so.ctx = &ctx;
+      so.name = what;
+      model::SaveGgufModel(cfg, w, path, so);
+      std::printf("  written in %.1f s\n", NowSeconds() - tw);
+    }
+    w = model::ModelWeights();  // frees the f32 weights before mapping the file
+    generate::ModelDir m = generate::OpenModelDir(path);
+    cfg = m.config;
+    w = std::move(m.weights);
+    what = fmt::format("{} {}", what, model::Name(scheme));
+  }
+  double weight_bytes = 0;
+  w.ForEachTensor([&](const std::string&, Tensor& t) { weight_bytes += static_cast<double>(t.nbytes()); });
+  const auto [rss_load, hwm_load] = ResidentBytes();
+  std::printf("weights: %.2f GB as stored, ready in %.1f s; resident %.2f GB (peak %.2f GB)\n",
+              weight_bytes / 1e9, NowSeconds() - ti, rss_load / 1e9, hwm_load / 1e9);
   MOE_CHECK(opt.prefill + opt.decode < cfg.max_seq, "bench",
             "prefill + decode = {} exceeds the context of {}", opt.prefill + opt.decode,
             cfg.max_seq);
@@ -193,7 +263,8 @@ int RunModelBench(const ModelBenchOptions& opt) {
   }
   const double tp = Median(prefill_s), td = Median(decode_s);
   const double flops = PrefillFlops(cfg, opt.prefill);
-  const double bytes = DecodeBytes(cfg, opt.prefill + opt.decode / 2);
+  const double bytes = DecodeBytes(cfg, w, opt.prefill + opt.decode / 2);
+  const auto [rss_end, hwm_end] = ResidentBytes();
   const double prefill_gflops = flops / tp / 1e9;
   const double decode_tps = 1.0 / td;
   const double roof_tps = bw * 1e9 / bytes;
@@ -205,6 +276,9 @@ int RunModelBench(const ModelBenchOptions& opt) {
       "decode: %.2f tok/s, %.1f MB read per token, %.1f GB/s = %.0f%% of the bandwidth roofline "
       "(%.2f tok/s)\n",
       decode_tps, bytes / 1e6, bytes * decode_tps / 1e9, 100.0 * decode_tps / roof_tps, roof_tps);
+  std::printf("memory: weights %.2f GB as stored, resident %.2f GB after the runs (peak %.2f GB, "
+              "which includes the 1 GiB bandwidth probe)\n",
+              weight_bytes / 1e9, rss_end / 1e9, hwm_end / 1e9);
   if (!opt.json_path.empty()) {
     nlohmann::json j = {{"model", what},
                         {"threads", ctx.threads()},
@@ -217,7 +291,10 @@ int RunModelBench(const ModelBenchOptions& opt) {
                         {"prefill_frac_sgemm", prefill_gflops / sgemm},
                         {"decode_tok_s", decode_tps},
                         {"decode_bytes_per_token", bytes},
-                        {"decode_frac_roofline", decode_tps / roof_tps}};
+                        {"decode_frac_roofline", decode_tps / roof_tps},
+                        {"weight_bytes", weight_bytes},
+                        {"resident_bytes_after_load", rss_load},
+                        {"resident_bytes_after_runs", rss_end}};
     io::WriteFileAtomic(opt.json_path, j.dump(2) + "\n");
     std::printf("results written to %s\n", opt.json_path.c_str());
   }
@@ -236,8 +313,14 @@ void AddBenchModelCommand(CLI::App& bench) {
   cmd->add_option("--save", opt->save,
                   "Also write the random-weight model as a Hugging Face folder (F32)");
   cmd->add_option("--shape", opt->shape,
-                  "mixtral-like, olmoe-like, qwen2-moe-like or dense-like (random f32 weights)")
+                  "mixtral-like, olmoe-like, qwen2-moe-like or dense-like (random weights)")
       ->capture_default_str();
+  cmd->add_option("--type", opt->type,
+                  "Write the random shape (or --model folder) as GGUF of this type (F32, F16, Q8_0, "
+                  "Q4_0, Q4_K_M, Q5_K_M) and run from that file, mapped");
+  cmd->add_option("--gguf-path", opt->gguf_path,
+                  "Where --type writes (reused when it exists; default "
+                  "$TMPDIR/moe-bench-<shape>-<type>.gguf)");
   cmd->add_option("--prefill", opt->prefill, "Prompt tokens")
       ->capture_default_str()
       ->check(CLI::Range(1, 1 << 16));

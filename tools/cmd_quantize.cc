@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
+#include "moe/core/context.h"
 #include "moe/core/error.h"
 #include "moe/io/file.h"
 #include "moe/model/checkpoint.h"
@@ -56,6 +57,8 @@ void RunQuantize(const QuantizeArgs& a) {
   opts.scheme = scheme;
   opts.tokenizer = tok ? &*tok : nullptr;
   opts.chat_template = chat_template;
+  Context ctx;
+  opts.ctx = &ctx;
   opts.progress = [](size_t i, size_t n, const std::string& name, std::string_view type) {
     std::fprintf(stderr, "[%4zu/%4zu] %-36s %s\n", i + 1, n, name.c_str(),
                  std::string(type).c_str());

@@ -2,6 +2,8 @@
 
 #include <cmath>
 
+#include "moe/core/error.h"
+
 namespace moe {
 
 std::string_view DTypeName(DType t) {
@@ -10,9 +12,16 @@ std::string_view DTypeName(DType t) {
     case DType::kF64: return "F64";
     case DType::kBF16: return "BF16";
     case DType::kF16: return "F16";
+    case DType::kQ8_0: return "Q8_0";
+    case DType::kQ4_0: return "Q4_0";
+    case DType::kQ4_K: return "Q4_K";
+    case DType::kQ5_K: return "Q5_K";
+    case DType::kQ6_K: return "Q6_K";
   }
   return "?";
 }
+
+bool IsQuantized(DType t) { return DTypeBlockValues(t) > 1; }
 
 size_t DTypeSize(DType t) {
   switch (t) {
@@ -20,8 +29,31 @@ size_t DTypeSize(DType t) {
     case DType::kF64: return 8;
     case DType::kBF16: return 2;
     case DType::kF16: return 2;
+    default: break;
   }
-  return 0;
+  Fail("dtype", "{} is block-quantised: it has no per-element size", DTypeName(t));
+}
+
+int64_t DTypeBlockValues(DType t) {
+  switch (t) {
+    case DType::kQ8_0:
+    case DType::kQ4_0: return 32;
+    case DType::kQ4_K:
+    case DType::kQ5_K:
+    case DType::kQ6_K: return 256;
+    default: return 1;
+  }
+}
+
+int64_t DTypeBlockBytes(DType t) {
+  switch (t) {
+    case DType::kQ8_0: return 34;
+    case DType::kQ4_0: return 18;
+    case DType::kQ4_K: return 144;
+    case DType::kQ5_K: return 176;
+    case DType::kQ6_K: return 210;
+    default: return static_cast<int64_t>(DTypeSize(t));
+  }
 }
 
 float FromF16(uint16_t h) {

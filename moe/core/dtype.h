@@ -1,4 +1,6 @@
-// Element types. Compute is f32 (f64 for gradient checks); bf16 is a storage type.
+// Element types. Compute is f32 (f64 for gradient checks); bf16 is a storage type. The Q* types are
+// the block-quantised weight formats of GGUF/ggml (moe/kernels/quant.h): the last dimension of a
+// tensor is stored as blocks of DTypeBlockValues values in DTypeBlockBytes bytes each.
 #pragma once
 
 #include <cstdint>
@@ -7,10 +9,16 @@
 
 namespace moe {
 
-enum class DType : uint8_t { kF32, kF64, kBF16, kF16 };
+enum class DType : uint8_t { kF32, kF64, kBF16, kF16, kQ8_0, kQ4_0, kQ4_K, kQ5_K, kQ6_K };
 
 std::string_view DTypeName(DType t);
+bool IsQuantized(DType t);
+// Bytes per element of a plain type; Error for a block-quantised one (use the block sizes).
 size_t DTypeSize(DType t);
+// Values and bytes per block: 1 and DTypeSize(t) for plain types; 32/34 (Q8_0), 32/18 (Q4_0),
+// 256/144 (Q4_K), 256/176 (Q5_K), 256/210 (Q6_K).
+int64_t DTypeBlockValues(DType t);
+int64_t DTypeBlockBytes(DType t);
 
 // bfloat16 storage: the top 16 bits of an IEEE f32.
 struct bf16 {

@@ -60,7 +60,7 @@ void Tensor::Free::operator()(void* p) const { AlignedFree(p); }
 
 Tensor::Tensor(DType dtype, Shape shape) { Resize(dtype, shape, /*zero=*/true); }
 
-void Tensor::Resize(DType dtype, Shape shape, bool zero) {
+size_t TensorBytes(DType dtype, const Shape& shape) {
   int64_t n = 1;
   for (int i = 0; i < shape.rank; ++i) {
     MOE_CHECK(shape[i] >= 0, "tensor", "negative dimension in {}", shape.str());
@@ -68,9 +68,41 @@ void Tensor::Resize(DType dtype, Shape shape, bool zero) {
               "shape {} is too large", shape.str());
     n *= shape[i];
   }
-  const size_t bytes = static_cast<size_t>(n) * DTypeSize(dtype);
+  const int64_t block = DTypeBlockValues(dtype);
+  if (block > 1)
+    MOE_CHECK(shape.rank >= 1 && shape[shape.rank - 1] % block == 0, "tensor",
+              "{} stores rows of whole {}-value blocks; shape {} does not", DTypeName(dtype), block,
+              shape.str());
+  const auto bytes = static_cast<size_t>(n / block) * static_cast<size_t>(DTypeBlockBytes(dtype));
   MOE_CHECK(bytes <= kMaxAllocBytes, "tensor", "shape {} of {} needs {} bytes", shape.str(),
             DTypeName(dtype), bytes);
+  return bytes;
+}
+
+Tensor Tensor::Borrow(DType dtype, Shape shape, const void* data, std::shared_ptr<const void> owner) {
+  const size_t bytes = TensorBytes(dtype, shape);
+  MOE_CHECK(data != nullptr || bytes == 0, "tensor", "borrowing {} {} from a null pointer",
+            DTypeName(dtype), shape.str());
+  Tensor t;
+  t.dtype_ = dtype;
+  t.shape_ = shape;
+  static const char kEmpty = 0;
+  t.borrowed_ = data != nullptr ? data : &kEmpty;  // non-null: an empty borrow is still a borrow
+  t.owner_ = std::move(owner);
+  return t;
+}
+
+void Tensor::FailReadOnly() const {
+  Fail("tensor", "{} {} is a read-only view of memory it does not own (e.g. a mapped model file)",
+       DTypeName(dtype_), shape_.str());
+}
+
+void Tensor::Resize(DType dtype, Shape shape, bool zero) {
+  const size_t bytes = TensorBytes(dtype, shape);
+  if (borrowed_) {
+    borrowed_ = nullptr;
+    owner_.reset();
+  }
   dtype_ = dtype;
   shape_ = shape;
   if (bytes > capacity_ || !data_) {
@@ -82,6 +114,7 @@ void Tensor::Resize(DType dtype, Shape shape, bool zero) {
 }
 
 void Tensor::SetZero() {
+  if (borrowed_) FailReadOnly();
   if (data_) std::memset(data_.get(), 0, nbytes());
 }
 

@@ -1,5 +1,6 @@
-// Tensor (owning, 64-byte aligned, dtype-tagged) and View<T> (non-owning, typed, contiguous,
-// row-major, rank <= 4). Ops take Views; layers own Tensors.
+// Tensor (dtype-tagged; owning and 64-byte aligned, or a read-only borrow of memory someone else
+// keeps alive, e.g. a weight inside a memory-mapped model file) and View<T> (non-owning, typed,
+// contiguous, row-major, rank <= 4). Ops take Views; layers own Tensors.
 #pragma once
 
 #include <array>
@@ -9,6 +10,7 @@
 #include <memory>
 #include <string>
 #include <type_traits>
+#include <utility>
 
 #include "moe/core/dtype.h"
 #include "moe/core/error.h"
@@ -68,12 +70,20 @@ struct View {
 template <typename T>
 using CView = View<const T>;
 
-// Owning tensor. Storage is 64-byte aligned and zero-initialised on allocation.
+// Bytes of a tensor of this dtype and shape. Block-quantised dtypes need the last dimension to be a
+// whole number of blocks (Error naming the shape otherwise); absurd sizes are an Error.
+size_t TensorBytes(DType dtype, const Shape& shape);
+
+// Tensor. Owned storage is 64-byte aligned and zero-initialised on allocation. A borrowed tensor
+// (Borrow) points at read-only memory kept alive by `owner`: its const views work as usual, while
+// mutable access (raw(), view<T>()) is an Error; Resize gives it owned storage again.
 class Tensor {
  public:
   Tensor() = default;
   Tensor(DType dtype, Shape shape);
   static Tensor Zeros(DType dtype, Shape shape) { return Tensor(dtype, shape); }
+  // TensorBytes(dtype, shape) bytes at `data`, valid while `owner` lives.
+  static Tensor Borrow(DType dtype, Shape shape, const void* data, std::shared_ptr<const void> owner);
 
   Tensor(Tensor&&) noexcept = default;
   Tensor& operator=(Tensor&&) noexcept = default;
@@ -84,10 +94,14 @@ class Tensor {
   DType dtype() const { return dtype_; }
   const Shape& shape() const { return shape_; }
   int64_t numel() const { return shape_.numel(); }
-  size_t nbytes() const { return static_cast<size_t>(numel()) * DTypeSize(dtype_); }
+  size_t nbytes() const { return TensorBytes(dtype_, shape_); }
   bool defined() const { return shape_.rank > 0; }
-  void* raw() { return data_.get(); }
-  const void* raw() const { return data_.get(); }
+  bool borrowed() const { return borrowed_ != nullptr; }
+  void* raw() {
+    if (borrowed_) FailReadOnly();
+    return data_.get();
+  }
+  const void* raw() const { return borrowed_ ? borrowed_ : data_.get(); }
 
   // Re-shapes in place, reusing the allocation when it is large enough. Contents are unspecified
   // unless zero == true.
@@ -97,7 +111,11 @@ class Tensor {
   template <typename T>
   View<T> view() {
     CheckType(DTypeOf<std::remove_const_t<T>>());
-    return View<T>(static_cast<T*>(raw()), shape_);
+    if constexpr (std::is_const_v<T>) {
+      return View<T>(static_cast<T*>(std::as_const(*this).raw()), shape_);
+    } else {
+      return View<T>(static_cast<T*>(raw()), shape_);
+    }
   }
   template <typename T>
   View<const T> view() const {
@@ -110,11 +128,14 @@ class Tensor {
     void operator()(void* p) const;
   };
   void CheckType(DType want) const;
+  [[noreturn]] void FailReadOnly() const;
 
   DType dtype_ = DType::kF32;
   Shape shape_;
   size_t capacity_ = 0;
   std::unique_ptr<void, Free> data_;
+  const void* borrowed_ = nullptr;
+  std::shared_ptr<const void> owner_;
 };
 
 // Free-function views: usable on members of dependent types without the `template` keyword.

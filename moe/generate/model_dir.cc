@@ -91,7 +91,8 @@ void UseBytes(ModelDir& m, const std::string& path) {
 }
 
 ModelDir OpenGguf(const std::string& path) {
-  model::GgufModel g = model::LoadGgufModel(path);
+  // Mapped: weights stay in the file as stored (quantised blocks run QuantMatMul).
+  model::GgufModel g = model::LoadGgufModel(path, {.mapped = true});
   ModelDir m;
   m.path = path;
   m.config = std::move(g.config);

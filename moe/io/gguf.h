@@ -232,6 +232,8 @@ class GgufFile {
   uint64_t alignment() const { return alignment_; }
   uint64_t data_offset() const { return data_offset_; }  // where the data section starts
   uint64_t file_size() const { return size_; }
+  // Keeps the mapping (or buffer) that tensor data points into alive.
+  const std::shared_ptr<const void>& storage() const { return storage_; }
 
   // ---- metadata, in file order
   const std::vector<std::pair<std::string, GgufValue>>& metadata() const { return kv_; }

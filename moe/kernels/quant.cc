@@ -166,6 +166,23 @@ QuantType QuantTypeFromGgml(int ggml_type) {
        ggml_type);
 }
 
+DType ToDType(QuantType t) {
+  switch (t) {
+    case QuantType::kQ8_0: return DType::kQ8_0;
+    case QuantType::kQ4_0: return DType::kQ4_0;
+    case QuantType::kQ4_K: return DType::kQ4_K;
+    case QuantType::kQ5_K: return DType::kQ5_K;
+    case QuantType::kQ6_K: return DType::kQ6_K;
+  }
+  Fail("quant", "unknown quant type {}", static_cast<int>(t));
+}
+
+QuantType QuantTypeOf(DType t) {
+  for (QuantType q : kAllQuantTypes)
+    if (ToDType(q) == t) return q;
+  Fail("quant", "{} is not a block-quantised type", DTypeName(t));
+}
+
 int64_t QuantRowBytes(QuantType t, int64_t n) { return CheckedBlocks(t, n) * QuantBlockBytes(t); }
 
 int64_t QuantMatrixBytes(QuantType t, int64_t rows, int64_t n) {
@@ -308,20 +325,26 @@ void QuantMatMulWith(const QuantOps& ops, QuantType t, const void* w, int64_t n,
   const QuantActs& acts = buffer.Reset(m, k, block, ops.layout[static_cast<int>(t)]);
   ParallelForRange(m, ctx, [&](int64_t b, int64_t e, int) { ops.quantize_acts(x, b, e, acts); }, 16);
 
+  const auto* wb = static_cast<const uint8_t*>(w);
+  ParallelForRange(n, ctx, [&](int64_t b, int64_t e, int) {
+    QuantDotRows(ops, t, wb, row_bytes, b, e, acts, m, y, n);
+  }, 4);
+}
+
+void QuantDotRows(const QuantOps& ops, QuantType t, const uint8_t* w, int64_t row_bytes,
+                  int64_t j_begin, int64_t j_end, const QuantActs& acts, int64_t m, float* y,
+                  int64_t ldy) {
   // Weight rows in tiles of about 256 KiB, which stay in L2 while every group of 8 x rows passes
   // over them (for m <= 8 there is one group, and each weight row is read exactly once).
   const int64_t tile = std::max<int64_t>(1, (int64_t{256} << 10) / row_bytes);
   const QuantDotFn dot = ops.dot[static_cast<int>(t)];
-  const auto* wb = static_cast<const uint8_t*>(w);
-  ParallelForRange(n, ctx, [&](int64_t b, int64_t e, int) {
-    for (int64_t j0 = b; j0 < e; j0 += tile) {
-      const int64_t rows = std::min(tile, e - j0);
-      for (int64_t i0 = 0; i0 < m; i0 += kQuantMaxM) {
-        const int mi = static_cast<int>(std::min<int64_t>(kQuantMaxM, m - i0));
-        dot(wb + j0 * row_bytes, row_bytes, rows, acts, i0, mi, y + i0 * n + j0, n);
-      }
+  for (int64_t j0 = j_begin; j0 < j_end; j0 += tile) {
+    const int64_t rows = std::min(tile, j_end - j0);
+    for (int64_t i0 = 0; i0 < m; i0 += kQuantMaxM) {
+      const int mi = static_cast<int>(std::min<int64_t>(kQuantMaxM, m - i0));
+      dot(w + j0 * row_bytes, row_bytes, rows, acts, i0, mi, y + i0 * ldy + j0, ldy);
     }
-  }, 4);
+  }
 }
 
 void QuantMatMul(QuantType t, const void* w, int64_t n, int64_t k, const float* x, int64_t m,

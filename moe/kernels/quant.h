@@ -10,6 +10,7 @@
 #include <string_view>
 
 #include "moe/core/context.h"
+#include "moe/core/dtype.h"
 
 namespace moe::kernels {
 
@@ -31,6 +32,9 @@ int64_t QuantBlockSize(QuantType t);
 int64_t QuantBlockBytes(QuantType t);
 // The QuantType of a ggml_type id; throws Error for ids this engine does not read.
 QuantType QuantTypeFromGgml(int ggml_type);
+// The tensor dtype of a quant type, and back (Error for a dtype that is not block-quantised).
+DType ToDType(QuantType t);
+QuantType QuantTypeOf(DType t);
 
 // Bytes of a row of n values. Throws Error("[quant] ...") naming n when n is negative or not a
 // multiple of the block size.

@@ -5,6 +5,7 @@
 
 #include "moe/kernels/matmul.h"
 #include "moe/kernels/swiglu.h"
+#include "moe/kernels/weight_matmul.h"
 
 namespace moe::mixture {
 
@@ -134,6 +135,44 @@ void GroupedSwiGluBackward(const std::vector<FfnGroup<T>>& groups,
     kernels::Gemm<T>(false, false, g.rows, tk.end - tk.begin, 2 * f, T(1), gg.dh, 2 * f,
                      g.w13 + tk.begin, d, T(0), gg.dx + tk.begin, d, prec);
   });
+}
+
+void SwiGluInfer(const std::vector<FfnInferGroup>& groups, Context& ctx) {
+  std::vector<kernels::WeightProduct> products;
+  std::vector<int64_t> row_start;  // first row of each group in the concatenation
+  int64_t total_rows = 0;
+  for (const FfnInferGroup& g : groups) {
+    MOE_CHECK(g.w != nullptr && g.w->defined(), "moe", "inference FFN group without matrices");
+    const int64_t f = g.w->d_ff();
+    const kernels::WeightRef gate = kernels::AsWeight(g.w->gate, "gate"),
+                             up = kernels::AsWeight(g.w->up, "up");
+    MOE_CHECK(up.n == f && up.k == gate.k, "moe", "up {} does not match gate {}",
+              g.w->up.shape().str(), g.w->gate.shape().str());
+    products.push_back({g.x, g.rows, gate, g.h});
+    products.push_back({g.x, g.rows, up, g.h + g.rows * f});
+    row_start.push_back(total_rows);
+    total_rows += g.rows;
+  }
+  kernels::WeightMatMul(products, ctx);
+  // a = silu(gate) * up, over all rows of all groups.
+  ParallelForRange(total_rows, ctx, [&](int64_t b, int64_t e, int) {
+    size_t gi = static_cast<size_t>(std::upper_bound(row_start.begin(), row_start.end(), b) -
+                                    row_start.begin() - 1);
+    for (int64_t r = b; r < e; ++r) {
+      while (r >= row_start[gi] + groups[gi].rows) ++gi;
+      const FfnInferGroup& g = groups[gi];
+      const int64_t f = g.w->d_ff(), i = r - row_start[gi];
+      kernels::SwiGluRow<float>(g.h + i * f, g.h + (g.rows + i) * f, g.a + i * f, f);
+    }
+  }, 4);
+  products.clear();
+  for (const FfnInferGroup& g : groups) {
+    const kernels::WeightRef down = kernels::AsWeight(g.w->down, "down");
+    MOE_CHECK(down.k == g.w->d_ff() && down.n == kernels::AsWeight(g.w->gate).k, "moe",
+              "down {} does not match gate {}", g.w->down.shape().str(), g.w->gate.shape().str());
+    products.push_back({g.a, g.rows, down, g.y});
+  }
+  kernels::WeightMatMul(products, ctx);
 }
 
 template void GroupedSwiGluForward<float>(const std::vector<FfnGroup<float>>&, int64_t, Context&);

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "moe/core/context.h"
+#include "moe/core/tensor.h"
 
 namespace moe::mixture {
 
@@ -41,6 +42,28 @@ template <typename T>
 void GroupedSwiGluBackward(const std::vector<FfnGroup<T>>& groups,
                            const std::vector<FfnGroupGrad<T>>& grads, int64_t d_model,
                            Context& ctx);
+
+// One SwiGLU FFN's matrices as inference stores them: gate W1 [F, D], up W3 [F, D], down W2 [D, F],
+// each F32 or block-quantised (moe/kernels/weight_matmul.h), owned or borrowed from a mapped file
+// (GGUF keeps gate and up apart, and a quantised expert cannot be fused into w13 without a copy).
+struct FfnMatrices {
+  Tensor gate, up, down;
+  bool defined() const { return gate.defined(); }
+  int64_t d_ff() const { return gate.defined() ? gate.shape()[0] : 0; }
+};
+
+// Inference over FfnMatrices: y = W2 (silu(W1 x) * W3 x) for every group in three passes: the gate
+// and up products of all groups (one parallel region when the groups have few rows, as in decode),
+// the SwiGLU, then all down products.
+struct FfnInferGroup {
+  int64_t rows = 0;                   // m
+  const float* x = nullptr;           // [m, D]
+  const FfnMatrices* w = nullptr;
+  float* h = nullptr;                 // [2, m, F] scratch: gate outputs, then up outputs
+  float* a = nullptr;                 // [m, F] scratch
+  float* y = nullptr;                 // [m, D] written
+};
+void SwiGluInfer(const std::vector<FfnInferGroup>& groups, Context& ctx);
 
 // Runs fn(task) for tasks 0..costs.size()-1, giving each worker one contiguous run of tasks with
 // about the same total cost (static and deterministic for a given thread count).

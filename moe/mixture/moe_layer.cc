@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <type_traits>
 
 #include "moe/kernels/activations.h"
 #include "moe/mixture/experts.h"
@@ -75,6 +76,30 @@ void CheckWeights(const MoeConfig& cfg, const MoeWeights& w) {
   };
   check(w.router, "router", {e, d});
   if (cfg.selection_bias) check(w.bias, "bias", {e});
+  if (w.inference_layout()) {
+    MOE_CHECK(dt == DType::kF32, "moe",
+              "the inference layout (per-expert matrices) runs in f32 only, not {}", DTypeName(dt));
+    MOE_CHECK(static_cast<int64_t>(w.experts.size()) == e, "moe", "{} expert matrices for {} experts",
+              w.experts.size(), e);
+    auto mat = [&](const Tensor& t, const std::string& name, Shape want) {
+      MOE_CHECK(t.defined(), "moe", "weight '{}' is missing (expected {})", name, want.str());
+      MOE_CHECK(t.dtype() == DType::kF32 || IsQuantized(t.dtype()), "moe",
+                "weight '{}' is {}: expected F32 or a block-quantised type", name,
+                DTypeName(t.dtype()));
+      MOE_CHECK(t.shape() == want, "moe", "weight '{}' has shape {}, expected {}", name,
+                t.shape().str(), want.str());
+    };
+    auto ffn = [&](const FfnMatrices& m, const std::string& name, int64_t width) {
+      mat(m.gate, name + ".gate", {width, d});
+      mat(m.up, name + ".up", {width, d});
+      mat(m.down, name + ".down", {d, width});
+    };
+    for (int64_t i = 0; i < e; ++i)
+      ffn(w.experts[static_cast<size_t>(i)], "experts." + std::to_string(i), f);
+    if (cfg.shared_d_ff > 0) ffn(w.shared, "shared", cfg.shared_d_ff);
+    if (cfg.shared_gate) check(w.shared_gate, "shared_gate", {1, d});
+    return;
+  }
   check(w.w13, "w13", {e, 2 * f, d});
   check(w.w2, "w2", {e, d, f});
   if (cfg.shared_d_ff > 0) {
@@ -119,24 +144,45 @@ void MoeForward(const MoeConfig& cfg, const MoeWeights& w, CView<T> x, View<T> y
       std::memcpy(xp.row(i), x.row(plan.token[static_cast<size_t>(i)]), static_cast<size_t>(d) * sizeof(T));
   }, 64);
 
-  std::vector<FfnGroup<T>> groups;
-  const T* w13 = w.w13.view<T>().data;
-  const T* w2 = w.w2.view<T>().data;
-  for (int64_t e = 0; e < cfg.n_experts; ++e) {
-    const int64_t off = plan.expert_offsets[e], m = plan.count(e);
-    if (m == 0) continue;
-    groups.push_back({m, f, xp.data + off * d, w13 + e * 2 * f * d, w2 + e * d * f,
+  if (w.inference_layout()) {
+    if constexpr (std::is_same_v<T, float>) {
+      std::vector<FfnInferGroup> ig;
+      for (int64_t e = 0; e < cfg.n_experts; ++e) {
+        const int64_t off = plan.expert_offsets[e], m = plan.count(e);
+        if (m == 0) continue;
+        ig.push_back({m, xp.data + off * d, &w.experts[static_cast<size_t>(e)],
                       Mut<T>(st.h).data + off * 2 * f, Mut<T>(st.a).data + off * f,
                       Mut<T>(st.yp).data + off * d});
+      }
+      if (fs > 0 && nt > 0) {
+        st.sh_h.Resize(dt, {nt, 2 * fs});
+        st.sh_a.Resize(dt, {nt, fs});
+        st.sh_y.Resize(dt, {nt, d});
+        ig.push_back({nt, x.data, &w.shared, Mut<T>(st.sh_h).data, Mut<T>(st.sh_a).data,
+                      Mut<T>(st.sh_y).data});
+      }
+      SwiGluInfer(ig, ctx);
+    }
+  } else {
+    std::vector<FfnGroup<T>> groups;
+    const T* w13 = w.w13.view<T>().data;
+    const T* w2 = w.w2.view<T>().data;
+    for (int64_t e = 0; e < cfg.n_experts; ++e) {
+      const int64_t off = plan.expert_offsets[e], m = plan.count(e);
+      if (m == 0) continue;
+      groups.push_back({m, f, xp.data + off * d, w13 + e * 2 * f * d, w2 + e * d * f,
+                        Mut<T>(st.h).data + off * 2 * f, Mut<T>(st.a).data + off * f,
+                        Mut<T>(st.yp).data + off * d});
+    }
+    if (fs > 0 && nt > 0) {
+      st.sh_h.Resize(dt, {nt, 2 * fs});
+      st.sh_a.Resize(dt, {nt, fs});
+      st.sh_y.Resize(dt, {nt, d});
+      groups.push_back({nt, fs, x.data, w.shared_w13.view<T>().data, w.shared_w2.view<T>().data,
+                        Mut<T>(st.sh_h).data, Mut<T>(st.sh_a).data, Mut<T>(st.sh_y).data});
+    }
+    GroupedSwiGluForward<T>(groups, d, ctx);
   }
-  if (fs > 0 && nt > 0) {
-    st.sh_h.Resize(dt, {nt, 2 * fs});
-    st.sh_a.Resize(dt, {nt, fs});
-    st.sh_y.Resize(dt, {nt, d});
-    groups.push_back({nt, fs, x.data, w.shared_w13.view<T>().data, w.shared_w2.view<T>().data,
-                      Mut<T>(st.sh_h).data, Mut<T>(st.sh_a).data, Mut<T>(st.sh_y).data});
-  }
-  GroupedSwiGluForward<T>(groups, d, ctx);
 
   // Shared expert gate.
   if (cfg.shared_gate) {
@@ -190,6 +236,9 @@ void MoeForward(const MoeConfig& cfg, const MoeWeights& w, CView<T> x, View<T> y
 template <typename T>
 void MoeBackward(const MoeConfig& cfg, const MoeWeights& w, CView<T> x, CView<T> dy,
                  MoeState<T>& st, MoeWeights& grad, View<T> dx, Context& ctx, double loss_scale) {
+  MOE_CHECK(!w.inference_layout(), "moe",
+            "the backward needs the training layout (w13/w2); these weights hold per-expert "
+            "inference matrices (e.g. a quantised or mapped GGUF model)");
   CheckWeights<T>(cfg, w);
   CheckWeights<T>(cfg, grad);
   const int64_t nt = x.rows(), d = cfg.d_model, f = cfg.d_ff, fs = cfg.shared_d_ff;

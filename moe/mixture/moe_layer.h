@@ -10,11 +10,16 @@
 #include "moe/core/context.h"
 #include "moe/core/tensor.h"
 #include "moe/mixture/config.h"
+#include "moe/mixture/experts.h"
 #include "moe/mixture/routing.h"
 
 namespace moe::mixture {
 
 // Weights of one layer (dtype F32 for use, F64 for gradient checks). Gradients use the same struct.
+// The experts come in one of two layouts: the training layout (w13 / w2, and shared_w13 /
+// shared_w2), which MoeForward and MoeBackward run in f32 or f64, or the inference layout
+// (`experts` / `shared`: separate gate, up and down matrices per expert, F32 or block-quantised,
+// possibly borrowed from a mapped GGUF file), which only the f32 MoeForward runs.
 struct MoeWeights {
   Tensor router;       // [E, D]
   Tensor bias;         // [E]   selection bias (e_score_correction_bias); not trained by gradient
@@ -23,6 +28,10 @@ struct MoeWeights {
   Tensor shared_w13;   // [2Fs, D] (shared expert, when shared_d_ff > 0)
   Tensor shared_w2;    // [D, Fs]
   Tensor shared_gate;  // [1, D]  (when shared_gate)
+  std::vector<FfnMatrices> experts;  // inference layout: [E] (empty in the training layout)
+  FfnMatrices shared;                // inference layout of the shared expert
+
+  bool inference_layout() const { return !experts.empty(); }
 
   // Allocates zeroed tensors of the right shapes for cfg.
   void Allocate(const MoeConfig& cfg, DType dtype);
@@ -45,11 +54,22 @@ struct MoeWeights {
   void Visit(Fn& fn, bool with_bias) {
     fn(std::string_view("router"), router);
     if (with_bias && bias.defined()) fn(std::string_view("bias"), bias);
-    fn(std::string_view("w13"), w13);
-    fn(std::string_view("w2"), w2);
+    if (!inference_layout()) {
+      fn(std::string_view("w13"), w13);
+      fn(std::string_view("w2"), w2);
+    }
     if (shared_w13.defined()) fn(std::string_view("shared_w13"), shared_w13);
     if (shared_w2.defined()) fn(std::string_view("shared_w2"), shared_w2);
     if (shared_gate.defined()) fn(std::string_view("shared_gate"), shared_gate);
+    auto matrices = [&](const std::string& p, FfnMatrices& m) {
+      if (!m.defined()) return;
+      fn(std::string_view(p + "gate"), m.gate);
+      fn(std::string_view(p + "up"), m.up);
+      fn(std::string_view(p + "down"), m.down);
+    };
+    for (size_t e = 0; e < experts.size(); ++e)
+      matrices("experts." + std::to_string(e) + ".", experts[e]);
+    matrices("shared.", shared);
   }
 };
 

@@ -222,6 +222,175 @@ std::vector<float> ToF32(const io::GgufFile& f, const io::GgufTensorInfo& t) {
   return out;
 }
 
+// ---- loading for inference: weights used in place (mmap)
+
+// Fills the inference layout of `w` from the file without copying F32 and block-quantised
+// matrices: they are borrowed from the mapping (kept alive by the tensors). F16/BF16 matrices and
+// every non-F32 vector are converted to owned f32. llama-arch attn_q / attn_k stay in the file's
+// row order; the caller switches RoPE to interleaved pairs, which is the same rotation in that order.
+class MappedLoader {
+ public:
+  MappedLoader(const io::GgufFile& f, std::shared_ptr<const void> owner, const std::string& path)
+      : f_(f), owner_(std::move(owner)), path_(path) {}
+
+  // A matrix (or a vector kept as is): borrowed when F32 or quantised, else f32.
+  void Matrix(const std::string& name, Tensor& dst, Shape want) {
+    const io::GgufTensorInfo& t = Find(name, want);
+    dst = Borrowable(t) ? Tensor::Borrow(DTypeFor(t), want, t.data, owner_) : ToTensor(t, want);
+  }
+  // Norms, biases, routers and gates: always F32 (borrowed when the file holds F32).
+  void Vector(const std::string& name, Tensor& dst, Shape want) {
+    const io::GgufTensorInfo& t = Find(name, want);
+    dst = t.type == GgmlType::kF32 ? Tensor::Borrow(DType::kF32, want, t.data, owner_)
+                                   : ToTensor(t, want);
+  }
+  // Expert slices of a merged [E, rows, cols] tensor: (experts[e].*part) = slice e.
+  void Experts(const std::string& name, std::vector<mixture::FfnMatrices>& experts,
+               Tensor mixture::FfnMatrices::*part, int64_t rows, int64_t cols) {
+    const auto e_count = static_cast<int64_t>(experts.size());
+    const io::GgufTensorInfo& t = Find(name, {e_count, rows, cols});
+    const Shape one{rows, cols};
+    if (Borrowable(t)) {
+      const size_t slice = TensorBytes(DTypeFor(t), one);
+      for (int64_t e = 0; e < e_count; ++e)
+        experts[static_cast<size_t>(e)].*part =
+            Tensor::Borrow(DTypeFor(t), one, t.data + static_cast<size_t>(e) * slice, owner_);
+      return;
+    }
+    const std::vector<float> v = ToF32(f_, t);
+    const auto n = static_cast<size_t>(rows * cols);
+    for (int64_t e = 0; e < e_count; ++e) {
+      Tensor x(DType::kF32, one);
+      std::memcpy(x.raw(), v.data() + static_cast<size_t>(e) * n, n * sizeof(float));
+      experts[static_cast<size_t>(e)].*part = std::move(x);
+    }
+  }
+  const std::set<std::string>& used() const { return used_; }
+
+ private:
+  const io::GgufTensorInfo& Find(const std::string& name, const Shape& want) {
+    const io::GgufTensorInfo* t = f_.FindTensor(name);
+    MOE_CHECK(t != nullptr, kTag, "{}: tensor '{}' is missing (this config needs it)", path_, name);
+    f_.RequireSupported(*t);
+    std::vector<int64_t> shape = t->RowMajorShape();
+    std::vector<int64_t> w(want.dims.begin(), want.dims.begin() + want.rank);
+    // Vectors may be stored as [1, D] and [1, D] gates as [D].
+    while (shape.size() > w.size() && shape.front() == 1) shape.erase(shape.begin());
+    while (w.size() > shape.size() && w.front() == 1) w.erase(w.begin());
+    MOE_CHECK(shape == w, kTag, "{}: tensor '{}' has shape {}, expected [{}] (ggml order)", path_,
+              name, t->ShapeStr(), fmt::join(std::vector<int64_t>(w.rbegin(), w.rend()), ","));
+    used_.insert(name);
+    return *t;
+  }
+  static bool Borrowable(const io::GgufTensorInfo& t) {
+    return t.type != GgmlType::kF16 && t.type != GgmlType::kBF16;
+  }
+  static DType DTypeFor(const io::GgufTensorInfo& t) {
+    return t.type == GgmlType::kF32
+               ? DType::kF32
+               : kernels::ToDType(kernels::QuantTypeFromGgml(static_cast<int>(t.type)));
+  }
+  Tensor ToTensor(const io::GgufTensorInfo& t, const Shape& want) const {
+    const std::vector<float> v = ToF32(f_, t);
+    Tensor x(DType::kF32, want);
+    std::memcpy(x.raw(), v.data(), v.size() * sizeof(float));
+    return x;
+  }
+
+  const io::GgufFile& f_;
+  std::shared_ptr<const void> owner_;
+  const std::string& path_;
+  std::set<std::string> used_;
+};
+
+void LoadMapped(const io::GgufFile& f, const ModelConfig& cfg, ModelWeights& w,
+                const std::string& path) {
+  MappedLoader ld(f, f.storage(), path);
+  const int64_t d = cfg.d_model, v = cfg.vocab_size;
+  ld.Matrix("token_embd.weight", w.embed, {v, d});
+  w.layers.clear();
+  w.layers.resize(static_cast<size_t>(cfg.n_layers));
+  for (int64_t l = 0; l < cfg.n_layers; ++l) {
+    LayerWeights& L = w.layers[static_cast<size_t>(l)];
+    const std::string b = "blk." + std::to_string(l) + ".";
+    ld.Vector(b + "attn_norm.weight", L.attn_norm, {d});
+    const int64_t wo_in = cfg.n_heads * cfg.v_head_dim();
+    if (cfg.mla.enabled()) {
+      const MlaConfig& m = cfg.mla;
+      if (m.q_lora_rank > 0) {
+        ld.Matrix(b + "attn_q_a.weight", L.wq_a, {m.q_lora_rank, d});
+        ld.Vector(b + "attn_q_a_norm.weight", L.q_a_norm, {m.q_lora_rank});
+        ld.Matrix(b + "attn_q_b.weight", L.wq_b, {cfg.q_dim(), m.q_lora_rank});
+      } else {
+        ld.Matrix(b + "attn_q.weight", L.wq, {cfg.q_dim(), d});
+      }
+      ld.Matrix(b + "attn_kv_a_mqa.weight", L.wkv_a, {m.kv_lora_rank + m.qk_rope_head_dim, d});
+      ld.Vector(b + "attn_kv_a_norm.weight", L.kv_a_norm, {m.kv_lora_rank});
+      ld.Matrix(b + "attn_kv_b.weight", L.wkv_b,
+                {cfg.n_heads * (m.qk_nope_head_dim + m.v_head_dim), m.kv_lora_rank});
+    } else {
+      ld.Matrix(b + "attn_q.weight", L.wq, {cfg.q_dim(), d});
+      ld.Matrix(b + "attn_k.weight", L.wk, {cfg.kv_dim(), d});
+      ld.Matrix(b + "attn_v.weight", L.wv, {cfg.kv_dim(), d});
+      if (cfg.qkv_bias) {
+        ld.Vector(b + "attn_q.bias", L.bq, {cfg.q_dim()});
+        ld.Vector(b + "attn_k.bias", L.bk, {cfg.kv_dim()});
+        ld.Vector(b + "attn_v.bias", L.bv, {cfg.kv_dim()});
+      }
+      if (cfg.qk_norm != QkNorm::kNone) {
+        const bool per_head = cfg.qk_norm == QkNorm::kPerHead;
+        ld.Vector(b + "attn_q_norm.weight", L.q_norm, {per_head ? cfg.head_dim : cfg.q_dim()});
+        ld.Vector(b + "attn_k_norm.weight", L.k_norm, {per_head ? cfg.head_dim : cfg.kv_dim()});
+      }
+    }
+    ld.Matrix(b + "attn_output.weight", L.wo, {d, wo_in});
+    if (cfg.o_bias) ld.Vector(b + "attn_output.bias", L.bo, {d});
+    ld.Vector(b + "ffn_norm.weight", L.ffn_norm, {d});
+    L.is_moe = cfg.IsMoeLayer(l);
+    if (!L.is_moe) {
+      const int64_t fd = cfg.dense_d_ff;
+      ld.Matrix(b + "ffn_gate.weight", L.ffn.gate, {fd, d});
+      ld.Matrix(b + "ffn_up.weight", L.ffn.up, {fd, d});
+      ld.Matrix(b + "ffn_down.weight", L.ffn.down, {d, fd});
+      continue;
+    }
+    mixture::MoeWeights& m = L.moe;
+    const mixture::MoeConfig& mc = cfg.moe;
+    const int64_t E = mc.n_experts, F = mc.d_ff;
+    ld.Vector(b + "ffn_gate_inp.weight", m.router, {E, d});
+    if (mc.selection_bias) ld.Vector(b + "exp_probs_b.bias", m.bias, {E});
+    m.experts.resize(static_cast<size_t>(E));
+    using FM = mixture::FfnMatrices;
+    if (!f.HasTensor(b + "ffn_gate.0.weight")) {
+      ld.Experts(b + "ffn_gate_exps.weight", m.experts, &FM::gate, F, d);
+      ld.Experts(b + "ffn_up_exps.weight", m.experts, &FM::up, F, d);
+      ld.Experts(b + "ffn_down_exps.weight", m.experts, &FM::down, d, F);
+    } else {
+      for (int64_t e = 0; e < E; ++e) {
+        FM& x = m.experts[static_cast<size_t>(e)];
+        ld.Matrix(fmt::format("{}ffn_gate.{}.weight", b, e), x.gate, {F, d});
+        ld.Matrix(fmt::format("{}ffn_up.{}.weight", b, e), x.up, {F, d});
+        ld.Matrix(fmt::format("{}ffn_down.{}.weight", b, e), x.down, {d, F});
+      }
+    }
+    if (mc.shared_d_ff > 0) {
+      const int64_t fs = mc.shared_d_ff;
+      ld.Matrix(b + "ffn_gate_shexp.weight", m.shared.gate, {fs, d});
+      ld.Matrix(b + "ffn_up_shexp.weight", m.shared.up, {fs, d});
+      ld.Matrix(b + "ffn_down_shexp.weight", m.shared.down, {d, fs});
+    }
+    if (mc.shared_gate) ld.Vector(b + "ffn_gate_inp_shexp.weight", m.shared_gate, {1, d});
+  }
+  ld.Vector("output_norm.weight", w.final_norm, {d});
+  if (!cfg.tie_embeddings) ld.Matrix("output.weight", w.lm_head, {v, d});
+  std::vector<std::string> unexpected;
+  for (const io::GgufTensorInfo& t : f.tensors())
+    if (!ld.used().contains(t.name) && !t.name.ends_with("rope_freqs.weight"))
+      unexpected.push_back(t.name);
+  MOE_CHECK(unexpected.empty(), kTag, "{}: {} tensors this model does not use (first: '{}')", path,
+            unexpected.size(), unexpected.empty() ? "" : unexpected.front());
+}
+
 // ---- config <-> metadata
 
 int64_t IntOr(const Lookup& find, const std::string& key, int64_t dflt, const std::string& origin) {
@@ -471,7 +640,7 @@ std::string_view Name(GgufScheme s) {
   return "?";
 }
 
-GgufModel LoadGgufModel(const std::string& path) {
+GgufModel LoadGgufModel(const std::string& path, const GgufLoadOptions& opts) {
   const io::GgufFile f = io::GgufFile::Open(path);
   GgufModel out;
   MOE_CHECK(f.Has("general.architecture"), kTag, "{}: no 'general.architecture' (supported: {})",
@@ -505,6 +674,13 @@ GgufModel LoadGgufModel(const std::string& path) {
             "{} of width {}, feed_forward_length {})",
             path, params, elems, cfg.d_model, cfg.n_layers, cfg.n_heads, cfg.moe.n_experts,
             cfg.moe.d_ff, cfg.dense_d_ff);
+  if (opts.mapped) {
+    if (arch == "llama") out.config.rope_pairing = kernels::RopePairing::kInterleaved;
+    LoadMapped(f, out.config, out.weights, path);
+    out.tokenizer = tokenizer::TokenizerSpecFromGguf(f);
+    out.chat_template = f.GetString("tokenizer.chat_template", "");
+    return out;
+  }
   out.weights.Allocate(cfg, DType::kF32);
   const std::vector<Part> parts = PlanParts(cfg, out.weights, arch == "llama", [&](int64_t l) {
     return !f.HasTensor("blk." + std::to_string(l) + ".ffn_gate.0.weight");
@@ -697,8 +873,16 @@ void SaveGgufModel(const ModelConfig& cfg, ModelWeights& weights, const std::str
     } else {
       const kernels::QuantType q = kernels::QuantTypeFromGgml(static_cast<int>(type));
       const int64_t cols = p.shape.back(), rows = static_cast<int64_t>(numel) / cols;
+      const int64_t row_bytes = kernels::QuantRowBytes(q, cols);
       std::vector<uint8_t> bytes(static_cast<size_t>(kernels::QuantMatrixBytes(q, rows, cols)));
-      kernels::Quantize(q, v.data(), bytes.data(), static_cast<int64_t>(numel));
+      auto rows_fn = [&](int64_t b, int64_t e, int) {
+        kernels::Quantize(q, v.data() + b * cols, bytes.data() + b * row_bytes, (e - b) * cols);
+      };
+      if (opts.ctx != nullptr) {
+        ParallelForRange(rows, *opts.ctx, rows_fn, 16);
+      } else {
+        rows_fn(0, rows, 0);
+      }
       w.AddTensor(p.name, type, dims, bytes.data(), bytes.size());
     }
   }

@@ -10,9 +10,15 @@
 // (2i, 2i+1) of each head) where Hugging Face rotates halves (i, i + Dh/2); the loader undoes the
 // permutation and the writer applies it, so the transformer always runs the rotate-half pairing.
 //
-// Every supported tensor type (F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q5_K, Q6_K) is dequantised to f32
-// at load: memory is 4 bytes per parameter. Keeping quantised weights in memory (QuantMatMul) is a
-// later step.
+// Two ways to load (GgufLoadOptions::mapped):
+//  * mapped (for running): matrices stay in the file's mapping, F32 or block-quantised as stored
+//    (F16/BF16 matrices are converted to f32), so memory is about the file size and pages come
+//    from disk as they are first used; the experts take the inference layout (gate, up and down
+//    apart, moe/mixture/experts.h) and the products run QuantMatMul on the stored blocks. llama
+//    attn_q / attn_k keep the file's row order and RoPE runs on interleaved pairs instead (the
+//    same rotation). Inference only: training and SaveGgufModel need the f32 layout.
+//  * f32 (for converting and tests): every tensor is dequantised to f32 in the training layout,
+//    4 bytes per parameter, with attn_q / attn_k rows in Hugging Face order.
 #pragma once
 
 #include <functional>
@@ -20,6 +26,7 @@
 #include <string>
 #include <string_view>
 
+#include "moe/core/context.h"
 #include "moe/model/config.h"
 #include "moe/model/weights.h"
 #include "moe/tokenizer/spec.h"
@@ -34,7 +41,11 @@ struct GgufModel {
   std::string chat_template;                          // tokenizer.chat_template ("" when absent)
 };
 
-GgufModel LoadGgufModel(const std::string& path);
+struct GgufLoadOptions {
+  bool mapped = false;  // see the file comment
+};
+
+GgufModel LoadGgufModel(const std::string& path, const GgufLoadOptions& opts = {});
 
 // The GGUF architectures LoadGgufModel reads, joined by ", ".
 std::string GgufArchitectureNames();
@@ -53,6 +64,8 @@ struct GgufSaveOptions {
   std::function<void(size_t, size_t, const std::string&, std::string_view)> progress;
   // Called with a message when the tokenizer cannot be written (it is then skipped).
   std::function<void(const std::string&)> warn;
+  // Quantises rows in parallel on this context when set (the bytes do not depend on it).
+  Context* ctx = nullptr;
 };
 
 // Writes cfg + weights as a GGUF file (atomic: path.tmp then rename). The GGUF architecture comes

@@ -3,12 +3,15 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <type_traits>
 
 #include "moe/kernels/attention.h"
 #include "moe/kernels/cross_entropy.h"
 #include "moe/kernels/embedding.h"
 #include "moe/kernels/matmul.h"
+#include "moe/kernels/quant.h"
 #include "moe/kernels/rmsnorm.h"
+#include "moe/kernels/weight_matmul.h"
 #include "moe/mixture/experts.h"
 
 namespace moe::model {
@@ -59,12 +62,22 @@ void Clamp(View<float> y, float c) {
   for (int64_t i = 0; i < y.numel(); ++i) y[i] = std::clamp(y[i], -c, c);
 }
 
-// Dense SwiGLU FFN of a layer: f = W2 (silu(W1 n) * W3 n), with h = [W1 n | W3 n] and a saved.
+// Dense SwiGLU FFN of a layer: f = W2 (silu(W1 n) * W3 n), with h = [W1 n | W3 n] and a saved
+// (the inference layout `ffn` runs in f32 through SwiGluInfer).
 template <typename T>
 void DenseFfnForward(const LayerWeights& lw, int64_t fd, CView<T> n, Tensor& h, Tensor& a, View<T> f, Context& ctx) {
   const int64_t nt = n.rows();
   h.Resize(DTypeOf<T>(), {nt, 2 * fd});
   a.Resize(DTypeOf<T>(), {nt, fd});
+  if (lw.ffn.defined()) {
+    if constexpr (std::is_same_v<T, float>) {
+      MOE_CHECK(lw.ffn.d_ff() == fd, "model", "dense FFN gate {} does not match d_ff {}",
+                lw.ffn.gate.shape().str(), fd);
+      mixture::SwiGluInfer({{nt, n.data, &lw.ffn, V<T>(h).data, V<T>(a).data, f.data}}, ctx);
+      return;
+    }
+    Fail("model", "the dense FFN's inference layout (gate/up/down apart) runs in f32 only");
+  }
   mixture::GroupedSwiGluForward<T>(
       {{nt, fd, n.data, C<T>(lw.w13).data, C<T>(lw.w2).data, V<T>(h).data, V<T>(a).data, f.data}}, n.cols(), ctx);
 }
@@ -188,6 +201,10 @@ void Transformer::Backward(const ModelWeights& w, const Batch& b, ForwardState<T
   MOE_CHECK(static_cast<int64_t>(b.targets.size()) == nt && st.logits.defined() && st.logits.shape()[0] == nt,
             "model", "Backward needs the Forward of the same batch, with targets");
   CheckTrainable(c);
+  for (const LayerWeights& lw : w.layers)
+    MOE_CHECK(!lw.ffn.defined() && !lw.moe.inference_layout(), "model",
+              "these weights were loaded for inference (FFN matrices kept apart, e.g. a mapped GGUF "
+              "file); training needs them in the training layout (w13 / w2)");
   constexpr DType dt = DTypeOf<T>();
   const mixture::MoeConfig& mcfg = MoeFor(opt);
   const CView<int32_t> pos(st.positions.data(), {nt});
@@ -288,8 +305,15 @@ void Transformer::InferAttention(const LayerWeights& lw, int64_t layer, int64_t 
   st.q.Resize(dt, {n, h * dk});
   const View<float> q3 = V<float>(st.q).Reshape({n, h, dk});
   if (!c.mla.enabled()) {
-    kernels::LinearForwardMany<float>(
-        C<float>(st.n), {{C<float>(lw.wq), V<float>(st.q)}, {C<float>(lw.wk), kview}, {C<float>(lw.wv), vview}}, ctx);
+    const kernels::WeightProduct qkv[] = {
+        {C<float>(st.n).data, n, kernels::AsWeight(lw.wq, "wq"), V<float>(st.q).data},
+        {C<float>(st.n).data, n, kernels::AsWeight(lw.wk, "wk"), kview.data},
+        {C<float>(st.n).data, n, kernels::AsWeight(lw.wv, "wv"), vview.data}};
+    MOE_CHECK(qkv[0].w.n == h * dk && qkv[1].w.n == hkv * dk && qkv[2].w.n == hkv * dv &&
+                  qkv[0].w.k == d && qkv[1].w.k == d && qkv[2].w.k == d,
+              "model", "q/k/v weights {} {} {} do not fit the config", lw.wq.shape().str(),
+              lw.wk.shape().str(), lw.wv.shape().str());
+    kernels::WeightMatMul(qkv, ctx);
     if (c.qkv_bias) {
       AddBias(V<float>(st.q), C<float>(lw.bq));
       AddBias(kview, C<float>(lw.bk));
@@ -321,17 +345,17 @@ void Transformer::InferAttention(const LayerWeights& lw, int64_t layer, int64_t 
     const auto eps = static_cast<float>(m.latent_norm_eps);
     if (m.q_lora_rank > 0) {
       st.lat.Resize(dt, {n, m.q_lora_rank});
-      kernels::LinearForward<float>(C<float>(st.n), C<float>(lw.wq_a), V<float>(st.lat), ctx);
+      kernels::WeightMatMul(C<float>(st.n), lw.wq_a, V<float>(st.lat), ctx);
       st.rstd_qk.Resize(dt, {n});
       kernels::RmsNormForward<float>(C<float>(st.lat), C<float>(lw.q_a_norm), eps, V<float>(st.lat),
                                      V<float>(st.rstd_qk), ctx);
-      kernels::LinearForward<float>(C<float>(st.lat), C<float>(lw.wq_b), V<float>(st.q), ctx);
+      kernels::WeightMatMul(C<float>(st.lat), lw.wq_b, V<float>(st.q), ctx);
     } else {
-      kernels::LinearForward<float>(C<float>(st.n), C<float>(lw.wq), V<float>(st.q), ctx);
+      kernels::WeightMatMul(C<float>(st.n), lw.wq, V<float>(st.q), ctx);
     }
     // [c, kpe] = x Wkv_a^T; k_nope, v from RMSNorm(c) Wkv_b^T; kpe rotated once, shared by heads.
     st.lat.Resize(dt, {n, rkv + dr});
-    kernels::LinearForward<float>(C<float>(st.n), C<float>(lw.wkv_a), V<float>(st.lat), ctx);
+    kernels::WeightMatMul(C<float>(st.n), lw.wkv_a, V<float>(st.lat), ctx);
     st.lat_n.Resize(dt, {n, rkv});
     st.kpe.Resize(dt, {n, 1, dr});
     for (int64_t t = 0; t < n; ++t) {
@@ -344,7 +368,7 @@ void Transformer::InferAttention(const LayerWeights& lw, int64_t layer, int64_t 
     kernels::RmsNormForward<float>(C<float>(st.lat_n), C<float>(lw.kv_a_norm), eps,
                                    V<float>(st.lat_n), V<float>(st.rstd_qk), ctx);
     st.kv.Resize(dt, {n, h * (dn + dv)});
-    kernels::LinearForward<float>(C<float>(st.lat_n), C<float>(lw.wkv_b), V<float>(st.kv), ctx);
+    kernels::WeightMatMul(C<float>(st.lat_n), lw.wkv_b, V<float>(st.kv), ctx);
     kernels::RopeForward<float>(C<float>(st.kpe), pos, rope_, c.rope_pairing, 0, V<float>(st.kpe),
                                 ctx);
     for (int64_t t = 0; t < n; ++t) {
@@ -367,7 +391,7 @@ void Transformer::InferAttention(const LayerWeights& lw, int64_t layer, int64_t 
                                    static_cast<float>(c.softmax_scale()),
                                    V<float>(st.att).Reshape({1, n, h, dv}), View<float>(), ctx);
   st.x2.Resize(dt, {n, d});
-  kernels::LinearForward<float>(C<float>(st.att), C<float>(lw.wo), V<float>(st.x2), ctx);
+  kernels::WeightMatMul(C<float>(st.att), lw.wo, V<float>(st.x2), ctx);
   if (c.o_bias) AddBias(V<float>(st.x2), C<float>(lw.bo));
 }
 
@@ -391,8 +415,19 @@ void Transformer::Infer(const ModelWeights& w, const int32_t* tokens, int64_t n,
   for (int64_t i = 0; i < n; ++i)
     st.positions[static_cast<size_t>(i)] = static_cast<int32_t>(pos0 + i);
   st.x.Resize(dt, {n, d});
-  kernels::EmbeddingForward<float>(C<float>(w.embed), CView<int32_t>(tokens, {n}), V<float>(st.x),
-                                   ctx);
+  if (IsQuantized(w.embed.dtype())) {
+    // A quantised table (GGUF token_embd): dequantise the rows of these tokens only.
+    const kernels::QuantType qt = kernels::QuantTypeOf(w.embed.dtype());
+    MOE_CHECK(w.embed.shape() == Shape({c.vocab_size, d}), "model", "embedding {} expected [{},{}]",
+              w.embed.shape().str(), c.vocab_size, d);
+    const int64_t row_bytes = kernels::QuantRowBytes(qt, d);
+    const auto* table = static_cast<const uint8_t*>(w.embed.raw());
+    for (int64_t i = 0; i < n; ++i)
+      kernels::Dequantize(qt, table + tokens[i] * row_bytes, V<float>(st.x).row(i), d);
+  } else {
+    kernels::EmbeddingForward<float>(C<float>(w.embed), CView<int32_t>(tokens, {n}), V<float>(st.x),
+                                     ctx);
+  }
   const RunOptions causal{.training = false, .seed = 0, .causal_routing = true};
   for (int64_t l = 0; l < c.n_layers; ++l) {
     const LayerWeights& lw = w.layers[static_cast<size_t>(l)];
@@ -422,7 +457,7 @@ void Transformer::Infer(const ModelWeights& w, const int32_t* tokens, int64_t n,
                                  V<float>(st.rstd), ctx);
   const Tensor& head = w.lm_head.defined() ? w.lm_head : w.embed;
   st.logits.Resize(dt, {rows, c.vocab_size});
-  kernels::LinearForward<float>(C<float>(st.n), C<float>(head), V<float>(st.logits), ctx);
+  kernels::WeightMatMul(C<float>(st.n), head, V<float>(st.logits), ctx);
 }
 
 template double Transformer::Forward<float>(const ModelWeights&, const Batch&, ForwardState<float>&, Context&,

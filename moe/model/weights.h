@@ -37,6 +37,11 @@ struct LayerWeights {
   Tensor ffn_norm;   // [D]
   Tensor w13;        // [2Fd, D]  dense FFN gate|up (dense layers only)
   Tensor w2;         // [D, Fd]   dense FFN down
+  // Inference layout of the dense FFN (gate, up, down apart; F32 or block-quantised, possibly
+  // mapped from a GGUF file): used instead of w13 / w2 when defined. Attention matrices (wq, wk,
+  // wv, wo, MLA's) and lm_head / embed may likewise be block-quantised or borrowed in a model
+  // loaded for inference; norms, biases and routers are always F32.
+  mixture::FfnMatrices ffn;
   mixture::MoeWeights moe;  // MoE layers only
   bool is_moe = false;
 };
@@ -97,6 +102,10 @@ struct ModelWeights {
         auto sub = [&](std::string_view n, Tensor& t) { fn(p + "moe." + std::string(n), t); };
         if (with_bias) L.moe.ForEachTensor(sub);
         else L.moe.ForEachParameter(sub);
+      } else if (L.ffn.defined()) {
+        fn(p + "ffn.gate", L.ffn.gate);
+        fn(p + "ffn.up", L.ffn.up);
+        fn(p + "ffn.down", L.ffn.down);
       } else {
         fn(p + "w13", L.w13);
         fn(p + "w2", L.w2);

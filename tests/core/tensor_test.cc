@@ -4,8 +4,10 @@
 #include <gtest/gtest.h>
 
 #include <cstdint>
+#include <memory>
 #include <stdexcept>
 #include <utility>
+#include <vector>
 
 #include "moe/core/error.h"
 
@@ -182,6 +184,56 @@ TEST(Error, CheckThrowsOnlyWhenTheConditionFails) {
   } catch (const Error& e) {
     EXPECT_STREQ(e.what(), "[topk] k = 9 not in 1..4");
   }
+}
+
+TEST(Tensor, QuantisedDtypesCountBlocks) {
+  EXPECT_TRUE(IsQuantized(DType::kQ4_K));
+  EXPECT_FALSE(IsQuantized(DType::kBF16));
+  // [3, 512] of Q4_K: 2 blocks of 144 bytes per row; Q8_0: 16 blocks of 34.
+  EXPECT_EQ(TensorBytes(DType::kQ4_K, {3, 512}), 3u * 2u * 144u);
+  EXPECT_EQ(TensorBytes(DType::kQ8_0, {3, 512}), 3u * 16u * 34u);
+  EXPECT_EQ(TensorBytes(DType::kQ6_K, {2, 2, 256}), 4u * 210u);
+  EXPECT_EQ(Tensor(DType::kQ5_K, {2, 256}).nbytes(), 2u * 176u);
+  try {
+    (void)TensorBytes(DType::kQ4_K, {3, 100});
+    ADD_FAILURE() << "no error";
+  } catch (const Error& e) {
+    EXPECT_STREQ(e.what(), "[tensor] Q4_K stores rows of whole 256-value blocks; shape [3,100] does not");
+  }
+  EXPECT_THROW((void)DTypeSize(DType::kQ4_0), Error);
+  // A quantised tensor has no float view.
+  const Tensor q(DType::kQ8_0, {1, 32});
+  EXPECT_THROW((void)q.view<float>(), Error);
+}
+
+TEST(Tensor, BorrowedStorageIsReadOnlyAndKeptAlive) {
+  auto owner = std::make_shared<std::vector<float>>(std::vector<float>{1, 2, 3, 4, 5, 6});
+  std::weak_ptr<std::vector<float>> watch = owner;
+  Tensor t = Tensor::Borrow(DType::kF32, {2, 3}, owner->data(), owner);
+  owner.reset();
+  ASSERT_FALSE(watch.expired());  // the tensor keeps its memory alive
+  EXPECT_TRUE(t.borrowed());
+  const Tensor& ct = t;
+  EXPECT_EQ(ct.view<float>().at(1, 2), 6.0f);
+  EXPECT_EQ(t.view<const float>().at(0, 1), 2.0f);  // const views of a non-const borrow work too
+  try {
+    (void)t.view<float>();
+    ADD_FAILURE() << "no error";
+  } catch (const Error& e) {
+    EXPECT_STREQ(e.what(),
+                 "[tensor] F32 [2,3] is a read-only view of memory it does not own (e.g. a mapped "
+                 "model file)");
+  }
+  EXPECT_THROW(t.SetZero(), Error);
+  Tensor c = ct.Clone();  // an owned copy
+  EXPECT_FALSE(c.borrowed());
+  c.view<float>()[0] = 9.0f;
+  EXPECT_EQ(ct.view<float>()[0], 1.0f);
+  t.Resize(DType::kF32, {2, 3}, true);  // owned storage again; the borrow is released
+  EXPECT_FALSE(t.borrowed());
+  EXPECT_TRUE(watch.expired());
+  EXPECT_EQ(t.view<float>()[5], 0.0f);
+  EXPECT_THROW(Tensor::Borrow(DType::kF32, {2}, nullptr, nullptr), Error);
 }
 
 }  // namespace

@@ -390,6 +390,170 @@ TEST(GgufModel, OpenModelDirReadsGgufFiles) {
   fs::remove(path);
 }
 
+// ---- mapped loading (what `moe run` / OpenModelDir use): weights stay in the file as stored.
+
+// Logits of the last token computed one token at a time (the KV-cache decode path).
+std::vector<float> DecodeLogits(const ModelConfig& cfg, const ModelWeights& w,
+                                const std::vector<int32_t>& tokens) {
+  Context ctx({.threads = 2});
+  const Transformer tf(cfg);
+  KvCache cache;
+  cache.Allocate(cfg, static_cast<int64_t>(tokens.size()));
+  InferState st;
+  for (const int32_t t : tokens) tf.Infer(w, &t, 1, cache, st, ctx, false);
+  const View<const float> v = st.logits.view<float>();
+  return std::vector<float>(v.data, v.data + v.numel());
+}
+
+std::vector<float> LastRow(const std::vector<float>& all, int64_t vocab) {
+  return std::vector<float>(all.end() - vocab, all.end());
+}
+
+TEST_P(GgufFixture, MappedF32MatchesHuggingFaceWithoutCopies) {
+  const Case cs = GetParam();
+  HfModel hf = LoadHfModel(Data(std::string("arch/") + cs.dir));
+  const std::string path = TmpPath(std::string(cs.dir) + "_mapped.gguf");
+  SaveGgufModel(hf.config, hf.weights, path);
+  GgufModel g = LoadGgufModel(path, {.mapped = true});
+  const std::vector<int32_t> toks = Tokens(hf.config.vocab_size, 11);
+  const std::vector<float> want = Logits(hf.config, hf.weights, toks);
+  const double err = RelMaxErr(Logits(g.config, g.weights, toks), want);
+  EXPECT_LE(err, 1e-5) << cs.dir;
+  EXPECT_LE(RelMaxErr(DecodeLogits(g.config, g.weights, toks),
+                      LastRow(want, hf.config.vocab_size)),
+            1e-5)
+      << cs.dir << ": token-by-token decode";
+  // Every tensor is the file's own bytes (F32 throughout), experts in the inference layout.
+  size_t owned = 0, total = 0;
+  g.weights.ForEachTensor([&](const std::string&, Tensor& t) {
+    ++total;
+    if (!t.borrowed()) ++owned;
+  });
+  EXPECT_EQ(owned, 0u) << cs.dir << ": " << owned << " of " << total << " tensors copied";
+  for (const LayerWeights& L : g.weights.layers) {
+    if (L.is_moe) {
+      EXPECT_TRUE(L.moe.inference_layout());
+    } else {
+      EXPECT_TRUE(L.ffn.defined());
+    }
+  }
+  // Inference only: training on mapped weights is a clear error, not a crash.
+  if (g.config.TrainingUnsupported().empty()) {
+    const Transformer tf(g.config);
+    Batch b;
+    b.batch = 1;
+    b.seq = 4;
+    b.tokens.assign(toks.begin(), toks.begin() + 4);
+    b.targets.assign(toks.begin() + 1, toks.begin() + 5);
+    ForwardState<float> st;
+    Context ctx({.threads = 1});
+    tf.Forward<float>(g.weights, b, st, ctx, {});
+    ModelWeights grad;
+    grad.Allocate(g.config, DType::kF32);
+    EXPECT_THAT(ErrorOf([&] { tf.Backward<float>(g.weights, b, st, grad, ctx, {}, 1.0); }),
+                HasSubstr("loaded for inference"))
+        << cs.dir;
+  }
+  fs::remove(path);
+}
+
+TEST(GgufModel, MappedQuantisedFilesMatchTheirDequantisedWeights) {
+  // The mapped model runs the integer kernels on the stored blocks; the f32 load dequantises the
+  // same blocks, so only the 8-bit activation rounding separates the two.
+  for (bool shared : {false, true}) {
+    Random r = RandomMoe(shared);
+    const std::vector<int32_t> toks = Tokens(r.cfg.vocab_size, 9);
+    struct Q {
+      GgufScheme s;
+      DType expert;  // the type of layer 0's gate experts
+      double bound;
+    };
+    for (const Q q : {Q{GgufScheme::kF16, DType::kF32, 1e-10}, Q{GgufScheme::kQ8_0, DType::kQ8_0, 1e-4},
+                      Q{GgufScheme::kQ4_0, DType::kQ4_0, 1e-3}, Q{GgufScheme::kQ4_K_M, DType::kQ4_K, 2e-3},
+                      Q{GgufScheme::kQ5_K_M, DType::kQ5_K, 2e-3}}) {
+      const std::string name = std::string(shared ? "qwen2moe " : "llama-moe ") + std::string(Name(q.s));
+      const std::string path = TmpPath("mq.gguf");
+      GgufSaveOptions o;
+      o.scheme = q.s;
+      SaveGgufModel(r.cfg, r.w, path, o);
+      GgufModel f32 = LoadGgufModel(path);
+      GgufModel mapped = LoadGgufModel(path, {.mapped = true});
+      const LayerWeights& L0 = mapped.weights.layers[0];
+      EXPECT_EQ(L0.moe.experts[0].gate.dtype(), q.expert) << name;
+      EXPECT_EQ(L0.moe.router.dtype(), DType::kF32) << name;
+      EXPECT_EQ(L0.attn_norm.dtype(), DType::kF32) << name;
+      // F16 matrices are converted (owned); everything else is borrowed from the mapping.
+      EXPECT_EQ(L0.moe.experts[0].gate.borrowed(), q.s != GgufScheme::kF16) << name;
+      const std::vector<float> want = Logits(f32.config, f32.weights, toks);
+      const std::vector<float> got = Logits(mapped.config, mapped.weights, toks);
+      const double nmse = Nmse(got, want);
+      EXPECT_LE(nmse, q.bound) << name;
+      std::printf("  %-16s mapped vs dequantised logits NMSE %.2e\n", name.c_str(), nmse);
+      // Decode one token at a time = prefill (each row's activations are quantised alone).
+      EXPECT_LE(RelMaxErr(DecodeLogits(mapped.config, mapped.weights, toks),
+                          LastRow(got, r.cfg.vocab_size)),
+                1e-5)
+          << name;
+      fs::remove(path);
+    }
+  }
+}
+
+TEST(GgufModel, MappedPerExpertTensorsAndBadFiles) {
+  Random r = RandomMoe(false);
+  const std::string path = TmpPath("mapped_src.gguf"), split = TmpPath("mapped_split.gguf");
+  GgufSaveOptions o;
+  o.scheme = GgufScheme::kQ8_0;
+  SaveGgufModel(r.cfg, r.w, path, o);
+  Rewrite rw(path);
+  std::vector<Rewrite::T> out;
+  for (Rewrite::T& t : rw.tensors) {
+    if (!t.name.ends_with("_exps.weight")) {
+      out.push_back(std::move(t));
+      continue;
+    }
+    const std::string base = t.name.substr(0, t.name.size() - 12);
+    const size_t per = t.bytes.size() / static_cast<size_t>(t.dims[2]);
+    for (int64_t e = 0; e < t.dims[2]; ++e)
+      out.push_back(
+          {base + "." + std::to_string(e) + ".weight",
+           t.type,
+           {t.dims[0], t.dims[1]},
+           std::vector<uint8_t>(t.bytes.begin() + static_cast<ptrdiff_t>(per * e),
+                                t.bytes.begin() + static_cast<ptrdiff_t>(per * (e + 1)))});
+  }
+  rw.tensors = std::move(out);
+  rw.Write(split);
+  GgufModel merged = LoadGgufModel(path, {.mapped = true});
+  GgufModel per = LoadGgufModel(split, {.mapped = true});
+  const std::vector<int32_t> toks = Tokens(r.cfg.vocab_size, 5);
+  EXPECT_EQ(Logits(per.config, per.weights, toks), Logits(merged.config, merged.weights, toks));
+
+  auto with = [&](const std::function<void(Rewrite&)>& edit) {
+    Rewrite bad(path);
+    edit(bad);
+    bad.Write(split);
+    return ErrorOf([&] { LoadGgufModel(split, {.mapped = true}); });
+  };
+  EXPECT_THAT(with([](Rewrite& b) {
+                std::erase_if(b.tensors,
+                              [](const Rewrite::T& t) { return t.name == "blk.1.ffn_up_exps.weight"; });
+              }),
+              HasSubstr("tensor 'blk.1.ffn_up_exps.weight' is missing"));
+  EXPECT_THAT(with([](Rewrite& b) {
+                for (Rewrite::T& t : b.tensors)
+                  if (t.name == "blk.0.ffn_down_exps.weight") t.dims = {t.dims[0], t.dims[2], t.dims[1]};
+              }),
+              HasSubstr("'blk.0.ffn_down_exps.weight' has shape"));
+  EXPECT_THAT(with([](Rewrite& b) {
+                b.tensors.push_back(
+                    {"blk.0.extra.weight", io::GgmlType::kF32, {4}, std::vector<uint8_t>(16)});
+              }),
+              HasSubstr("does not use (first: 'blk.0.extra.weight')"));
+  fs::remove(path);
+  fs::remove(split);
+}
+
 // Tokenizer.json -> GGUF metadata -> TokenizerSpec encodes every fixture case as the original.
 class GgufTokenizer : public ::testing::TestWithParam<const char*> {};
 

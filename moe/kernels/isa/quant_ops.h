@@ -193,6 +193,13 @@ std::vector<const QuantOps*> AvailableQuantOps();
 // The last of AvailableQuantOps().
 const QuantOps& ActiveQuantOps();
 
+// y[i * ldy + j] = (weight row j) . (activation row i) for j in [j_begin, j_end), i < m, with the
+// activations already quantised (acts shaped for t's block size and ops' layout): the serial body
+// of QuantMatMul, for callers that split work over several matrices themselves.
+void QuantDotRows(const QuantOps& ops, QuantType t, const uint8_t* w, int64_t row_bytes,
+                  int64_t j_begin, int64_t j_end, const QuantActs& acts, int64_t m, float* y,
+                  int64_t ldy);
+
 // QuantMatMul with a given table (tests and benchmarks compare tables with it).
 void QuantMatMulWith(const QuantOps& ops, QuantType t, const void* w, int64_t n, int64_t k,
                      const float* x, int64_t m, float* y, Context& ctx);

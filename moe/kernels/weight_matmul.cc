@@ -1,0 +1,164 @@
+#include "moe/kernels/weight_matmul.h"
+
+#include <algorithm>
+#include <memory>
+#include <vector>
+
+#include "moe/core/error.h"
+#include "moe/kernels/isa/quant_ops.h"
+#include "moe/kernels/matmul.h"
+#include "moe/kernels/quant.h"
+
+namespace moe::kernels {
+namespace {
+
+// Products with at most this many rows of x share one parallel region (each weight row is then
+// read once by the few-row kernels); larger ones run alone.
+constexpr int64_t kFewRows = 8;
+
+int64_t RowBytes(const WeightRef& w) {
+  return w.dtype == DType::kF32 ? 4 * w.k : QuantRowBytes(QuantTypeOf(w.dtype), w.k);
+}
+
+void CheckProduct(const WeightProduct& p) {
+  MOE_CHECK(p.w.dtype == DType::kF32 || IsQuantized(p.w.dtype), "linear",
+            "weight [{}, {}] of {}: inference products take F32 or block-quantised weights",
+            p.w.n, p.w.k, DTypeName(p.w.dtype));
+  MOE_CHECK(p.m >= 0 && p.w.n >= 0 && p.w.k >= 0, "linear", "product of x [{}, {}] and w [{}, {}]",
+            p.m, p.w.k, p.w.n, p.w.k);
+  if (p.m == 0 || p.w.n == 0) return;
+  MOE_CHECK(p.x != nullptr && p.y != nullptr && (p.w.data != nullptr || p.w.k == 0), "linear",
+            "null pointer in the product of x [{}, {}] and {} w [{}, {}]", p.m, p.w.k,
+            DTypeName(p.w.dtype), p.w.n, p.w.k);
+  (void)RowBytes(p.w);  // names k when it is not a whole number of blocks
+}
+
+void RunAlone(const WeightProduct& p, Context& ctx) {
+  if (p.w.dtype == DType::kF32) {
+    LinearForward<float>(CView<float>(p.x, {p.m, p.w.k}),
+                         CView<float>(static_cast<const float*>(p.w.data), {p.w.n, p.w.k}),
+                         View<float>(p.y, {p.m, p.w.n}), ctx);
+  } else {
+    QuantMatMul(QuantTypeOf(p.w.dtype), p.w.data, p.w.n, p.w.k, p.x, p.m, p.y, ctx);
+  }
+}
+
+// Quantised activations reused across calls by the calling thread (decode calls this per layer).
+struct ActsPool {
+  std::vector<std::unique_ptr<QuantActsBuffer>> buffers;
+  size_t used = 0;
+  QuantActsBuffer& Next() {
+    if (used == buffers.size()) buffers.push_back(std::make_unique<QuantActsBuffer>());
+    return *buffers[used++];
+  }
+};
+
+}  // namespace
+
+WeightRef AsWeight(const Tensor& w, const char* what) {
+  MOE_CHECK(w.defined() && w.shape().rank == 2, "linear", "{} {} is not a matrix [out, in]", what,
+            w.shape().str());
+  MOE_CHECK(w.dtype() == DType::kF32 || IsQuantized(w.dtype()), "linear",
+            "{} {} is {}: inference runs F32 or block-quantised weights", what, w.shape().str(),
+            DTypeName(w.dtype()));
+  return {w.dtype(), w.raw(), w.shape()[0], w.shape()[1]};
+}
+
+int64_t WeightBytes(const WeightRef& w) { return w.n * RowBytes(w); }
+
+void WeightMatMul(std::span<const WeightProduct> products, Context& ctx) {
+  std::vector<size_t> few;
+  for (size_t i = 0; i < products.size(); ++i) {
+    const WeightProduct& p = products[i];
+    CheckProduct(p);
+    if (p.m == 0 || p.w.n == 0) continue;
+    if (p.w.k == 0) {
+      std::fill(p.y, p.y + p.m * p.w.n, 0.0f);
+      continue;
+    }
+    if (p.m > kFewRows) {
+      RunAlone(p, ctx);
+    } else {
+      few.push_back(i);
+    }
+  }
+  if (few.empty()) return;
+
+  // Quantise each distinct x once per activation format its weights need.
+  const QuantOps& ops = ActiveQuantOps();
+  thread_local ActsPool pool;
+  pool.used = 0;
+  struct Job {
+    const WeightProduct* p;
+    const QuantActs* acts;  // null for f32
+    int64_t row_bytes;
+    int64_t row_cost;  // bytes read per weight row (the split is by bytes)
+    int64_t begin;     // first byte of this job in the concatenation
+  };
+  std::vector<Job> jobs;
+  jobs.reserve(few.size());
+  int64_t total = 0;
+  for (size_t i : few) {
+    const WeightProduct& p = products[i];
+    Job j{&p, nullptr, RowBytes(p.w), 0, total};
+    if (p.w.dtype != DType::kF32) {
+      const QuantType t = QuantTypeOf(p.w.dtype);
+      const int block = static_cast<int>(QuantBlockSize(t));
+      const ActLayout layout = ops.layout[static_cast<int>(t)];
+      for (const Job& o : jobs)
+        if (o.acts && o.p->x == p.x && o.p->m == p.m && o.p->w.k == p.w.k && o.acts->block == block &&
+            o.acts->layout == layout) {
+          j.acts = o.acts;
+          break;
+        }
+      if (!j.acts) {
+        QuantActs& a = pool.Next().Reset(p.m, p.w.k, block, layout);
+        ops.quantize_acts(p.x, 0, p.m, a);
+        j.acts = &a;
+      }
+    }
+    // Rows cost their bytes, plus a little for the per-row work of the few-row kernels.
+    j.row_cost = j.row_bytes + 64;
+    total += j.row_cost * p.w.n;
+    jobs.push_back(j);
+  }
+
+  const int workers = ctx.threads();
+  const MatmulPrecision prec = ctx.matmul_precision();
+  ParallelForRange(workers, ctx, [&](int64_t wb, int64_t we, int) {
+    for (int64_t w = wb; w < we; ++w) {
+      const int64_t lo_byte = total * w / workers, hi_byte = total * (w + 1) / workers;
+      for (const Job& j : jobs) {
+        const WeightProduct& p = *j.p;
+        const int64_t end = j.begin + j.row_cost * p.w.n;
+        if (end <= lo_byte || j.begin >= hi_byte) continue;
+        // Row r belongs to the worker whose byte range holds the row's first byte.
+        auto first_row = [&](int64_t byte) {
+          return std::clamp<int64_t>((byte - j.begin + j.row_cost - 1) / j.row_cost, 0, p.w.n);
+        };
+        const int64_t r0 = lo_byte <= j.begin ? 0 : first_row(lo_byte);
+        const int64_t r1 = hi_byte >= end ? p.w.n : first_row(hi_byte);
+        if (r0 >= r1) continue;
+        if (j.acts) {
+          QuantDotRows(ops, QuantTypeOf(p.w.dtype), static_cast<const uint8_t*>(p.w.data),
+                       j.row_bytes, r0, r1, *j.acts, p.m, p.y, p.w.n);
+        } else {
+          const auto* wf = static_cast<const float*>(p.w.data);
+          MatMulNT<float>(p.x, p.w.k, p.m, wf + r0 * p.w.k, p.w.k, r1 - r0, p.w.k, p.y + r0, p.w.n,
+                          false, prec);
+        }
+      }
+    }
+  });
+}
+
+void WeightMatMul(CView<float> x, const Tensor& w, View<float> y, Context& ctx) {
+  const WeightRef ref = AsWeight(w);
+  MOE_CHECK(x.cols() == ref.k && y.rows() == x.rows() && y.cols() == ref.n, "linear",
+            "x {} * w {}^T ({}) does not fit y {}", x.shape.str(), w.shape().str(),
+            DTypeName(w.dtype()), y.shape.str());
+  const WeightProduct p{x.data, x.rows(), ref, y.data};
+  WeightMatMul(std::span<const WeightProduct>(&p, 1), ctx);
+}
+
+}  // namespace moe::kernels

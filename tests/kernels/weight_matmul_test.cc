@@ -1,0 +1,216 @@
+// WeightMatMul: products against F32 and block-quantised weights run alone or several together.
+// Quantised products equal QuantMatMul bit for bit (the same integer kernels, whatever the split
+// over threads and products); f32 products match a double reference; mixed lists of products give
+// each product's own result; bad weights are clear errors.
+#include "moe/kernels/weight_matmul.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "moe/core/context.h"
+#include "moe/core/error.h"
+#include "moe/kernels/quant.h"
+#include "moe/testing/compare.h"
+#include "tests/kernels/kernel_test_util.h"
+
+namespace moe::kernels {
+namespace {
+
+using ::testing::HasSubstr;
+
+const testing::Tolerance kF32Tol{.atol = 1e-5, .rtol = 1e-4, .nmse = 1e-10};
+
+std::string ErrorOf(const std::function<void()>& fn) {
+  try {
+    fn();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "(no error)";
+}
+
+// A weight [n, k] stored as `dtype` (quantised row by row from random values).
+struct TestWeight {
+  DType dtype;
+  int64_t n, k;
+  std::vector<float> f32;  // the values (F32) or the dequantised values (quantised)
+  std::vector<uint8_t> q;
+  Tensor tensor;
+
+  TestWeight(DType dt, int64_t rows, int64_t cols, Rng& rng) : dtype(dt), n(rows), k(cols) {
+    f32 = RandomNormal<float>(rng, n * k, 0.1);
+    if (dtype == DType::kF32) {
+      tensor = Tensor(DType::kF32, {n, k});
+      std::memcpy(tensor.raw(), f32.data(), f32.size() * sizeof(float));
+      return;
+    }
+    const QuantType t = QuantTypeOf(dtype);
+    const int64_t rb = QuantRowBytes(t, k);
+    q.resize(static_cast<size_t>(n * rb));
+    for (int64_t r = 0; r < n; ++r) {
+      Quantize(t, f32.data() + r * k, q.data() + r * rb, k);
+      Dequantize(t, q.data() + r * rb, f32.data() + r * k, k);
+    }
+    // Borrowed, like a weight inside a mapped GGUF file.
+    tensor = Tensor::Borrow(dtype, {n, k}, q.data(), nullptr);
+  }
+  WeightRef ref() const { return AsWeight(tensor); }
+};
+
+// y = x W^T in double from the stored (dequantised) values.
+std::vector<double> Reference(const std::vector<float>& x, int64_t m, const TestWeight& w) {
+  std::vector<double> y(static_cast<size_t>(m * w.n));
+  for (int64_t i = 0; i < m; ++i)
+    for (int64_t j = 0; j < w.n; ++j) {
+      double s = 0;
+      for (int64_t p = 0; p < w.k; ++p)
+        s += static_cast<double>(x[static_cast<size_t>(i * w.k + p)]) * w.f32[static_cast<size_t>(j * w.k + p)];
+      y[static_cast<size_t>(i * w.n + j)] = s;
+    }
+  return y;
+}
+
+// The product alone through the type's own kernel: QuantMatMul, or y = x W^T in double for f32.
+std::vector<float> Alone(const std::vector<float>& x, int64_t m, const TestWeight& w, Context& ctx) {
+  std::vector<float> y(static_cast<size_t>(m * w.n));
+  if (w.dtype == DType::kF32) {
+    const std::vector<double> r = Reference(x, m, w);
+    for (size_t i = 0; i < y.size(); ++i) y[i] = static_cast<float>(r[i]);
+  } else {
+    QuantMatMul(QuantTypeOf(w.dtype), w.q.data(), w.n, w.k, x.data(), m, y.data(), ctx);
+  }
+  return y;
+}
+
+const DType kTypes[] = {DType::kF32,  DType::kQ8_0, DType::kQ4_0,
+                        DType::kQ4_K, DType::kQ5_K, DType::kQ6_K};
+
+TEST(WeightMatMul, EachTypeMatchesItsKernelForAnyRowsAndThreads) {
+  Rng rng(3);
+  for (DType dt : kTypes) {
+    const TestWeight w(dt, 37, 512, rng);
+    for (int64_t m : {1, 3, 8, 9, 21}) {
+      const std::vector<float> x = RandomNormal<float>(rng, m * w.k);
+      Context one({.threads = 1});
+      const std::vector<float> want = Alone(x, m, w, one);
+      for (int threads : {1, 2, 3}) {
+        Context ctx({.threads = threads});
+        std::vector<float> y(static_cast<size_t>(m * w.n), -1.0f);
+        WeightMatMul(CView<float>(x.data(), {m, w.k}), w.tensor, View<float>(y.data(), {m, w.n}), ctx);
+        const std::string what = std::string(DTypeName(dt)) + " m=" + std::to_string(m) +
+                                 " threads=" + std::to_string(threads);
+        if (dt == DType::kF32) {
+          EXPECT_TRUE(testing::ExpectClose(y.data(), want.data(), Size(y), kF32Tol, what));
+        } else {
+          EXPECT_EQ(y, want) << what;  // the same integer kernel, bit for bit
+        }
+      }
+    }
+  }
+}
+
+TEST(WeightMatMul, QuantisedProductsStayCloseToTheDoubleReference) {
+  // What activation quantisation costs on top of the weights' own rounding (NMSE per product).
+  Rng rng(4);
+  Context ctx({.threads = 2});
+  for (DType dt : kTypes) {
+    const TestWeight w(dt, 64, 1024, rng);
+    const std::vector<float> x = RandomNormal<float>(rng, 4 * w.k);
+    std::vector<float> y(static_cast<size_t>(4 * w.n));
+    WeightMatMul(CView<float>(x.data(), {4, w.k}), w.tensor, View<float>(y.data(), {4, w.n}), ctx);
+    const std::vector<double> r = Reference(x, 4, w);
+    double se = 0, sr = 0;
+    for (size_t i = 0; i < y.size(); ++i) {
+      se += (y[i] - r[i]) * (y[i] - r[i]);
+      sr += r[i] * r[i];
+    }
+    EXPECT_LE(se / sr, dt == DType::kF32 ? 1e-12 : 1e-4) << DTypeName(dt);
+  }
+}
+
+TEST(WeightMatMul, ManyProductsTogetherEqualEachAlone) {
+  // Mixed types and sizes, two products sharing one x (quantised once), few and many rows.
+  Rng rng(5);
+  std::vector<std::unique_ptr<TestWeight>> ws;
+  ws.push_back(std::make_unique<TestWeight>(DType::kQ4_K, 40, 256, rng));
+  ws.push_back(std::make_unique<TestWeight>(DType::kQ6_K, 24, 256, rng));
+  ws.push_back(std::make_unique<TestWeight>(DType::kF32, 33, 256, rng));
+  ws.push_back(std::make_unique<TestWeight>(DType::kQ8_0, 70, 256, rng));
+  ws.push_back(std::make_unique<TestWeight>(DType::kQ4_0, 5, 96, rng));
+  ws.push_back(std::make_unique<TestWeight>(DType::kQ4_K, 16, 256, rng));
+  const int64_t rows[] = {1, 1, 2, 8, 3, 12};
+  std::vector<std::vector<float>> xs;
+  for (size_t i = 0; i < ws.size(); ++i) {
+    if (i == 1) {
+      xs.push_back(xs[0]);  // same values; the product below also shares the pointer
+    } else {
+      xs.push_back(RandomNormal<float>(rng, rows[i] * ws[i]->k));
+    }
+  }
+  for (int threads : {1, 2, 4}) {
+    Context ctx({.threads = threads});
+    std::vector<std::vector<float>> ys(ws.size());
+    std::vector<WeightProduct> products;
+    for (size_t i = 0; i < ws.size(); ++i) {
+      ys[i].assign(static_cast<size_t>(rows[i] * ws[i]->n), -1.0f);
+      const float* x = i == 1 ? xs[0].data() : xs[i].data();
+      products.push_back({x, rows[i], ws[i]->ref(), ys[i].data()});
+    }
+    WeightMatMul(products, ctx);
+    for (size_t i = 0; i < ws.size(); ++i) {
+      const std::vector<float> want = Alone(xs[i], rows[i], *ws[i], ctx);
+      const std::string what = "product " + std::to_string(i) + " threads=" + std::to_string(threads);
+      if (ws[i]->dtype == DType::kF32) {
+        EXPECT_TRUE(testing::ExpectClose(ys[i].data(), want.data(), Size(want), kF32Tol, what));
+      } else {
+        EXPECT_EQ(ys[i], want) << what;
+      }
+    }
+  }
+}
+
+TEST(WeightMatMul, EmptyProductsAndZeroWidth) {
+  Context ctx({.threads = 2});
+  Rng rng(6);
+  const TestWeight w(DType::kQ8_0, 8, 64, rng);
+  std::vector<float> y(16, 5.0f);
+  const WeightProduct none{nullptr, 0, w.ref(), nullptr};
+  WeightMatMul(std::span<const WeightProduct>(&none, 1), ctx);  // m = 0: nothing to do
+  const std::vector<float> x(2, 1.0f);
+  const WeightProduct zero_k{x.data(), 2, {DType::kF32, nullptr, 8, 0}, y.data()};
+  WeightMatMul(std::span<const WeightProduct>(&zero_k, 1), ctx);
+  EXPECT_EQ(y, std::vector<float>(16, 0.0f));
+}
+
+TEST(WeightMatMul, BadWeightsAreClearErrors) {
+  Context ctx({.threads = 1});
+  std::vector<float> x(64), y(64);
+  Tensor bf(DType::kBF16, {4, 16});
+  EXPECT_THAT(ErrorOf([&] {
+                WeightMatMul(CView<float>(x.data(), {1, 16}), bf, View<float>(y.data(), {1, 4}), ctx);
+              }),
+              HasSubstr("BF16"));
+  Tensor vec(DType::kF32, {16});
+  EXPECT_THAT(ErrorOf([&] {
+                WeightMatMul(CView<float>(x.data(), {1, 16}), vec, View<float>(y.data(), {1, 4}), ctx);
+              }),
+              HasSubstr("not a matrix"));
+  Tensor w(DType::kF32, {4, 16});
+  EXPECT_THAT(ErrorOf([&] {
+                WeightMatMul(CView<float>(x.data(), {1, 32}), w, View<float>(y.data(), {1, 4}), ctx);
+              }),
+              HasSubstr("does not fit"));
+  // A quantised row must be whole blocks.
+  const WeightProduct odd{x.data(), 1, {DType::kQ4_K, x.data(), 1, 64}, y.data()};
+  EXPECT_THAT(ErrorOf([&] { WeightMatMul(std::span<const WeightProduct>(&odd, 1), ctx); }),
+              HasSubstr("n=64"));
+}
+
+}  // namespace
+}  // namespace moe::kernels
