@@ -177,7 +177,26 @@ int RunModelBench(const ModelBenchOptions& opt) {
   model::ModelWeights w;
   std::string what;
   const double ti = NowSeconds();
-  if (!opt.model.empty()) {
+  // With --type, the GGUF file to run (written below unless it exists).
+  std::string gguf;
+  model::GgufScheme scheme = model::GgufScheme::kF32;
+  if (!opt.type.empty()) {
+    scheme = model::ParseGgufScheme(opt.type);
+    gguf = opt.gguf_path;
+    if (gguf.empty()) {
+      const char* tmp = std::getenv("TMPDIR");
+      const std::string base =
+          opt.model.empty() ? opt.shape : std::filesystem::path(opt.model).filename().string();
+      gguf = fmt::format("{}/moe-bench-{}-{}.gguf", tmp && *tmp ? tmp : "/tmp", base,
+                         model::Name(scheme));
+    }
+  }
+  const bool reuse = !gguf.empty() && io::PathExists(gguf);
+  if (reuse) {
+    std::printf("using the existing %s (delete it to write a new one)\n", gguf.c_str());
+  } else if (!opt.model.empty()) {
+    MOE_CHECK(gguf.empty() || !opt.model.ends_with(".gguf"), "bench",
+              "--type converts a random shape or a model folder; '{}' is already GGUF", opt.model);
     generate::ModelDir m = generate::OpenModelDir(opt.model);
     cfg = m.config;
     w = std::move(m.weights);
@@ -190,41 +209,30 @@ int RunModelBench(const ModelBenchOptions& opt) {
     InitBenchWeights(cfg, w, ctx);
   }
   if (!opt.save.empty()) {
+    MOE_CHECK(!reuse, "bench", "--save needs the model in memory; {} exists already", gguf);
     model::SaveModel(opt.save, cfg, w);
     std::printf("saved as a Hugging Face folder: %s (moe bench model --model %s)\n",
                 opt.save.c_str(), opt.save.c_str());
   }
-  if (!opt.type.empty()) {
+  if (!gguf.empty()) {
     // Through our GGUF writer, then run from the file (mapped) like `moe run model.gguf`.
-    const model::GgufScheme scheme = model::ParseGgufScheme(opt.type);
-    std::string path = opt.gguf_path;
-    if (path.empty()) {
-      const char* tmp = std::getenv("TMPDIR");
-      const std::string base =
-          opt.model.empty() ? opt.shape : std::filesystem::path(opt.model).filename().string();
-      path = fmt::format("{}/moe-bench-{}-{}.gguf", tmp && *tmp ? tmp : "/tmp", base,
-                         model::Name(scheme));
-    }
-    if (io::PathExists(path)) {
-      std::printf("using the existing %s (delete it to write a new one)\n", path.c_str());
-    } else {
-      MOE_CHECK(opt.model.empty() || !opt.model.ends_with(".gguf"), "bench",
-                "--type converts a random shape or a folder; '{}' is already GGUF", opt.model);
-      std::printf("writing %s as %s ...\n", path.c_str(), std::string(model::Name(scheme)).c_str());
+    if (!reuse) {
+      std::printf("writing %s as %s ...\n", gguf.c_str(), std::string(model::Name(scheme)).c_str());
       std::fflush(stdout);
       const double tw = NowSeconds();
       model::GgufSaveOptions so;
       so.scheme = scheme;
       so.ctx = &ctx;
       so.name = what;
-      model::SaveGgufModel(cfg, w, path, so);
+      model::SaveGgufModel(cfg, w, gguf, so);
       std::printf("  written in %.1f s\n", NowSeconds() - tw);
     }
     w = model::ModelWeights();  // frees the f32 weights before mapping the file
-    generate::ModelDir m = generate::OpenModelDir(path);
+    generate::ModelDir m = generate::OpenModelDir(gguf);
     cfg = m.config;
     w = std::move(m.weights);
-    what = fmt::format("{} {}", what, model::Name(scheme));
+    what = fmt::format("{} ({})", gguf, model::Name(scheme));
+    std::printf("model: %s: %s\n", what.c_str(), cfg.Summary().c_str());
   }
   double weight_bytes = 0;
   w.ForEachTensor([&](const std::string&, Tensor& t) { weight_bytes += static_cast<double>(t.nbytes()); });

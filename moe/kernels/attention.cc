@@ -97,28 +97,35 @@ T MaskedSoftmaxRow(T* s, int64_t valid, int64_t n, T scale) {
 
 template <typename T>
 void AttentionForward(CView<T> q, CView<T> k, CView<T> v, int64_t pos0, T scale, View<T> out,
-                      View<T> lse, Context& ctx) {
+                      View<T> lse, Context& ctx, int64_t window) {
   const Geometry g = CheckInputs("AttentionForward", q, k, v, pos0);
   const int rank = q.rank();
   CheckShape<T>("AttentionForward", "out", out.shape, Make(rank, g.b, g.t, g.h, g.dv));
   if (!lse.empty())
     CheckShape<T>("AttentionForward", "lse", lse.shape, LseShape(rank, g.b, g.h, g.t));
+  MOE_CHECK(window >= 0, "attention", "AttentionForward: window = {} must be >= 0", window);
   if (g.t == 0 || g.b == 0) return;
 
   const int64_t bq = g.RowBlock(), nqb = (g.t + bq - 1) / bq, max_keys = pos0 + g.t;
   std::vector<T> scratch(static_cast<size_t>(ctx.threads() * bq * max_keys));
   ParallelFor(g.b * g.h * nqb, ctx, [&](int64_t unit, int w) {
     const int64_t b = unit / (g.h * nqb), h = unit / nqb % g.h, t0 = unit % nqb * bq;
-    const int64_t t1 = std::min(t0 + bq, g.t), m = t1 - t0, n = pos0 + t1;
+    const int64_t t1 = std::min(t0 + bq, g.t), m = t1 - t0, end = pos0 + t1;
+    // Keys [j0, end): with a window, the first key the block's first query sees.
+    const int64_t j0 = window > 0 ? std::max<int64_t>(0, pos0 + t0 - window + 1) : 0, n = end - j0;
     const int64_t kv = h / g.group();
     T* sc = scratch.data() + w * bq * max_keys;
-    MatMulNT<T>(q.data + g.Q(b, t0, h), g.ldq(), m, k.data + g.K(b, 0, kv), g.ldk(), n, g.dk, sc, n,
-                false);
+    MatMulNT<T>(q.data + g.Q(b, t0, h), g.ldq(), m, k.data + g.K(b, j0, kv), g.ldk(), n, g.dk, sc,
+                n, false);
     for (int64_t i = 0; i < m; ++i) {
-      const T l = MaskedSoftmaxRow<T>(sc + i * n, pos0 + t0 + i + 1, n, scale);
+      const int64_t pos = pos0 + t0 + i;
+      const int64_t lo = window > 0 ? std::max<int64_t>(0, pos - window + 1) - j0 : 0;
+      T* row = sc + i * n;
+      std::fill(row, row + lo, T(0));
+      const T l = MaskedSoftmaxRow<T>(row + lo, pos + 1 - j0 - lo, n - lo, scale);
       if (!lse.empty()) lse[g.L(b, h, t0 + i)] = l;
     }
-    Gemm<T>(false, false, m, g.dv, n, T(1), sc, n, v.data + g.V(b, 0, kv), g.ldv(), T(0),
+    Gemm<T>(false, false, m, g.dv, n, T(1), sc, n, v.data + g.V(b, j0, kv), g.ldv(), T(0),
             out.data + g.O(b, t0, h), g.ldo());
   });
 }
@@ -225,7 +232,7 @@ void AttentionBackward(CView<T> q, CView<T> k, CView<T> v, CView<T> out, CView<T
 
 #define MOE_INSTANTIATE(T)                                                                       \
   template void AttentionForward<T>(CView<T>, CView<T>, CView<T>, int64_t, T, View<T>, View<T>,  \
-                                    Context&);                                                   \
+                                    Context&, int64_t);                                          \
   template void AttentionBackward<T>(CView<T>, CView<T>, CView<T>, CView<T>, CView<T>, CView<T>, \
                                      int64_t, T, View<T>, View<T>, View<T>, Context&);
 MOE_INSTANTIATE(float)

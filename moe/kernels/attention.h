@@ -31,10 +31,14 @@
 namespace moe::kernels {
 
 // out = attention(q, k, v); lse (saved for the backward) may be empty (inference).
+// window > 0 is sliding-window attention (Mistral): the query at position p attends keys
+// max(0, p - window + 1) .. p only, the last `window` positions including its own (Hugging Face's
+// mask); the backward does not take a window (training refuses sliding windows).
 template <typename T>
 void AttentionForward(CView<T> q /*[B,T,H,Dk]*/, CView<T> k /*[B,S,Hkv,Dk]*/,
                       CView<T> v /*[B,S,Hkv,Dv]*/, int64_t pos0, T scale,
-                      View<T> out /*[B,T,H,Dv]*/, View<T> lse /*[B,H,T], saved*/, Context& ctx);
+                      View<T> out /*[B,T,H,Dv]*/, View<T> lse /*[B,H,T], saved*/, Context& ctx,
+                      int64_t window = 0);
 
 // Accumulates (+=) into dq, dk and dv; the caller zeroes them. out and lse are the forward's.
 // An empty dq skips the query gradient; dk and dv are both given or both empty.

@@ -69,7 +69,7 @@ struct ModelConfig {
   kernels::RopePairing rope_pairing = kernels::RopePairing::kHalf;
   kernels::RopeScaling rope_scaling;
   double attn_scale = 0;       // softmax scale (0 = 1/sqrt(head_dim))
-  int64_t sliding_window = 0;  // 0 = none; contexts longer than the window are refused
+  int64_t sliding_window = 0;  // 0 = none; else each query attends the last this many positions
   MlaConfig mla;
   std::string architecture;  // Hugging Face architecture this config came from (display only)
 

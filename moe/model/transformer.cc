@@ -389,7 +389,8 @@ void Transformer::InferAttention(const LayerWeights& lw, int64_t layer, int64_t 
                                    CView<float>(kt.view<float>().data, {1, total, hkv, dk}),
                                    CView<float>(vt.view<float>().data, {1, total, hkv, dv}), pos0,
                                    static_cast<float>(c.softmax_scale()),
-                                   V<float>(st.att).Reshape({1, n, h, dv}), View<float>(), ctx);
+                                   V<float>(st.att).Reshape({1, n, h, dv}), View<float>(), ctx,
+                                   c.sliding_window);
   st.x2.Resize(dt, {n, d});
   kernels::WeightMatMul(C<float>(st.att), lw.wo, V<float>(st.x2), ctx);
   if (c.o_bias) AddBias(V<float>(st.x2), C<float>(lw.bo));
@@ -403,10 +404,6 @@ void Transformer::Infer(const ModelWeights& w, const int32_t* tokens, int64_t n,
   MOE_CHECK(static_cast<int64_t>(cache.k.size()) == c.n_layers, "model", "KV cache is not allocated for this model");
   MOE_CHECK(pos0 + n <= cache.capacity, "model", "context full: {} cached + {} new tokens exceed the cache of {}",
             pos0, n, cache.capacity);
-  MOE_CHECK(c.sliding_window == 0 || pos0 + n <= c.sliding_window, "model",
-            "context of {} tokens exceeds the sliding window ({}); sliding-window attention is not "
-            "implemented",
-            pos0 + n, c.sliding_window);
   for (int64_t i = 0; i < n; ++i)
     MOE_CHECK(tokens[i] >= 0 && tokens[i] < c.vocab_size, "model",
               "token {} = {} not in 0..vocab_size-1 ({})", i, tokens[i], c.vocab_size - 1);

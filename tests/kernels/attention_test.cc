@@ -6,6 +6,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -236,6 +237,44 @@ TEST(Attention, KvCacheDecodeEqualsFullRecompute) {
     pos0 += t;
   }
   EXPECT_TRUE(ExpectClose(incremental.data(), full.data(), Size(full), {1e-6, 1e-6, 1e-12}));
+}
+
+TEST(Attention, SlidingWindowEqualsAttentionOverTheLastWindowKeys) {
+  // Each query at position p attends keys p - W + 1 .. p: the same as unwindowed attention of that
+  // one query over just those keys (a query at the end of its own slice). Prefill across key
+  // blocks and after cached tokens, windows smaller and larger than the context, GQA, Dv != Dk.
+  Rng rng(67);
+  Context ctx({.threads = 2});
+  const int64_t s = 150, h = 4, hkv = 2, dk = 8, dv = 6;
+  const std::vector<float> q = RandomNormal<float>(rng, s * h * dk);
+  const std::vector<float> k = RandomNormal<float>(rng, s * hkv * dk);
+  const std::vector<float> v = RandomNormal<float>(rng, s * hkv * dv);
+  const float scale = 0.35f;
+  for (const int64_t window : {1, 5, 64, 100, 400}) {
+    for (const int64_t pos0 : {0, 37}) {
+      const int64_t t = s - pos0;
+      std::vector<float> got(static_cast<size_t>(t * h * dv), kNaN);
+      AttentionForward<float>(CView<float>(q.data() + pos0 * h * dk, {t, h, dk}),
+                              CViewOf(k, {s, hkv, dk}), CViewOf(v, {s, hkv, dv}), pos0, scale,
+                              ViewOf(got, {t, h, dv}), View<float>(), ctx, window);
+      std::vector<float> want(got.size(), kNaN);
+      for (int64_t i = 0; i < t; ++i) {
+        const int64_t p = pos0 + i, lo = std::max<int64_t>(0, p - window + 1), n = p + 1 - lo;
+        AttentionForward<float>(CView<float>(q.data() + p * h * dk, {1, h, dk}),
+                                CView<float>(k.data() + lo * hkv * dk, {n, hkv, dk}),
+                                CView<float>(v.data() + lo * hkv * dv, {n, hkv, dv}), n - 1, scale,
+                                View<float>(want.data() + i * h * dv, {1, h, dv}), View<float>(),
+                                ctx);
+      }
+      EXPECT_TRUE(ExpectClose(got.data(), want.data(), Size(want), {1e-6, 1e-5, 1e-12}))
+          << "window " << window << " pos0 " << pos0;
+    }
+  }
+  std::vector<float> out(static_cast<size_t>(h * dv));
+  EXPECT_THROW(AttentionForward<float>(CView<float>(q.data(), {1, h, dk}), CViewOf(k, {s, hkv, dk}),
+                                       CViewOf(v, {s, hkv, dv}), 0, scale, ViewOf(out, {1, h, dv}),
+                                       View<float>(), ctx, -1),
+               Error);
 }
 
 TEST(Attention, GroupedQueryEqualsMultiHeadWithRepeatedKv) {

@@ -275,6 +275,61 @@ TEST(ArchErrors, ConfigProblemsNameTheField) {
   io::RemoveAll(dir);
 }
 
+// Logits of every position from one prefill, and of the last position from one-token decode.
+std::pair<std::vector<float>, std::vector<float>> PrefillAndDecode(const ModelConfig& cfg,
+                                                                   const ModelWeights& w,
+                                                                   const std::vector<int32_t>& toks) {
+  Context ctx({.threads = 2});
+  const Transformer tf(cfg);
+  const auto n = static_cast<int64_t>(toks.size());
+  KvCache cache;
+  cache.Allocate(cfg, n);
+  InferState st;
+  tf.Infer(w, toks.data(), n, cache, st, ctx, true);
+  const View<const float> all = st.logits.view<float>();
+  std::vector<float> prefill(all.data, all.data + all.numel());
+  cache.Allocate(cfg, n);
+  for (const int32_t t : toks) tf.Infer(w, &t, 1, cache, st, ctx, false);
+  const View<const float> last = st.logits.view<float>();
+  return {prefill, std::vector<float>(last.data, last.data + last.numel())};
+}
+
+TEST(ArchConfig, SlidingWindowLimitsAttention) {
+  HfModel m = LoadHfModel(Fixture("mistral"));
+  EXPECT_EQ(m.config.sliding_window, 4096);
+  std::vector<int32_t> toks;
+  for (int i = 0; i < 12; ++i) toks.push_back(static_cast<int32_t>((5 + 11 * i) % m.config.vocab_size));
+  const int64_t v = m.config.vocab_size;
+  ModelConfig none = m.config;
+  none.sliding_window = 0;
+  const auto [wide, wide_dec] = PrefillAndDecode(m.config, m.weights, toks);
+  const auto [full, full_dec] = PrefillAndDecode(none, m.weights, toks);
+  EXPECT_EQ(wide, full);  // a window wider than the context changes nothing
+  ModelConfig narrow = m.config;
+  narrow.sliding_window = 3;
+  const auto [win, win_dec] = PrefillAndDecode(narrow, m.weights, toks);
+  // The first 3 positions see the same keys; later ones do not.
+  EXPECT_LE(RelMaxErr(win.data(), full.data(), 3 * v), 1e-6);
+  EXPECT_GT(RelMaxErr(win.data() + 11 * v, full.data() + 11 * v, v), 1e-3);
+  EXPECT_LE(RelMaxErr(win_dec.data(), win.data() + 11 * v, v), 1e-5);  // decode = prefill
+
+  // Qwen2-style per-layer windows: all layers (max_window_layers 0) or none are supported.
+  const std::string dir = CopyFixture("qwen2");
+  nlohmann::json j = ReadJson(dir + "/config.json");
+  j["use_sliding_window"] = true;
+  j["sliding_window"] = 4;
+  j["max_window_layers"] = j["num_hidden_layers"];
+  WriteJson(dir + "/config.json", j);
+  EXPECT_EQ(LoadHfModel(dir).config.sliding_window, 0);
+  j["max_window_layers"] = 0;
+  WriteJson(dir + "/config.json", j);
+  EXPECT_EQ(LoadHfModel(dir).config.sliding_window, 4);
+  j["max_window_layers"] = 1;
+  WriteJson(dir + "/config.json", j);
+  EXPECT_THAT(ErrorOf([&] { LoadHfModel(dir); }), HasSubstr("max_window_layers"));
+  io::RemoveAll(dir);
+}
+
 TEST(ArchErrors, MissingAndUnexpectedTensors) {
   const std::string dir = CopyFixture("mixtral");
   const std::string cfg_path = dir + "/config.json";

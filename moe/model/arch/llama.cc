@@ -1,6 +1,6 @@
 // LlamaForCausalLM and MistralForCausalLM: dense SwiGLU decoders. Llama's attention_bias puts
 // biases on q, k, v and o; rope_scaling (linear, llama3, yarn) and an explicit head_dim are
-// honoured. Mistral's sliding_window is recorded: contexts longer than the window are refused.
+// honoured. Mistral's sliding_window limits attention to the last `sliding_window` positions.
 #include "moe/model/arch/arch.h"
 
 namespace moe::model::arch {

@@ -191,8 +191,14 @@ void ParseCommon(const HfJson& j, ModelConfig& c) {
   c.eos_id = token_id("eos_token_id");
   const std::string act = j.GetOr<std::string>("hidden_act", "silu");
   if (act != "silu") j.Unsupported("hidden_act", "only silu");
-  if (j.GetOr<bool>("use_sliding_window", true))
+  if (j.GetOr<bool>("use_sliding_window", true)) {
     c.sliding_window = j.GetOr<int64_t>("sliding_window", 0);
+    // Qwen2-style configs window only the layers from max_window_layers on.
+    const int64_t from = j.GetOr<int64_t>("max_window_layers", 0);
+    if (c.sliding_window > 0 && from >= c.n_layers) c.sliding_window = 0;  // no layer windowed
+    if (c.sliding_window > 0 && from > 0)
+      j.Unsupported("max_window_layers", "sliding windows on some layers only (all or none)");
+  }
   if (j.GetOr<bool>("mlp_bias", false)) j.Unsupported("mlp_bias", "FFN biases");
   // FP8 (DeepSeek-V3's release), GPTQ, AWQ, ... store scales next to the weights.
   if (j.Has("quantization_config"))
