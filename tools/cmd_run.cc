@@ -33,6 +33,7 @@ struct SamplingCli {
   int64_t ctx_size = 0;
   int threads = 0;
   std::string trace_path;
+  bool ignore_eos = false;
 };
 
 void AddSamplingOptions(CLI::App* cmd, SamplingCli& s) {
@@ -57,6 +58,8 @@ void AddSamplingOptions(CLI::App* cmd, SamplingCli& s) {
       ->check(CLI::Range(0, 1024));
   cmd->add_option("--routing-trace", s.trace_path,
                   "Write the chosen experts and gates per token and MoE layer (JSON lines)");
+  cmd->add_flag("--ignore-eos", s.ignore_eos,
+                "Keep generating past end-of-sequence tokens (for timing; --stop still applies)");
 }
 
 generate::GenerateOptions MakeOptions(const SamplingCli& s, const generate::ModelDir& m) {
@@ -70,7 +73,7 @@ generate::GenerateOptions MakeOptions(const SamplingCli& s, const generate::Mode
   o.sampler.seed = s.seed;
   o.max_tokens = s.max_tokens;
   o.stop = s.stop;
-  o.stop_ids = m.stop_ids;
+  if (!s.ignore_eos) o.stop_ids = m.stop_ids;
   o.Validate();
   return o;
 }
