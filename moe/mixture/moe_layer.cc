@@ -144,6 +144,11 @@ void MoeForward(const MoeConfig& cfg, const MoeWeights& w, CView<T> x, View<T> y
       std::memcpy(xp.row(i), x.row(plan.token[static_cast<size_t>(i)]), static_cast<size_t>(d) * sizeof(T));
   }, 64);
 
+  if (fs > 0 && nt > 0) {
+    st.sh_h.Resize(dt, {nt, 2 * fs});
+    st.sh_a.Resize(dt, {nt, fs});
+    st.sh_y.Resize(dt, {nt, d});
+  }
   if (w.inference_layout()) {
     if constexpr (std::is_same_v<T, float>) {
       std::vector<FfnInferGroup> ig;
@@ -155,9 +160,6 @@ void MoeForward(const MoeConfig& cfg, const MoeWeights& w, CView<T> x, View<T> y
                       Mut<T>(st.yp).data + off * d});
       }
       if (fs > 0 && nt > 0) {
-        st.sh_h.Resize(dt, {nt, 2 * fs});
-        st.sh_a.Resize(dt, {nt, fs});
-        st.sh_y.Resize(dt, {nt, d});
         ig.push_back({nt, x.data, &w.shared, Mut<T>(st.sh_h).data, Mut<T>(st.sh_a).data,
                       Mut<T>(st.sh_y).data});
       }
@@ -175,9 +177,6 @@ void MoeForward(const MoeConfig& cfg, const MoeWeights& w, CView<T> x, View<T> y
                         Mut<T>(st.yp).data + off * d});
     }
     if (fs > 0 && nt > 0) {
-      st.sh_h.Resize(dt, {nt, 2 * fs});
-      st.sh_a.Resize(dt, {nt, fs});
-      st.sh_y.Resize(dt, {nt, d});
       groups.push_back({nt, fs, x.data, w.shared_w13.view<T>().data, w.shared_w2.view<T>().data,
                         Mut<T>(st.sh_h).data, Mut<T>(st.sh_a).data, Mut<T>(st.sh_y).data});
     }

@@ -250,10 +250,8 @@ TEST(GgufModel, QuantisedFilesStayClose) {
   }
 }
 
-TEST(GgufModel, PerExpertTensorsLoad) {
-  Random r = RandomMoe(false);
-  const std::string path = TmpPath("merged.gguf"), split = TmpPath("split.gguf");
-  SaveGgufModel(r.cfg, r.w, path);
+// Rewrites `path` to `split` with the older per-expert tensors instead of the merged `_exps` ones.
+void WriteWithPerExpertTensors(const std::string& path, const std::string& split) {
   Rewrite rw(path);
   std::vector<Rewrite::T> out;
   for (Rewrite::T& t : rw.tensors) {
@@ -273,6 +271,13 @@ TEST(GgufModel, PerExpertTensorsLoad) {
   }
   rw.tensors = std::move(out);
   rw.Write(split);
+}
+
+TEST(GgufModel, PerExpertTensorsLoad) {
+  Random r = RandomMoe(false);
+  const std::string path = TmpPath("merged.gguf"), split = TmpPath("split.gguf");
+  SaveGgufModel(r.cfg, r.w, path);
+  WriteWithPerExpertTensors(path, split);
   GgufModel g = LoadGgufModel(split);
   const std::vector<int32_t> toks = Tokens(r.cfg.vocab_size, 5);
   EXPECT_LE(RelMaxErr(Logits(g.config, g.weights, toks), Logits(r.cfg, r.w, toks)), 1e-6);
@@ -505,25 +510,7 @@ TEST(GgufModel, MappedPerExpertTensorsAndBadFiles) {
   GgufSaveOptions o;
   o.scheme = GgufScheme::kQ8_0;
   SaveGgufModel(r.cfg, r.w, path, o);
-  Rewrite rw(path);
-  std::vector<Rewrite::T> out;
-  for (Rewrite::T& t : rw.tensors) {
-    if (!t.name.ends_with("_exps.weight")) {
-      out.push_back(std::move(t));
-      continue;
-    }
-    const std::string base = t.name.substr(0, t.name.size() - 12);
-    const size_t per = t.bytes.size() / static_cast<size_t>(t.dims[2]);
-    for (int64_t e = 0; e < t.dims[2]; ++e)
-      out.push_back(
-          {base + "." + std::to_string(e) + ".weight",
-           t.type,
-           {t.dims[0], t.dims[1]},
-           std::vector<uint8_t>(t.bytes.begin() + static_cast<ptrdiff_t>(per * e),
-                                t.bytes.begin() + static_cast<ptrdiff_t>(per * (e + 1)))});
-  }
-  rw.tensors = std::move(out);
-  rw.Write(split);
+  WriteWithPerExpertTensors(path, split);
   GgufModel merged = LoadGgufModel(path, {.mapped = true});
   GgufModel per = LoadGgufModel(split, {.mapped = true});
   const std::vector<int32_t> toks = Tokens(r.cfg.vocab_size, 5);
