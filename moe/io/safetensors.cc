@@ -114,8 +114,10 @@ StDType ToStDType(DType t) {
     case DType::kF64: return StDType::kF64;
     case DType::kBF16: return StDType::kBF16;
     case DType::kF16: return StDType::kF16;
+    default: break;
   }
-  Fail(kTag, "unknown moe dtype code {}", static_cast<int>(t));
+  Fail(kTag, "{} tensors have no safetensors dtype (block-quantised weights are GGUF's)",
+       DTypeName(t));
 }
 
 std::optional<DType> ToDType(StDType t) {

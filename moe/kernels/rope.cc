@@ -11,7 +11,9 @@ RopeScalingKind ParseRopeScalingKind(std::string_view name) {
   if (name == "linear") return RopeScalingKind::kLinear;
   if (name == "yarn") return RopeScalingKind::kYarn;
   if (name == "llama3") return RopeScalingKind::kLlama3;
-  Fail("rope", "unknown rope scaling '{}' (expected none, default, linear, yarn or llama3)", name);
+  if (name == "freq_factors") return RopeScalingKind::kFreqFactors;
+  Fail("rope", "unknown rope scaling '{}' (expected none, default, linear, yarn, llama3 or freq_factors)",
+       name);
 }
 
 std::string_view RopeScalingKindName(RopeScalingKind kind) {
@@ -24,6 +26,8 @@ std::string_view RopeScalingKindName(RopeScalingKind kind) {
       return "yarn";
     case RopeScalingKind::kLlama3:
       return "llama3";
+    case RopeScalingKind::kFreqFactors:
+      return "freq_factors";
   }
   return "?";
 }
@@ -43,6 +47,15 @@ void Validate(const RopeConfig& c) {
   const RopeScaling& s = c.scaling;
   const std::string_view kind = RopeScalingKindName(s.kind);
   if (s.kind == RopeScalingKind::kNone) return;
+  if (s.kind == RopeScalingKind::kFreqFactors) {
+    MOE_CHECK(static_cast<int64_t>(s.freq_factors.size()) == c.rotary_dim / 2, "rope",
+              "freq_factors scaling: {} factors for rotary_dim {} (need {})", s.freq_factors.size(),
+              c.rotary_dim, c.rotary_dim / 2);
+    for (size_t i = 0; i < s.freq_factors.size(); ++i)
+      MOE_CHECK(std::isfinite(s.freq_factors[i]) && s.freq_factors[i] > 0, "rope",
+                "freq_factors scaling: factor {} = {} must be finite and > 0", i, s.freq_factors[i]);
+    return;
+  }
   MOE_CHECK(std::isfinite(s.factor) && s.factor > 0, "rope", "{} scaling: factor {} must be > 0",
             kind, s.factor);
   if (s.kind == RopeScalingKind::kLinear) return;
@@ -116,12 +129,27 @@ RopeTable::RopeTable(const RopeConfig& config) : config_(config) {
       }
       break;
     }
+    case RopeScalingKind::kFreqFactors:
+      for (int64_t i = 0; i < nf; ++i) inv_freq_[static_cast<size_t>(i)] /= s.freq_factors[static_cast<size_t>(i)];
+      break;
   }
 
   const int64_t np = config_.cached_positions;
   cos_.resize(static_cast<size_t>(np * nf));
   sin_.resize(static_cast<size_t>(np * nf));
   for (int64_t p = 0; p < np; ++p) Compute(p, cos_.data() + p * nf, sin_.data() + p * nf);
+}
+
+std::vector<double> RopeFreqFactors(int64_t rotary_dim, double theta, const RopeScaling& s) {
+  MOE_CHECK(s.kind != RopeScalingKind::kYarn, "rope",
+            "yarn scaling also scales cos/sin; it has no frequency-factor form");
+  RopeConfig base{.rotary_dim = rotary_dim, .theta = theta, .scaling = {}, .cached_positions = 0};
+  RopeConfig scaled = base;
+  scaled.scaling = s;
+  const RopeTable a(base), b(scaled);
+  std::vector<double> f(static_cast<size_t>(a.n_freqs()));
+  for (size_t i = 0; i < f.size(); ++i) f[i] = a.inv_freq()[i] / b.inv_freq()[i];
+  return f;
 }
 
 double RopeTable::SoftmaxScaleMultiplier() const {

@@ -22,6 +22,8 @@
 //           w < L / high_freq_factor: unchanged;  w > L / low_freq_factor: inv_freq / factor;
 //           otherwise s = (L / w - low_freq_factor) / (high_freq_factor - low_freq_factor) and
 //           inv_freq = (1 - s) inv_freq / factor + s inv_freq.
+//   freq_factors  inv_freq[i] / freq_factors[i] with r/2 explicit factors (GGUF's rope_freqs
+//           tensor, which is how llama.cpp files carry Llama 3 scaling).
 // The same angles are used everywhere: cos/sin are evaluated in double from pos * inv_freq[i]
 // (never accumulated), so a cached row and one computed on demand are bitwise equal.
 #pragma once
@@ -36,11 +38,11 @@
 
 namespace moe::kernels {
 
-enum class RopeScalingKind { kNone, kLinear, kYarn, kLlama3 };
+enum class RopeScalingKind { kNone, kLinear, kYarn, kLlama3, kFreqFactors };
 enum class RopePairing { kHalf, kInterleaved };
 
 // "none" / "default", "linear", "yarn", "llama3" (the rope_scaling "type" / "rope_type" of a
-// Hugging Face config); anything else is an Error.
+// Hugging Face config) and moe's "freq_factors"; anything else is an Error.
 RopeScalingKind ParseRopeScalingKind(std::string_view name);
 std::string_view RopeScalingKindName(RopeScalingKind kind);
 
@@ -54,7 +56,12 @@ struct RopeScaling {
   double mscale_all_dim = 0.0;                   // yarn
   double low_freq_factor = 1.0;                  // llama3
   double high_freq_factor = 4.0;                 // llama3
+  std::vector<double> freq_factors{};            // freq_factors: r/2 values, finite and > 0
 };
+
+// The per-frequency divisors that turn unscaled inv_freq into `s`'s (what GGUF's rope_freqs holds):
+// inv_freq_unscaled[i] / inv_freq_scaled[i]. For linear, yarn, llama3 and freq_factors scaling.
+std::vector<double> RopeFreqFactors(int64_t rotary_dim, double theta, const RopeScaling& s);
 
 struct RopeConfig {
   int64_t rotary_dim = 0;  // r: even, > 0

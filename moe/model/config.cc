@@ -261,6 +261,15 @@ kernels::RopeScaling ParseRopeScaling(const HfJson& cfg) {
   s.mscale_all_dim = j.GetOr<double>("mscale_all_dim", 0.0);
   s.low_freq_factor = j.GetOr<double>("low_freq_factor", 1.0);
   s.high_freq_factor = j.GetOr<double>("high_freq_factor", 4.0);
+  if (s.kind == kernels::RopeScalingKind::kFreqFactors) {
+    // moe's own form (a model loaded from GGUF rope_freqs and saved again).
+    MOE_CHECK(j.Has("factors") && j.json().at("factors").is_array(), "config",
+              "{}: rope_scaling freq_factors needs a 'factors' list", cfg.origin());
+    for (const auto& v : j.json().at("factors")) {
+      MOE_CHECK(v.is_number(), "config", "{}: rope_scaling factors must be numbers", cfg.origin());
+      s.freq_factors.push_back(v.get<double>());
+    }
+  }
   return s;
 }
 
@@ -280,6 +289,10 @@ nlohmann::json RopeScalingToJson(const kernels::RopeScaling& s) {
   if (s.kind == kernels::RopeScalingKind::kLlama3) {
     j["low_freq_factor"] = s.low_freq_factor;
     j["high_freq_factor"] = s.high_freq_factor;
+  }
+  if (s.kind == kernels::RopeScalingKind::kFreqFactors) {
+    j.erase("factor");
+    j["factors"] = s.freq_factors;
   }
   return j;
 }

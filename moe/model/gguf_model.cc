@@ -674,6 +674,18 @@ GgufModel LoadGgufModel(const std::string& path, const GgufLoadOptions& opts) {
             "{} of width {}, feed_forward_length {})",
             path, params, elems, cfg.d_model, cfg.n_layers, cfg.n_heads, cfg.moe.n_experts,
             cfg.moe.d_ff, cfg.dense_d_ff);
+  if (const io::GgufTensorInfo* rf = f.FindTensor("rope_freqs.weight")) {
+    // Per-frequency divisors of the RoPE angles (llama.cpp's form of Llama 3 scaling).
+    MOE_CHECK(rf->numel == out.config.rope_dim() / 2, kTag,
+              "{}: tensor 'rope_freqs.weight' has {} values; rope.dimension_count {} needs {}", path,
+              rf->numel, out.config.rope_dim(), out.config.rope_dim() / 2);
+    MOE_CHECK(out.config.rope_scaling.kind == kernels::RopeScalingKind::kNone, kTag,
+              "{}: both rope.scaling.type and a rope_freqs tensor scale RoPE", path);
+    const std::vector<float> v = ToF32(f, *rf);
+    out.config.rope_scaling.kind = kernels::RopeScalingKind::kFreqFactors;
+    out.config.rope_scaling.freq_factors.assign(v.begin(), v.end());
+    out.config.Validate();  // factors finite and > 0
+  }
   if (opts.mapped) {
     if (arch == "llama") out.config.rope_pairing = kernels::RopePairing::kInterleaved;
     LoadMapped(f, out.config, out.weights, path);
@@ -809,6 +821,11 @@ void SaveGgufModel(const ModelConfig& cfg, ModelWeights& weights, const std::str
     if (near(back.attn_scale, want.attn_scale)) back.attn_scale = want.attn_scale;
     if (near(back.moe.route_scale, want.moe.route_scale))
       back.moe.route_scale = want.moe.route_scale;
+    // Llama 3 / explicit frequency factors travel as the rope_freqs tensor (written below).
+    const bool freq_tensor = want.rope_scaling.kind == kernels::RopeScalingKind::kLlama3 ||
+                             want.rope_scaling.kind == kernels::RopeScalingKind::kFreqFactors;
+    if (freq_tensor && back.rope_scaling.kind == kernels::RopeScalingKind::kNone)
+      back.rope_scaling = want.rope_scaling;
     if (back.rope_scaling.kind == want.rope_scaling.kind) {  // f32 storage
       if (near(back.rope_scaling.mscale, want.rope_scaling.mscale))
         back.rope_scaling.mscale = want.rope_scaling.mscale;
@@ -848,6 +865,15 @@ void SaveGgufModel(const ModelConfig& cfg, ModelWeights& weights, const std::str
     }
   }
 
+  if (cfg.rope_scaling.kind == kernels::RopeScalingKind::kLlama3 ||
+      cfg.rope_scaling.kind == kernels::RopeScalingKind::kFreqFactors) {
+    // llama.cpp's form of Llama 3 scaling: the per-frequency divisors as an F32 tensor [r/2].
+    const std::vector<double> f =
+        kernels::RopeFreqFactors(cfg.rope_dim(), cfg.rope_theta, cfg.rope_scaling);
+    std::vector<float> v(f.begin(), f.end());
+    w.AddTensor("rope_freqs.weight", GgmlType::kF32, {static_cast<int64_t>(v.size())}, v.data(),
+                v.size() * sizeof(float));
+  }
   const std::vector<Part> parts =
       PlanParts(cfg, weights, arch == "llama", [](int64_t) { return true; });
   for (size_t i = 0; i < parts.size(); ++i) {

@@ -340,12 +340,47 @@ TEST(GgufModel, BadFilesAreClearErrors) {
               }),
               AllOf(HasSubstr("'chatglm-bpe' is not supported"), HasSubstr("llama-bpe")));
   EXPECT_THAT(ErrorOf([] { ParseGgufScheme("Q3_K_S"); }), HasSubstr("Q4_K_M"));
-  // Llama 3 RoPE scaling has no GGUF form here yet: the writer refuses it by name.
-  HfModel llama = LoadHfModel(Data("arch/llama"));
-  EXPECT_THAT(ErrorOf([&] { SaveGgufModel(llama.config, llama.weights, bad); }),
-              AllOf(HasSubstr("cannot express"), HasSubstr("rope_scaling")));
+  // A rope_freqs tensor of the wrong length, or next to rope.scaling.type.
+  EXPECT_THAT(with([](Rewrite& rw) {
+                rw.tensors.push_back(
+                    {"rope_freqs.weight", io::GgmlType::kF32, {5}, std::vector<uint8_t>(20)});
+              }),
+              HasSubstr("'rope_freqs.weight' has 5 values"));
   fs::remove(path);
   fs::remove(bad);
+}
+
+TEST(GgufModel, Llama3RopeScalingTravelsAsRopeFreqs) {
+  // llama.cpp stores Llama 3 scaling as the per-frequency divisors in rope_freqs.weight.
+  HfModel llama = LoadHfModel(Data("arch/llama"));
+  ASSERT_EQ(llama.config.rope_scaling.kind, kernels::RopeScalingKind::kLlama3);
+  const std::string path = TmpPath("llama3.gguf");
+  SaveGgufModel(llama.config, llama.weights, path);
+  const io::GgufFile f = io::GgufFile::Open(path);
+  const io::GgufTensorInfo& rf = f.GetTensor("rope_freqs.weight");
+  EXPECT_EQ(rf.numel, llama.config.rope_dim() / 2);
+  EXPECT_FALSE(f.Has("llama.rope.scaling.type"));
+  const std::vector<int32_t> toks = Tokens(llama.config.vocab_size, 40);
+  const std::vector<float> want = Logits(llama.config, llama.weights, toks);
+  for (const bool mapped : {false, true}) {
+    GgufModel g = LoadGgufModel(path, {.mapped = mapped});
+    EXPECT_EQ(g.config.rope_scaling.kind, kernels::RopeScalingKind::kFreqFactors);
+    EXPECT_LE(RelMaxErr(Logits(g.config, g.weights, toks), want), 1e-5) << "mapped " << mapped;
+    if (!mapped) {
+      // And again: freq_factors write the same tensor.
+      const std::string again = TmpPath("llama3_again.gguf");
+      SaveGgufModel(g.config, g.weights, again);
+      const io::GgufFile f2 = io::GgufFile::Open(again);
+      const io::GgufTensorInfo& rf2 = f2.GetTensor("rope_freqs.weight");
+      EXPECT_EQ(std::memcmp(rf.data, rf2.data, rf.nbytes), 0);
+      fs::remove(again);
+    }
+  }
+  // Without the tensor the model would silently run unscaled RoPE: the factors matter.
+  ModelConfig plain = llama.config;
+  plain.rope_scaling = {};
+  EXPECT_GT(RelMaxErr(Logits(plain, llama.weights, toks), want), 1e-6);
+  fs::remove(path);
 }
 
 TEST(GgufModel, TrainedPresetsRoundTripAndUnexpressibleOptionsAreErrors) {
