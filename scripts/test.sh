@@ -16,7 +16,7 @@ if [ "${MOE_SKIP_ASAN:-0}" != 1 ]; then
     ctest --test-dir build/asan --output-on-failure -j"$jobs" -L unit
 fi
 if [ "${MOE_SKIP_FUZZ:-0}" != 1 ]; then
-  # The parsers of untrusted files: GGUF longest. About 2 minutes of fuzzing after a ~3 minute build.
+  # The parsers of untrusted files, GGUF longest: about 2 minutes of fuzzing after a ~1.5 minute build.
   secs="${MOE_FUZZ_SECONDS:-20}"
   MOE_FUZZ_SECONDS_GGUF="${MOE_FUZZ_SECONDS_GGUF:-$((3 * secs))}" bash scripts/fuzz.sh "$secs"
 fi
