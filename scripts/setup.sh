@@ -17,9 +17,12 @@ for arg in "$@"; do
   esac
 done
 
+# clang-14 + libclang-rt-14-dev (libFuzzer and the sanitizer runtimes, only a Recommends of clang-14):
+# the fuzz targets that scripts/test.sh runs (scripts/fuzz.sh).
 packages=(g++ cmake ninja-build ccache pkg-config
           libopenblas-dev libfmt-dev nlohmann-json3-dev libcli11-dev
-          libgtest-dev libbenchmark-dev libonig-dev libicu-dev)
+          libgtest-dev libbenchmark-dev libonig-dev libicu-dev
+          clang-14 libclang-rt-14-dev)
 [ "$with_torch" = 1 ] && packages+=(python3 python3-torch python3-numpy)
 
 missing=()
