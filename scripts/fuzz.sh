@@ -49,7 +49,7 @@ for name in "${names[@]}"; do
   corpus="build/fuzz/corpus/$name"
   mkdir -p "$corpus"
   # -timeout: one input running longer than this is a finding (a hang), not a stuck CI job.
-  args=(-max_total_time="$t" -max_len=4096 -timeout=30 -rss_limit_mb=2048 -print_final_stats=1
+  args=(-max_total_time="$t" -max_len=4096 -timeout=30 -rss_limit_mb=2048 -print_final_stats=1 -print_funcs=0
         -artifact_prefix="build/fuzz/artifacts/$name-")
   [ -f "fuzz/$name.dict" ] && args+=(-dict="fuzz/$name.dict")
   # fuzz/<name>.flags: extra libFuzzer flags for one target (later flags win, e.g. -max_len).
