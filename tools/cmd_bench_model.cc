@@ -252,38 +252,45 @@ int RunModelBench(const ModelBenchOptions& opt) {
   for (size_t i = 0; i < prompt.size(); ++i)
     prompt[i] = static_cast<int32_t>((i * 7919 + 13) % std::min<int64_t>(cfg.vocab_size, 255));
 
-  std::vector<double> prefill_s, decode_s;
-  double bw = 0, sgemm = 0;
+  std::vector<double> prefill_s, decode_s, bws, sgemms, prefill_frac, decode_frac;
   generate::GenerateOptions go;
   go.max_tokens = opt.decode;
   go.prefill_chunk = opt.prefill;
+  const double flops = PrefillFlops(cfg, opt.prefill);
+  const double bytes = DecodeBytes(cfg, w, opt.prefill + opt.decode / 2);
   for (int r = 0; r < opt.reps; ++r) {
-    // Machine limits measured between the model runs, so all see the same conditions.
-    bw = std::max(bw, kernels::MeasureReadBandwidthGBs(ctx, int64_t{1} << 30, 2));
-    sgemm = std::max(sgemm, kernels::MeasureSgemmGflops(ctx, 2048, 2048, 2048, 2));
+    // The machine's limits are measured right before each run and each run is compared with its
+    // own: bandwidth on a shared machine drifts by tens of percent from minute to minute.
+    sgemms.push_back(kernels::MeasureSgemmGflops(ctx, 2048, 2048, 2048, 2));
+    bws.push_back(kernels::MeasureReadBandwidthGBs(ctx, int64_t{1} << 30, 2));
     gen.Reset();
     const generate::GenerateResult res = gen.Generate(prompt, go);
     prefill_s.push_back(res.prefill_s);
     decode_s.push_back(res.decode_s / static_cast<double>(std::max<int64_t>(1, res.decode_tokens)));
-    std::printf("  rep %d: prefill %.1f tok/s, decode %.2f tok/s\n", r + 1,
-                res.PrefillTokensPerSecond(), res.DecodeTokensPerSecond());
+    prefill_frac.push_back(flops / res.prefill_s / 1e9 / sgemms.back());
+    decode_frac.push_back(bytes / decode_s.back() / 1e9 / bws.back());
+    std::printf(
+        "  rep %d: prefill %.1f tok/s (%.0f%% of sgemm %.0f GFLOP/s), decode %.2f tok/s (%.0f%% of "
+        "%.1f GB/s)\n",
+        r + 1, res.PrefillTokensPerSecond(), 100.0 * prefill_frac.back(), sgemms.back(),
+        res.DecodeTokensPerSecond(), 100.0 * decode_frac.back(), bws.back());
     std::fflush(stdout);
   }
   const double tp = Median(prefill_s), td = Median(decode_s);
-  const double flops = PrefillFlops(cfg, opt.prefill);
-  const double bytes = DecodeBytes(cfg, w, opt.prefill + opt.decode / 2);
+  const double sgemm = Median(sgemms), bw = Median(bws);
+  const double pf = Median(prefill_frac), df = Median(decode_frac);
   const auto [rss_end, hwm_end] = ResidentBytes();
   const double prefill_gflops = flops / tp / 1e9;
   const double decode_tps = 1.0 / td;
-  const double roof_tps = bw * 1e9 / bytes;
-  std::printf("\nsame-run limits: sgemm %.1f GFLOP/s, read bandwidth %.1f GB/s\n", sgemm, bw);
+  std::printf("\nsame-run limits (median of the reps): sgemm %.1f GFLOP/s, read bandwidth %.1f GB/s\n",
+              sgemm, bw);
   std::printf("prefill %lld tokens: %.1f tok/s, %.1f GFLOP/s active = %.0f%% of sgemm\n",
-              static_cast<long long>(opt.prefill), opt.prefill / tp, prefill_gflops,
-              100.0 * prefill_gflops / sgemm);
+              static_cast<long long>(opt.prefill), opt.prefill / tp, prefill_gflops, 100.0 * pf);
   std::printf(
-      "decode: %.2f tok/s, %.1f MB read per token, %.1f GB/s = %.0f%% of the bandwidth roofline "
-      "(%.2f tok/s)\n",
-      decode_tps, bytes / 1e6, bytes * decode_tps / 1e9, 100.0 * decode_tps / roof_tps, roof_tps);
+      "decode: %.2f tok/s, %.1f MB read per token, %.1f GB/s = %.0f%% of the bandwidth roofline\n",
+      decode_tps, bytes / 1e6, bytes * decode_tps / 1e9, 100.0 * df);
+  std::printf("(fractions: the median over the reps of each run against the limits measured just "
+              "before it)\n");
   std::printf("memory: weights %.2f GB as stored, resident %.2f GB after the runs (peak %.2f GB, "
               "which includes the 1 GiB bandwidth probe)\n",
               weight_bytes / 1e9, rss_end / 1e9, hwm_end / 1e9);
@@ -296,10 +303,10 @@ int RunModelBench(const ModelBenchOptions& opt) {
                         {"prefill_tokens", opt.prefill},
                         {"prefill_tok_s", opt.prefill / tp},
                         {"prefill_gflops", prefill_gflops},
-                        {"prefill_frac_sgemm", prefill_gflops / sgemm},
+                        {"prefill_frac_sgemm", pf},
                         {"decode_tok_s", decode_tps},
                         {"decode_bytes_per_token", bytes},
-                        {"decode_frac_roofline", decode_tps / roof_tps},
+                        {"decode_frac_roofline", df},
                         {"weight_bytes", weight_bytes},
                         {"resident_bytes_after_load", rss_load},
                         {"resident_bytes_after_runs", rss_end}};
