@@ -71,6 +71,8 @@ model::ModelConfig BenchShape(const std::string& name) {
     c.moe.d_ff = 512;
     c.moe.renormalize = false;
   } else if (name == "qwen2-moe-like") {
+    c.architecture = "Qwen2MoeForCausalLM";  // q/k/v biases and a gated shared expert
+    c.qkv_bias = true;
     c.moe.n_experts = 60;
     c.moe.top_k = 4;
     c.moe.d_ff = 704;
