@@ -82,9 +82,13 @@ void ExpectConsistent(const GgufReport& r, const std::string& path, const std::s
   EXPECT_EQ(PartNamed(r, "dense ffn").params, p.dense_ffn) << what;
   EXPECT_EQ(PartNamed(r, "norms").params, p.norms) << what;
   EXPECT_EQ(PartNamed(r, "head").params, p.head) << what;
-  EXPECT_EQ(PartNamed(r, "other").tensors, 0) << what;
-
   const io::GgufFile f = io::GgufFile::Open(path);
+  // "other" holds only Llama 3's RoPE divisors (part of the config, not a parameter).
+  const io::GgufTensorInfo* rf = f.FindTensor("rope_freqs.weight");
+  EXPECT_EQ(PartNamed(r, "other").tensors, rf != nullptr ? 1 : 0) << what;
+  EXPECT_EQ(PartNamed(r, "other").params, rf != nullptr ? static_cast<double>(rf->numel) : 0.0)
+      << what;
+
   uint64_t tensor_bytes = 0;
   std::map<std::string, std::pair<int64_t, uint64_t>> by_type;  // name -> tensors, bytes
   for (const io::GgufTensorInfo& t : f.tensors()) {
@@ -134,6 +138,8 @@ TEST_P(InspectGgufFixture, DescribesTheSameModelAsTheHuggingFaceFolder) {
     EXPECT_EQ(CountParams(r.config).total(), CountParams(hf.config).total()) << what;
     EXPECT_EQ(CountParams(r.config).active(), CountParams(hf.config).active()) << what;
     ExpectConsistent(r, path, what);
+    // Llama 3 RoPE scaling travels as the rope_freqs tensor.
+    EXPECT_EQ(PartNamed(r, "other").tensors, std::string(GetParam()) == "llama" ? 1 : 0) << what;
     const std::string report = InspectModel(path);
     for (const char* key : {"shape", "ffn", "params"}) {
       EXPECT_EQ(LinesOf(report, key), LinesOf(hf_report, key)) << what << "\n" << report;
@@ -152,8 +158,8 @@ TEST_P(InspectGgufFixture, DescribesTheSameModelAsTheHuggingFaceFolder) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Families, InspectGgufFixture,
-                         ::testing::Values("mixtral", "mistral", "qwen2", "qwen2_moe", "qwen3_moe",
-                                           "olmoe", "deepseek_v2", "deepseek_v3"),
+                         ::testing::Values("mixtral", "llama", "mistral", "qwen2", "qwen2_moe",
+                                           "qwen3_moe", "olmoe", "deepseek_v2", "deepseek_v3"),
                          [](const auto& info) { return std::string(info.param); });
 
 // Mixtral-like and Qwen2-MoE-like models wide enough for K-quants (rows of 256).
