@@ -640,15 +640,12 @@ std::string_view Name(GgufScheme s) {
   return "?";
 }
 
-GgufModel LoadGgufModel(const std::string& path, const GgufLoadOptions& opts) {
-  const io::GgufFile f = io::GgufFile::Open(path);
-  GgufModel out;
+ModelConfig GgufModelConfig(const io::GgufFile& f, const std::string& path, std::string* arch_out) {
   MOE_CHECK(f.Has("general.architecture"), kTag, "{}: no 'general.architecture' (supported: {})",
             path, GgufArchitectureNames());
   const std::string arch = f.GetString("general.architecture");
   MOE_CHECK(KnownArch(arch), kTag, "{}: architecture '{}' is not supported (supported: {})", path,
             arch, GgufArchitectureNames());
-  out.architecture = arch;
   const Lookup find = [&](std::string_view k) { return f.Find(k); };
   const io::GgufTensorInfo* embd = f.FindTensor("token_embd.weight");
   MOE_CHECK(embd != nullptr && embd->dims.size() == 2, kTag,
@@ -660,15 +657,14 @@ GgufModel LoadGgufModel(const std::string& path, const GgufLoadOptions& opts) {
   for (int64_t l = 0; l < n_layers; ++l)
     moe_layers[static_cast<size_t>(l)] =
         f.HasTensor("blk." + std::to_string(l) + ".ffn_gate_inp.weight") ? 1 : 0;
-  out.config =
+  ModelConfig cfg =
       ConfigFrom(arch, find, embd->dims[1], moe_layers, !f.HasTensor("output.weight"), path);
-  const ModelConfig& cfg = out.config;
-  // Sizes first: a config describing far more parameters than the file's tensors hold is wrong,
-  // and nothing is allocated for it (a missing or mis-shaped tensor is named below instead).
+  // A config describing far more parameters than the file's tensors hold is wrong (a missing or
+  // mis-shaped tensor is named by the loader instead).
   const double params = CountParams(cfg).total();
   double elems = 0;
   for (const io::GgufTensorInfo& t : f.tensors()) elems += static_cast<double>(t.numel);
-  MOE_CHECK(params <= 2 * elems + 1e6 && params * 4 <= static_cast<double>(kMaxAllocBytes), kTag,
+  MOE_CHECK(params <= 2 * elems + 1e6, kTag,
             "{}: the metadata describes {:.4g} parameters but the tensors hold {:.4g} values: a "
             "size key is wrong (embedding_length {}, block_count {}, head_count {}, expert_count "
             "{} of width {}, feed_forward_length {})",
@@ -676,16 +672,31 @@ GgufModel LoadGgufModel(const std::string& path, const GgufLoadOptions& opts) {
             cfg.moe.d_ff, cfg.dense_d_ff);
   if (const io::GgufTensorInfo* rf = f.FindTensor("rope_freqs.weight")) {
     // Per-frequency divisors of the RoPE angles (llama.cpp's form of Llama 3 scaling).
-    MOE_CHECK(rf->numel == out.config.rope_dim() / 2, kTag,
+    MOE_CHECK(rf->numel == cfg.rope_dim() / 2, kTag,
               "{}: tensor 'rope_freqs.weight' has {} values; rope.dimension_count {} needs {}", path,
-              rf->numel, out.config.rope_dim(), out.config.rope_dim() / 2);
-    MOE_CHECK(out.config.rope_scaling.kind == kernels::RopeScalingKind::kNone, kTag,
+              rf->numel, cfg.rope_dim(), cfg.rope_dim() / 2);
+    MOE_CHECK(cfg.rope_scaling.kind == kernels::RopeScalingKind::kNone, kTag,
               "{}: both rope.scaling.type and a rope_freqs tensor scale RoPE", path);
     const std::vector<float> v = ToF32(f, *rf);
-    out.config.rope_scaling.kind = kernels::RopeScalingKind::kFreqFactors;
-    out.config.rope_scaling.freq_factors.assign(v.begin(), v.end());
-    out.config.Validate();  // factors finite and > 0
+    cfg.rope_scaling.kind = kernels::RopeScalingKind::kFreqFactors;
+    cfg.rope_scaling.freq_factors.assign(v.begin(), v.end());
+    cfg.Validate();  // factors finite and > 0
   }
+  if (arch_out != nullptr) *arch_out = arch;
+  return cfg;
+}
+
+GgufModel LoadGgufModel(const std::string& path, const GgufLoadOptions& opts) {
+  const io::GgufFile f = io::GgufFile::Open(path);
+  GgufModel out;
+  out.config = GgufModelConfig(f, path, &out.architecture);
+  const std::string& arch = out.architecture;
+  const ModelConfig& cfg = out.config;
+  // Nothing is allocated for a model beyond what moe allocates (f32, 4 bytes per parameter).
+  const double params = CountParams(cfg).total();
+  MOE_CHECK(params * 4 <= static_cast<double>(kMaxAllocBytes), kTag,
+            "{}: {:.4g} parameters take {:.4g} bytes as f32, more than moe allocates ({})", path,
+            params, params * 4, kMaxAllocBytes);
   if (opts.mapped) {
     if (arch == "llama") out.config.rope_pairing = kernels::RopePairing::kInterleaved;
     LoadMapped(f, out.config, out.weights, path);

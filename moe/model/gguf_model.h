@@ -77,3 +77,18 @@ void SaveGgufModel(const ModelConfig& cfg, ModelWeights& weights, const std::str
                    const GgufSaveOptions& opts = {});
 
 }  // namespace moe::model
+
+namespace moe::io {
+class GgufFile;
+}  // namespace moe::io
+
+namespace moe::model {
+
+// The ModelConfig a GGUF file describes, from its metadata and tensor infos only (no tensor data
+// is read): what LoadGgufModel builds before it loads weights, and what `moe inspect` prints.
+// `arch` (when set) receives general.architecture. Error naming `path` for an unsupported
+// architecture, a missing key or token_embd, or sizes the tensors cannot hold.
+ModelConfig GgufModelConfig(const io::GgufFile& f, const std::string& path,
+                            std::string* arch = nullptr);
+
+}  // namespace moe::model
