@@ -692,18 +692,20 @@ GgufModel LoadGgufModel(const std::string& path, const GgufLoadOptions& opts) {
   out.config = GgufModelConfig(f, path, &out.architecture);
   const std::string& arch = out.architecture;
   const ModelConfig& cfg = out.config;
-  // Nothing is allocated for a model beyond what moe allocates (f32, 4 bytes per parameter).
-  const double params = CountParams(cfg).total();
-  MOE_CHECK(params * 4 <= static_cast<double>(kMaxAllocBytes), kTag,
-            "{}: {:.4g} parameters take {:.4g} bytes as f32, more than moe allocates ({})", path,
-            params, params * 4, kMaxAllocBytes);
   if (opts.mapped) {
+    // Weights stay in the file: only vectors and F16/BF16 matrices are allocated (each checked).
     if (arch == "llama") out.config.rope_pairing = kernels::RopePairing::kInterleaved;
     LoadMapped(f, out.config, out.weights, path);
     out.tokenizer = tokenizer::TokenizerSpecFromGguf(f);
     out.chat_template = f.GetString("tokenizer.chat_template", "");
     return out;
   }
+  // Nothing is allocated for a model beyond what moe allocates (f32, 4 bytes per parameter).
+  const double params = CountParams(cfg).total();
+  MOE_CHECK(params * 4 <= static_cast<double>(kMaxAllocBytes), kTag,
+            "{}: {:.4g} parameters take {:.4g} bytes as f32, more than moe allocates ({}); run "
+            "it mapped (moe run / chat / perplexity do)",
+            path, params, params * 4, kMaxAllocBytes);
   out.weights.Allocate(cfg, DType::kF32);
   const std::vector<Part> parts = PlanParts(cfg, out.weights, arch == "llama", [&](int64_t l) {
     return !f.HasTensor("blk." + std::to_string(l) + ".ffn_gate.0.weight");
