@@ -4,7 +4,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <cstdlib>
 #include <cstring>
 
 #include "moe/core/error.h"
@@ -330,14 +329,6 @@ void QuantMatMulWith(const QuantOps& ops, QuantType t, const void* w, int64_t n,
   ParallelForRange(n, ctx, [&](int64_t b, int64_t e, int) {
     QuantDotRows(ops, t, wb, row_bytes, b, e, acts, m, y, n);
   }, 4);
-}
-
-int64_t QuantPrefetchBytes() {
-  static const int64_t bytes = [] {
-    const char* env = std::getenv("MOE_QUANT_PREFETCH");
-    return env && *env ? std::strtoll(env, nullptr, 10) : int64_t{4096};
-  }();
-  return bytes;
 }
 
 void QuantDotRows(const QuantOps& ops, QuantType t, const uint8_t* w, int64_t row_bytes,

@@ -311,17 +311,6 @@ struct Group32 {
   }
 };
 
-// Software prefetch for the decode kernels: at the start of each weight row, the same number of
-// bytes kQuantPrefetch bytes further on (the rows of a range are back to back). Mapped GGUF weights
-// sit on 4 KiB pages, where the hardware prefetcher stops at every page boundary; asking a few KiB
-// ahead keeps the memory busy across them.
-MOE_INLINE void PrefetchRowAhead(const uint8_t* row, int64_t row_bytes) {
-  const int64_t ahead = QuantPrefetchBytes();
-  if (ahead <= 0) return;
-  const char* p = reinterpret_cast<const char*>(row + ahead);
-  for (int64_t o = 0; o < row_bytes; o += 64) _mm_prefetch(p + o, _MM_HINT_T0);
-}
-
 template <bool kVnni, QuantType T, int M>
 void Dot32M(const uint8_t* w, int64_t wrb, int64_t rows, const QuantActs& a, int64_t a_row,
             float* y, int64_t ldy) {
@@ -330,7 +319,6 @@ void Dot32M(const uint8_t* w, int64_t wrb, int64_t rows, const QuantActs& a, int
   const int64_t nb = a.k / 32, nfull = nb / 16;
   for (int64_t j = 0; j < rows; ++j) {
     const uint8_t* wr = w + j * wrb;
-    PrefetchRowAhead(wr, wrb);
     __m512 acc[M];
     for (int i = 0; i < M; ++i) acc[i] = _mm512_setzero_ps();
     int64_t g = 0;
@@ -525,7 +513,6 @@ void DotQ45KM1(const uint8_t* w, int64_t wrb, int64_t rows, const QuantActs& a, 
   const float* dx = a.d(a_row);
   for (int64_t j = 0; j < rows; ++j) {
     const uint8_t* wr = w + j * wrb;
-    PrefetchRowAhead(wr, wrb);
     __m128 acc = _mm_setzero_ps();
     // Four super-blocks, then one Reduce8 of their 4 isums and 4 msums.
     auto four = [&](int64_t b, int count) MOE_LAMBDA_INLINE {
@@ -626,7 +613,6 @@ void DotQ6KM1(const uint8_t* w, int64_t wrb, int64_t rows, const QuantActs& a, i
   const float* dx = a.d(a_row);
   for (int64_t j = 0; j < rows; ++j) {
     const uint8_t* wr = w + j * wrb;
-    PrefetchRowAhead(wr, wrb);
     __m128 acc = _mm_setzero_ps();
     // Eight super-blocks, one Reduce8; lanes 0..3 then 4..7 go into acc[b % 4] in block order.
     auto eight = [&](int64_t b, int count) MOE_LAMBDA_INLINE {

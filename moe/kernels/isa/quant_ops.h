@@ -200,10 +200,6 @@ void QuantDotRows(const QuantOps& ops, QuantType t, const uint8_t* w, int64_t ro
                   int64_t j_begin, int64_t j_end, const QuantActs& acts, int64_t m, float* y,
                   int64_t ldy);
 
-// How far ahead (bytes) the decode kernels prefetch weights; MOE_QUANT_PREFETCH overrides it
-// (0 turns it off).
-int64_t QuantPrefetchBytes();
-
 // QuantMatMul with a given table (tests and benchmarks compare tables with it).
 void QuantMatMulWith(const QuantOps& ops, QuantType t, const void* w, int64_t n, int64_t k,
                      const float* x, int64_t m, float* y, Context& ctx);
