@@ -94,33 +94,6 @@ void LinearForward(CView<T> x, CView<T> w, View<T> y, Context& ctx) {
 }
 
 template <typename T>
-void LinearForwardMany(CView<T> x, std::initializer_list<std::pair<CView<T>, View<T>>> products, Context& ctx) {
-  const int64_t t = x.rows(), k = x.cols();
-  int64_t total = 0;
-  for (const auto& [w, y] : products) {
-    MOE_CHECK(w.cols() == k && y.rows() == t && y.cols() == w.rows(), "linear", "x {} * w {}^T does not fit y {}",
-              x.shape.str(), w.shape.str(), y.shape.str());
-    total += w.rows();
-  }
-  if (t > kSmallM * ctx.threads()) {
-    for (const auto& [w, y] : products) LinearForward<T>(x, w, y, ctx);
-    return;
-  }
-  const MatmulPrecision prec = ctx.matmul_precision();
-  // Rows [b, e) of the concatenation of the weights.
-  ParallelForRange(total, ctx, [&](int64_t b, int64_t e, int) {
-    int64_t base = 0;
-    for (const auto& [w, y] : products) {
-      const int64_t n = w.rows(), lo = std::max(b, base), hi = std::min(e, base + n);
-      if (lo < hi)
-        MatMulNT<T>(x.data, k, t, w.data + (lo - base) * k, k, hi - lo, k, y.data + (lo - base), y.cols(), false,
-                    prec);
-      base += n;
-    }
-  }, 16);
-}
-
-template <typename T>
 void LinearBackward(CView<T> dy, CView<T> x, CView<T> w, View<T> dx, View<T> dw, Context& ctx) {
   const int64_t t = x.rows(), k = x.cols(), n = w.rows();
   MOE_CHECK(w.cols() == k && dy.rows() == t && dy.cols() == n, "linear",
@@ -144,7 +117,6 @@ void LinearBackward(CView<T> dy, CView<T> x, CView<T> w, View<T> dx, View<T> dw,
   template void MatMulNT<T>(const T*, int64_t, int64_t, const T*, int64_t, int64_t, int64_t, T*, \
                             int64_t, bool, MatmulPrecision);                                     \
   template void LinearForward<T>(CView<T>, CView<T>, View<T>, Context&);                        \
-  template void LinearForwardMany<T>(CView<T>, std::initializer_list<std::pair<CView<T>, View<T>>>, Context&); \
   template void LinearBackward<T>(CView<T>, CView<T>, CView<T>, View<T>, View<T>, Context&);
 MOE_INSTANTIATE(float)
 MOE_INSTANTIATE(double)

@@ -6,8 +6,6 @@
 #pragma once
 
 #include <cstdint>
-#include <initializer_list>
-#include <utility>
 
 #include "moe/core/context.h"
 #include "moe/core/tensor.h"
@@ -42,12 +40,6 @@ bool UsesBf16Kernel(int64_t m, int64_t n, int64_t k);
 // y[T, N] = x[T, K] * w[N, K]^T, split over the pool.
 template <typename T>
 void LinearForward(CView<T> x /*[T,K]*/, CView<T> w /*[N,K]*/, View<T> y /*[T,N]*/, Context& ctx);
-
-// Several products of the same x (e.g. the q, k and v projections): y_i = x * w_i^T. With few rows
-// (decode) all weight rows are split over the pool in one parallel region instead of one region
-// per product, which matters when each product is only a few MB of weights.
-template <typename T>
-void LinearForwardMany(CView<T> x, std::initializer_list<std::pair<CView<T>, View<T>>> products, Context& ctx);
 
 // dx[T, K] += dy[T, N] * w[N, K];  dw[N, K] += dy^T * x. An empty dx or dw is skipped.
 template <typename T>

@@ -83,36 +83,6 @@ TEST(Gemm, AllTransposesWithLeadingDimsAlphaAndBeta) {
 
 // One region over several weights gives exactly the products one by one, for decode-sized and
 // prefill-sized x, with weight row counts that do not divide evenly between the threads.
-TEST(LinearForwardMany, EqualsSeparateProducts) {
-  Context ctx({.threads = 3});
-  Rng rng(5);
-  for (int64_t t : {1, 3, 40}) {
-    Tensor x(DType::kF32, {t, 24}), wq(DType::kF32, {37, 24}), wk(DType::kF32, {13, 24}),
-        wv(DType::kF32, {19, 24});
-    for (Tensor* a : {&x, &wq, &wk, &wv}) {
-      auto v = a->view<float>();
-      for (int64_t i = 0; i < v.numel(); ++i) v.data[i] = static_cast<float>(rng.Normal());
-    }
-    Tensor q(DType::kF32, {t, 37}), k(DType::kF32, {t, 13}), v(DType::kF32, {t, 19});
-    LinearForwardMany<float>(x.view<const float>(),
-                             {{wq.view<const float>(), q.view<float>()},
-                              {wk.view<const float>(), k.view<float>()},
-                              {wv.view<const float>(), v.view<float>()}},
-                             ctx);
-    for (auto [w, y] : {std::pair{&wq, &q}, std::pair{&wk, &k}, std::pair{&wv, &v}}) {
-      Tensor ref(DType::kF32, y->shape());
-      LinearForward<float>(x.view<const float>(), w->view<const float>(), ref.view<float>(), ctx);
-      const auto a = y->view<const float>(), b = ref.view<const float>();
-      for (int64_t i = 0; i < a.numel(); ++i)
-        ASSERT_EQ(a.data[i], b.data[i]) << "t=" << t << " i=" << i;
-    }
-  }
-  Tensor x(DType::kF32, {1, 24}), w(DType::kF32, {5, 23}), y(DType::kF32, {1, 5});
-  EXPECT_THROW(LinearForwardMany<float>(x.view<const float>(),
-                                        {{w.view<const float>(), y.view<float>()}}, ctx),
-               Error);
-}
-
 TEST(Gemm, EmptyOutputIsANoOp) {
   std::vector<float> c = {7.0f};
   const float a = 1.0f;
