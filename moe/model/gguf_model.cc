@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <cstring>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -241,8 +242,9 @@ class MappedLoader {
   // Norms, biases, routers and gates: always F32 (borrowed when the file holds F32).
   void Vector(const std::string& name, Tensor& dst, Shape want) {
     const io::GgufTensorInfo& t = Find(name, want);
-    dst = t.type == GgmlType::kF32 ? Tensor::Borrow(DType::kF32, want, t.data, owner_)
-                                   : ToTensor(t, want);
+    dst = t.type == GgmlType::kF32 && Borrowable(t)
+              ? Tensor::Borrow(DType::kF32, want, t.data, owner_)
+              : ToTensor(t, want);
   }
   // Expert slices of a merged [E, rows, cols] tensor: (experts[e].*part) = slice e.
   void Experts(const std::string& name, std::vector<mixture::FfnMatrices>& experts,
@@ -282,7 +284,10 @@ class MappedLoader {
     used_.insert(name);
     return *t;
   }
+  // F32 and quantised data is used in place; F16/BF16 is converted, and so is F32 that a file with
+  // general.alignment < 4 left at an address floats cannot be read from.
   static bool Borrowable(const io::GgufTensorInfo& t) {
+    if (t.type == GgmlType::kF32) return reinterpret_cast<uintptr_t>(t.data) % alignof(float) == 0;
     return t.type != GgmlType::kF16 && t.type != GgmlType::kBF16;
   }
   static DType DTypeFor(const io::GgufTensorInfo& t) {
