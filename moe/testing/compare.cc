@@ -1,5 +1,7 @@
 #include "moe/testing/compare.h"
 
+#include "moe/core/error.h"
+
 #include <cmath>
 
 #include <fmt/format.h>
@@ -60,5 +62,14 @@ MOE_INSTANTIATE(float, double)
 MOE_INSTANTIATE(double, double)
 MOE_INSTANTIATE(double, float)
 #undef MOE_INSTANTIATE
+
+std::string ErrorOf(const std::function<void()>& fn) {
+  try {
+    fn();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "(no error)";
+}
 
 }  // namespace moe::testing

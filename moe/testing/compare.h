@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
 
 #include <gtest/gtest.h>
@@ -31,5 +32,9 @@ CompareResult Compare(const A* actual, const E* expected, int64_t n, const Toler
 template <typename A, typename E>
 ::testing::AssertionResult ExpectClose(const A* actual, const E* expected, int64_t n,
                                        const Tolerance& tol, const std::string& what = "");
+
+// The message of the moe::Error that fn throws, or "(no error)" when it returns normally (tests
+// assert on error messages with it).
+std::string ErrorOf(const std::function<void()>& fn);
 
 }  // namespace moe::testing

@@ -13,6 +13,7 @@
 #include <string>
 
 #include "moe/core/error.h"
+#include "moe/testing/compare.h"
 
 namespace moe::chat {
 namespace {
@@ -34,16 +35,9 @@ std::string ReadText(const std::string& path) {
   return ss.str();
 }
 
-std::string ErrorOf(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "<no error>";
-}
+using moe::testing::ErrorOf;
 
-class FamilyTest : public testing::TestWithParam<const char*> {};
+class FamilyTest : public ::testing::TestWithParam<const char*> {};
 
 TEST_P(FamilyTest, MatchesJinja2Goldens) {
   const std::string family = GetParam();
@@ -80,7 +74,7 @@ TEST_P(FamilyTest, PlainMessagesApi) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Families, FamilyTest, testing::ValuesIn(kFamilies));
+INSTANTIATE_TEST_SUITE_P(Families, FamilyTest, ::testing::ValuesIn(kFamilies));
 
 class TempDir {
  public:

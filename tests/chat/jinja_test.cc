@@ -12,6 +12,7 @@
 #include <string>
 
 #include "moe/core/error.h"
+#include "moe/testing/compare.h"
 
 namespace moe::chat {
 namespace {
@@ -45,14 +46,7 @@ std::string Render(const std::string& src, const Value& vars = Value(),
   return Template::Parse(src, "t").Render(vars, o);
 }
 
-std::string ErrorOf(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "<no error>";
-}
+using moe::testing::ErrorOf;
 
 std::string RenderError(const std::string& src, const Value& vars = Value()) {
   return ErrorOf([&] { Render(src, vars); });
@@ -67,7 +61,7 @@ TEST(Jinja, MatchesJinja2OnUnitTemplates) {
     SCOPED_TRACE(src);
     std::string got;
     const std::string err = ErrorOf([&] { got = Render(src, vars); });
-    EXPECT_EQ(err, "<no error>");
+    EXPECT_EQ(err, "(no error)");
     EXPECT_EQ(got, c["expected"].get<std::string>());
   }
 }

@@ -16,6 +16,7 @@
 #include "moe/core/dtype.h"
 #include "moe/core/error.h"
 #include "moe/core/rng.h"
+#include "moe/testing/compare.h"
 
 namespace moe::io {
 
@@ -30,14 +31,7 @@ std::vector<uint8_t> ReadAll(const std::string& path) {
   return std::vector<uint8_t>(std::istreambuf_iterator<char>(in), {});
 }
 
-std::string ErrorOf(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "<no error>";
-}
+using moe::testing::ErrorOf;
 
 #define EXPECT_ERROR(stmt, substr)                                            \
   do {                                                                        \

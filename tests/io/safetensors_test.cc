@@ -15,6 +15,7 @@
 
 #include "moe/core/error.h"
 #include "moe/core/rng.h"
+#include "moe/testing/compare.h"
 
 namespace moe::io {
 namespace {
@@ -59,14 +60,7 @@ std::vector<uint8_t> RawFile(const std::string& header, size_t data_bytes) {
   return RawFile(header.size(), header, data_bytes);
 }
 
-std::string ErrorOf(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "<no error>";
-}
+using moe::testing::ErrorOf;
 
 TEST_F(SafetensorsTest, RoundTripsEveryDtype) {
   const StDType all[] = {StDType::kBool, StDType::kU8,   StDType::kI8,     StDType::kU16,

@@ -26,14 +26,7 @@ using ::testing::HasSubstr;
 
 const testing::Tolerance kF32Tol{.atol = 1e-5, .rtol = 1e-4, .nmse = 1e-10};
 
-std::string ErrorOf(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
+using moe::testing::ErrorOf;
 
 // A weight [n, k] stored as `dtype` (quantised row by row from random values).
 struct TestWeight {

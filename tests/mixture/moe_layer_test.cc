@@ -204,15 +204,7 @@ std::vector<double> RefExpert(const double* x, int64_t tokens, const MoeWeights&
   return moe::testing::RefMatMulNT(a.data(), w2, tokens, d, f);
 }
 
-// The message of the moe::Error fn throws, or "(no error)".
-std::string ErrorOf(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
+using moe::testing::ErrorOf;
 
 // ---- configuration and input errors ------------------------------------------------------------
 

@@ -22,6 +22,7 @@
 #include "moe/model/hf_model.h"
 #include "moe/model/inspect.h"
 #include "moe/model/transformer.h"
+#include "moe/testing/compare.h"
 
 namespace moe::model {
 namespace {
@@ -33,14 +34,7 @@ std::string Fixture(const std::string& name) {
   return std::string(MOE_TEST_DATA_DIR) + "/arch/" + name;
 }
 
-std::string ErrorOf(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
+using moe::testing::ErrorOf;
 
 struct Golden {
   std::vector<int32_t> tokens;  // prompt + greedy continuation

@@ -13,6 +13,7 @@
 #include "moe/io/file.h"
 #include "moe/io/safetensors.h"
 #include "moe/model/checkpoint.h"
+#include "moe/testing/compare.h"
 
 namespace moe::model {
 namespace {
@@ -41,14 +42,7 @@ ModelConfig Small(bool tie = false) {
   return c;
 }
 
-std::string ErrorOf(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
+using moe::testing::ErrorOf;
 
 TEST(ModelConfig, HfJsonRoundTripsEveryOption) {
   ModelConfig c = Small();

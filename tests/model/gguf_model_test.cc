@@ -27,6 +27,8 @@
 #include "moe/tokenizer/gguf_vocab.h"
 #include "moe/tokenizer/hf_json.h"
 #include "moe/tokenizer/tokenizer.h"
+#include "moe/testing/compare.h"
+#include "moe/testing/models.h"
 
 namespace moe::model {
 namespace {
@@ -43,23 +45,22 @@ std::string TmpPath(const std::string& name) {
       .string();
 }
 
-std::string ErrorOf(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
+using moe::testing::ErrorOf;
 
+// Logits of every position from one Infer call, or (one_at_a_time: the KV-cache decode path) of
+// the last position after feeding the tokens one by one.
 std::vector<float> Logits(const ModelConfig& cfg, const ModelWeights& w,
-                          const std::vector<int32_t>& tokens) {
+                          const std::vector<int32_t>& tokens, bool one_at_a_time = false) {
   Context ctx({.threads = 2});
   const Transformer tf(cfg);
   KvCache cache;
   cache.Allocate(cfg, static_cast<int64_t>(tokens.size()));
   InferState st;
-  tf.Infer(w, tokens.data(), static_cast<int64_t>(tokens.size()), cache, st, ctx, true);
+  if (one_at_a_time) {
+    for (const int32_t t : tokens) tf.Infer(w, &t, 1, cache, st, ctx, false);
+  } else {
+    tf.Infer(w, tokens.data(), static_cast<int64_t>(tokens.size()), cache, st, ctx, true);
+  }
   const View<const float> v = st.logits.view<float>();
   return std::vector<float>(v.data, v.data + v.numel());
 }
@@ -183,39 +184,13 @@ INSTANTIATE_TEST_SUITE_P(Families, GgufFixture,
                                            Case{"deepseek_v3", "deepseek2"}),
                          [](const auto& info) { return std::string(info.param.dir); });
 
-// A random Mixtral-style model wide enough for K-quants (rows of 256).
-struct Random {
-  ModelConfig cfg;
-  ModelWeights w;
-};
-Random RandomMoe(bool shared, int64_t vocab = 300) {
-  Random r;
-  ModelConfig& c = r.cfg;
-  c.vocab_size = vocab;
-  c.d_model = 256;
-  c.n_layers = 2;
-  c.n_heads = 4;
-  c.n_kv_heads = 2;
-  c.max_seq = 64;
-  c.moe.n_experts = 4;
-  c.moe.top_k = 2;
-  c.moe.d_ff = 256;
-  if (shared) {
-    c.architecture = "Qwen2MoeForCausalLM";
-    c.qkv_bias = true;
-    c.moe.renormalize = false;
-    c.moe.shared_d_ff = 256;
-    c.moe.shared_gate = true;
-  }
-  c.Finalize();
-  Rng rng(7);
-  r.w.InitRandom(c, DType::kF32, rng);
-  return r;
-}
+// Random Mixtral-style / Qwen2-MoE models wide enough for K-quants (rows of 256).
+using Random = moe::testing::RandomModel;
+using moe::testing::RandomMoeModel;
 
 TEST(GgufModel, QuantisedFilesStayClose) {
   for (bool shared : {false, true}) {
-    Random r = RandomMoe(shared);
+    Random r = RandomMoeModel(shared);
     const std::vector<int32_t> toks = Tokens(r.cfg.vocab_size, 9);
     const std::vector<float> want = Logits(r.cfg, r.w, toks);
     struct Q {
@@ -274,7 +249,7 @@ void WriteWithPerExpertTensors(const std::string& path, const std::string& split
 }
 
 TEST(GgufModel, PerExpertTensorsLoad) {
-  Random r = RandomMoe(false);
+  Random r = RandomMoeModel(false);
   const std::string path = TmpPath("merged.gguf"), split = TmpPath("split.gguf");
   SaveGgufModel(r.cfg, r.w, path);
   WriteWithPerExpertTensors(path, split);
@@ -286,7 +261,7 @@ TEST(GgufModel, PerExpertTensorsLoad) {
 }
 
 TEST(GgufModel, BadFilesAreClearErrors) {
-  Random r = RandomMoe(false);
+  Random r = RandomMoeModel(false);
   const std::string path = TmpPath("bad_src.gguf"), bad = TmpPath("bad.gguf");
   SaveGgufModel(r.cfg, r.w, path);
   auto with = [&](const std::function<void(Rewrite&)>& edit) {
@@ -407,7 +382,7 @@ TEST(GgufModel, TrainedPresetsRoundTripAndUnexpressibleOptionsAreErrors) {
 }
 
 TEST(GgufModel, OpenModelDirReadsGgufFiles) {
-  Random r = RandomMoe(false, 410);
+  Random r = RandomMoeModel(false, 410);
   const std::string tj = Data("tokenizers/qwen2/tokenizer.json");
   const tokenizer::TokenizerSpec spec =
       tokenizer::ParseHfTokenizerJson(io::ReadFile(tj, 64 << 20), tj);
@@ -432,19 +407,6 @@ TEST(GgufModel, OpenModelDirReadsGgufFiles) {
 
 // ---- mapped loading (what `moe run` / OpenModelDir use): weights stay in the file as stored.
 
-// Logits of the last token computed one token at a time (the KV-cache decode path).
-std::vector<float> DecodeLogits(const ModelConfig& cfg, const ModelWeights& w,
-                                const std::vector<int32_t>& tokens) {
-  Context ctx({.threads = 2});
-  const Transformer tf(cfg);
-  KvCache cache;
-  cache.Allocate(cfg, static_cast<int64_t>(tokens.size()));
-  InferState st;
-  for (const int32_t t : tokens) tf.Infer(w, &t, 1, cache, st, ctx, false);
-  const View<const float> v = st.logits.view<float>();
-  return std::vector<float>(v.data, v.data + v.numel());
-}
-
 std::vector<float> LastRow(const std::vector<float>& all, int64_t vocab) {
   return std::vector<float>(all.end() - vocab, all.end());
 }
@@ -459,7 +421,7 @@ TEST_P(GgufFixture, MappedF32MatchesHuggingFaceWithoutCopies) {
   const std::vector<float> want = Logits(hf.config, hf.weights, toks);
   const double err = RelMaxErr(Logits(g.config, g.weights, toks), want);
   EXPECT_LE(err, 1e-5) << cs.dir;
-  EXPECT_LE(RelMaxErr(DecodeLogits(g.config, g.weights, toks),
+  EXPECT_LE(RelMaxErr(Logits(g.config, g.weights, toks, true),
                       LastRow(want, hf.config.vocab_size)),
             1e-5)
       << cs.dir << ": token-by-token decode";
@@ -501,7 +463,7 @@ TEST(GgufModel, MappedQuantisedFilesMatchTheirDequantisedWeights) {
   // The mapped model runs the integer kernels on the stored blocks; the f32 load dequantises the
   // same blocks, so only the 8-bit activation rounding separates the two.
   for (bool shared : {false, true}) {
-    Random r = RandomMoe(shared);
+    Random r = RandomMoeModel(shared);
     const std::vector<int32_t> toks = Tokens(r.cfg.vocab_size, 9);
     struct Q {
       GgufScheme s;
@@ -530,7 +492,7 @@ TEST(GgufModel, MappedQuantisedFilesMatchTheirDequantisedWeights) {
       EXPECT_LE(nmse, q.bound) << name;
       std::printf("  %-16s mapped vs dequantised logits NMSE %.2e\n", name.c_str(), nmse);
       // Decode one token at a time = prefill (each row's activations are quantised alone).
-      EXPECT_LE(RelMaxErr(DecodeLogits(mapped.config, mapped.weights, toks),
+      EXPECT_LE(RelMaxErr(Logits(mapped.config, mapped.weights, toks, true),
                           LastRow(got, r.cfg.vocab_size)),
                 1e-5)
           << name;
@@ -540,7 +502,7 @@ TEST(GgufModel, MappedQuantisedFilesMatchTheirDequantisedWeights) {
 }
 
 TEST(GgufModel, MappedPerExpertTensorsAndBadFiles) {
-  Random r = RandomMoe(false);
+  Random r = RandomMoeModel(false);
   const std::string path = TmpPath("mapped_src.gguf"), split = TmpPath("mapped_split.gguf");
   GgufSaveOptions o;
   o.scheme = GgufScheme::kQ8_0;

@@ -21,6 +21,8 @@
 #include "moe/model/gguf_model.h"
 #include "moe/model/hf_model.h"
 #include "moe/tokenizer/hf_json.h"
+#include "moe/testing/compare.h"
+#include "moe/testing/models.h"
 
 namespace moe::model {
 namespace {
@@ -38,14 +40,7 @@ std::string TmpPath(const std::string& name) {
       .string();
 }
 
-std::string ErrorOf(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
+using moe::testing::ErrorOf;
 
 // The report lines starting with `key` (the "ffn" line and its continuation lines count as ffn).
 std::vector<std::string> LinesOf(const std::string& report, const std::string& key) {
@@ -163,41 +158,15 @@ INSTANTIATE_TEST_SUITE_P(Families, InspectGgufFixture,
                          [](const auto& info) { return std::string(info.param); });
 
 // Mixtral-like and Qwen2-MoE-like models wide enough for K-quants (rows of 256).
-struct Random {
-  ModelConfig cfg;
-  ModelWeights w;
-};
-Random RandomMoe(bool qwen, int64_t vocab) {
-  Random r;
-  ModelConfig& c = r.cfg;
-  c.vocab_size = vocab;
-  c.d_model = 256;
-  c.n_layers = 2;
-  c.n_heads = 4;
-  c.n_kv_heads = 2;
-  c.max_seq = 64;
-  c.moe.n_experts = 4;
-  c.moe.top_k = 2;
-  c.moe.d_ff = 256;
-  if (qwen) {
-    c.architecture = "Qwen2MoeForCausalLM";
-    c.qkv_bias = true;
-    c.moe.renormalize = false;
-    c.moe.shared_d_ff = 256;
-    c.moe.shared_gate = true;
-  }
-  c.Finalize();
-  Rng rng(7);
-  r.w.InitRandom(c, DType::kF32, rng);
-  return r;
-}
+using Random = moe::testing::RandomModel;
+using moe::testing::RandomMoeModel;
 
 TEST(InspectGguf, Q4KMTypesBytesAndTokenizer) {
   const std::string tj = Data("tokenizers/qwen2/tokenizer.json");
   const tokenizer::TokenizerSpec spec =
       tokenizer::ParseHfTokenizerJson(io::ReadFile(tj, 64 << 20), tj);
   for (bool qwen : {false, true}) {
-    Random m = RandomMoe(qwen, 410);
+    Random m = RandomMoeModel(qwen, 410);
     const std::string path = TmpPath(qwen ? "qwen2moe.gguf" : "mixtral.gguf");
     GgufSaveOptions o;
     o.scheme = GgufScheme::kQ4_K_M;
@@ -267,7 +236,7 @@ TEST(InspectGguf, Q4KMTypesBytesAndTokenizer) {
 
 // Only the header is read: a tensor type moe cannot dequantise is reported, not refused.
 TEST(InspectGguf, UnsupportedTensorTypesAreReportedNotRefused) {
-  Random m = RandomMoe(false, 300);
+  Random m = RandomMoeModel(false, 300);
   const std::string path = TmpPath("q3.gguf"), out = TmpPath("q3_out.gguf");
   SaveGgufModel(m.cfg, m.w, path);
   {
@@ -296,7 +265,7 @@ TEST(InspectGguf, UnsupportedTensorTypesAreReportedNotRefused) {
 }
 
 TEST(InspectGguf, BrokenFilesAreErrorsNamingTheFile) {
-  Random m = RandomMoe(false, 300);
+  Random m = RandomMoeModel(false, 300);
   const std::string path = TmpPath("good.gguf"), bad = TmpPath("bad.gguf");
   GgufSaveOptions o;
   o.scheme = GgufScheme::kQ4_K_M;

@@ -16,6 +16,7 @@
 #include "moe/core/error.h"
 #include "moe/tokenizer/hf_json.h"
 #include "moe/tokenizer/unicode.h"
+#include "moe/testing/compare.h"
 
 namespace moe::tokenizer {
 namespace {
@@ -47,14 +48,7 @@ Tokenizer Load(const std::string& family) {
   return Tokenizer::FromFile(FamilyDir(family) + "/tokenizer.json");
 }
 
-std::string ErrorOf(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "<no error>";
-}
+using moe::testing::ErrorOf;
 
 std::vector<int32_t> Ids(const json& j) { return j.get<std::vector<int32_t>>(); }
 
