@@ -34,28 +34,6 @@ size_t DTypeSize(DType t) {
   Fail("dtype", "{} is block-quantised: it has no per-element size", DTypeName(t));
 }
 
-int64_t DTypeBlockValues(DType t) {
-  switch (t) {
-    case DType::kQ8_0:
-    case DType::kQ4_0: return 32;
-    case DType::kQ4_K:
-    case DType::kQ5_K:
-    case DType::kQ6_K: return 256;
-    default: return 1;
-  }
-}
-
-int64_t DTypeBlockBytes(DType t) {
-  switch (t) {
-    case DType::kQ8_0: return 34;
-    case DType::kQ4_0: return 18;
-    case DType::kQ4_K: return 144;
-    case DType::kQ5_K: return 176;
-    case DType::kQ6_K: return 210;
-    default: return static_cast<int64_t>(DTypeSize(t));
-  }
-}
-
 float FromF16(uint16_t h) {
   const uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16;
   const uint32_t exp = (h >> 10) & 0x1fu;

@@ -16,9 +16,28 @@ bool IsQuantized(DType t);
 // Bytes per element of a plain type; Error for a block-quantised one (use the block sizes).
 size_t DTypeSize(DType t);
 // Values and bytes per block: 1 and DTypeSize(t) for plain types; 32/34 (Q8_0), 32/18 (Q4_0),
-// 256/144 (Q4_K), 256/176 (Q5_K), 256/210 (Q6_K).
-int64_t DTypeBlockValues(DType t);
-int64_t DTypeBlockBytes(DType t);
+// 256/144 (Q4_K), 256/176 (Q5_K), 256/210 (Q6_K) — the ggml layouts, which moe/kernels/quant.h
+// builds on (its tables take their sizes from here).
+constexpr int64_t DTypeBlockValues(DType t) {
+  switch (t) {
+    case DType::kQ8_0:
+    case DType::kQ4_0: return 32;
+    case DType::kQ4_K:
+    case DType::kQ5_K:
+    case DType::kQ6_K: return 256;
+    default: return 1;
+  }
+}
+constexpr int64_t DTypeBlockBytes(DType t) {
+  switch (t) {
+    case DType::kQ8_0: return 34;
+    case DType::kQ4_0: return 18;
+    case DType::kQ4_K: return 144;
+    case DType::kQ5_K: return 176;
+    case DType::kQ6_K: return 210;
+    default: return static_cast<int64_t>(DTypeSize(t));
+  }
+}
 
 // bfloat16 storage: the top 16 bits of an IEEE f32.
 struct bf16 {

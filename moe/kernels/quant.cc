@@ -19,12 +19,13 @@ void QuantizeQ6K(const float* x, uint8_t* y, int64_t nb);
 
 namespace {
 
+constexpr QuantTypeInfo Info(std::string_view name, int ggml_type, DType dtype) {
+  return {name, DTypeBlockValues(dtype), DTypeBlockBytes(dtype), ggml_type, dtype};
+}
+
 constexpr QuantTypeInfo kInfo[kNumQuantTypes] = {
-    {"Q8_0", 32, qk::kQ8_0Bytes, 8},
-    {"Q4_0", 32, qk::kQ4_0Bytes, 2},
-    {"Q4_K", 256, qk::kQ4_KBytes, 12},
-    {"Q5_K", 256, qk::kQ5_KBytes, 13},
-    {"Q6_K", 256, qk::kQ6_KBytes, 14},
+    Info("Q8_0", 8, DType::kQ8_0),  Info("Q4_0", 2, DType::kQ4_0),  Info("Q4_K", 12, DType::kQ4_K),
+    Info("Q5_K", 13, DType::kQ5_K), Info("Q6_K", 14, DType::kQ6_K),
 };
 
 int Index(QuantType t) {
@@ -166,20 +167,11 @@ QuantType QuantTypeFromGgml(int ggml_type) {
        ggml_type);
 }
 
-DType ToDType(QuantType t) {
-  switch (t) {
-    case QuantType::kQ8_0: return DType::kQ8_0;
-    case QuantType::kQ4_0: return DType::kQ4_0;
-    case QuantType::kQ4_K: return DType::kQ4_K;
-    case QuantType::kQ5_K: return DType::kQ5_K;
-    case QuantType::kQ6_K: return DType::kQ6_K;
-  }
-  Fail("quant", "unknown quant type {}", static_cast<int>(t));
-}
+DType ToDType(QuantType t) { return QuantInfo(t).dtype; }
 
 QuantType QuantTypeOf(DType t) {
   for (QuantType q : kAllQuantTypes)
-    if (ToDType(q) == t) return q;
+    if (QuantInfo(q).dtype == t) return q;
   Fail("quant", "{} is not a block-quantised type", DTypeName(t));
 }
 

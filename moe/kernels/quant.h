@@ -24,6 +24,7 @@ struct QuantTypeInfo {
   int64_t block_size;     // values per block: 32 (Q8_0, Q4_0) or 256 (K-quants)
   int64_t block_bytes;    // bytes per block: 34, 18, 144, 176, 210
   int ggml_type;          // the ggml_type / GGUF tensor type id: 8, 2, 12, 13, 14
+  DType dtype;            // the tensor dtype holding such blocks (DType::kQ4_K, ...)
 };
 
 const QuantTypeInfo& QuantInfo(QuantType t);

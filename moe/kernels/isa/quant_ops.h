@@ -43,8 +43,13 @@ namespace moe::kernels {
 //                         | ((qh[32h + l] >> 2j) & 3) << 4, minus 32; scale scales[(128h+32j+l)/16].
 //   v = d * sc * (q - 32).
 namespace qk {
-inline constexpr int64_t kQ8_0Bytes = 34, kQ4_0Bytes = 18, kQ4_KBytes = 144, kQ5_KBytes = 176,
-                         kQ6_KBytes = 210;
+inline constexpr int64_t kQ8_0Bytes = DTypeBlockBytes(DType::kQ8_0),
+                         kQ4_0Bytes = DTypeBlockBytes(DType::kQ4_0),
+                         kQ4_KBytes = DTypeBlockBytes(DType::kQ4_K),
+                         kQ5_KBytes = DTypeBlockBytes(DType::kQ5_K),
+                         kQ6_KBytes = DTypeBlockBytes(DType::kQ6_K);
+static_assert(kQ8_0Bytes == 34 && kQ4_0Bytes == 18 && kQ4_KBytes == 144 && kQ5_KBytes == 176 &&
+              kQ6_KBytes == 210);  // the byte offsets below assume ggml's layouts
 inline constexpr int kQK = 256;  // values per K-quant super-block
 }  // namespace qk
 
