@@ -81,22 +81,27 @@ void CheckWeights(const MoeConfig& cfg, const MoeWeights& w) {
               "the inference layout (per-expert matrices) runs in f32 only, not {}", DTypeName(dt));
     MOE_CHECK(static_cast<int64_t>(w.experts.size()) == e, "moe", "{} expert matrices for {} experts",
               w.experts.size(), e);
-    auto mat = [&](const Tensor& t, const std::string& name, Shape want) {
-      MOE_CHECK(t.defined(), "moe", "weight '{}' is missing (expected {})", name, want.str());
+    // Runs every forward: names are formatted only for the message of a failing check.
+    auto mat = [&](const Tensor& t, const char* owner, int64_t expert, const char* part,
+                   Shape want) {
+      auto name = [&] {
+        return expert < 0 ? fmt::format("{}.{}", owner, part)
+                          : fmt::format("{}.{}.{}", owner, expert, part);
+      };
+      MOE_CHECK(t.defined(), "moe", "weight '{}' is missing (expected {})", name(), want.str());
       MOE_CHECK(t.dtype() == DType::kF32 || IsQuantized(t.dtype()), "moe",
-                "weight '{}' is {}: expected F32 or a block-quantised type", name,
+                "weight '{}' is {}: expected F32 or a block-quantised type", name(),
                 DTypeName(t.dtype()));
-      MOE_CHECK(t.shape() == want, "moe", "weight '{}' has shape {}, expected {}", name,
+      MOE_CHECK(t.shape() == want, "moe", "weight '{}' has shape {}, expected {}", name(),
                 t.shape().str(), want.str());
     };
-    auto ffn = [&](const FfnMatrices& m, const std::string& name, int64_t width) {
-      mat(m.gate, name + ".gate", {width, d});
-      mat(m.up, name + ".up", {width, d});
-      mat(m.down, name + ".down", {d, width});
+    auto ffn = [&](const FfnMatrices& m, const char* owner, int64_t expert, int64_t width) {
+      mat(m.gate, owner, expert, "gate", {width, d});
+      mat(m.up, owner, expert, "up", {width, d});
+      mat(m.down, owner, expert, "down", {d, width});
     };
-    for (int64_t i = 0; i < e; ++i)
-      ffn(w.experts[static_cast<size_t>(i)], "experts." + std::to_string(i), f);
-    if (cfg.shared_d_ff > 0) ffn(w.shared, "shared", cfg.shared_d_ff);
+    for (int64_t i = 0; i < e; ++i) ffn(w.experts[static_cast<size_t>(i)], "experts", i, f);
+    if (cfg.shared_d_ff > 0) ffn(w.shared, "shared", -1, cfg.shared_d_ff);
     if (cfg.shared_gate) check(w.shared_gate, "shared_gate", {1, d});
     return;
   }
