@@ -308,8 +308,9 @@ class MappedLoader {
   std::set<std::string> used_;
 };
 
-void LoadMapped(const io::GgufFile& f, const ModelConfig& cfg, ModelWeights& w,
-                const std::string& path) {
+// Returns the names of the tensors it read.
+std::set<std::string> LoadMapped(const io::GgufFile& f, const ModelConfig& cfg, ModelWeights& w,
+                                 const std::string& path) {
   MappedLoader ld(f, f.storage(), path);
   const int64_t d = cfg.d_model, v = cfg.vocab_size;
   ld.Matrix("token_embd.weight", w.embed, {v, d});
@@ -388,12 +389,19 @@ void LoadMapped(const io::GgufFile& f, const ModelConfig& cfg, ModelWeights& w,
   }
   ld.Vector("output_norm.weight", w.final_norm, {d});
   if (!cfg.tie_embeddings) ld.Matrix("output.weight", w.lm_head, {v, d});
+  return ld.used();
+}
+
+// A tensor the model does not read is an Error (a wrong architecture or config), except
+// rope_freqs, which GgufModelConfig has read.
+void RequireAllUsed(const io::GgufFile& f, const std::set<std::string>& used,
+                    const std::string& arch, const std::string& path) {
   std::vector<std::string> unexpected;
   for (const io::GgufTensorInfo& t : f.tensors())
-    if (!ld.used().contains(t.name) && !t.name.ends_with("rope_freqs.weight"))
+    if (!used.contains(t.name) && !t.name.ends_with("rope_freqs.weight"))
       unexpected.push_back(t.name);
-  MOE_CHECK(unexpected.empty(), kTag, "{}: {} tensors this model does not use (first: '{}')", path,
-            unexpected.size(), unexpected.empty() ? "" : unexpected.front());
+  MOE_CHECK(unexpected.empty(), kTag, "{}: {} tensors this {} model does not use (first: '{}')",
+            path, unexpected.size(), arch, unexpected.empty() ? "" : unexpected.front());
 }
 
 // ---- config <-> metadata
@@ -700,7 +708,7 @@ GgufModel LoadGgufModel(const std::string& path, const GgufLoadOptions& opts) {
   if (opts.mapped) {
     // Weights stay in the file: only vectors and F16/BF16 matrices are allocated (each checked).
     if (arch == "llama") out.config.rope_pairing = kernels::RopePairing::kInterleaved;
-    LoadMapped(f, out.config, out.weights, path);
+    RequireAllUsed(f, LoadMapped(f, out.config, out.weights, path), arch, path);
     out.tokenizer = tokenizer::TokenizerSpecFromGguf(f);
     out.chat_template = f.GetString("tokenizer.chat_template", "");
     return out;
@@ -734,12 +742,7 @@ GgufModel LoadGgufModel(const std::string& path, const GgufLoadOptions& opts) {
       std::memcpy(dst + c.canon_off, v.data() + c.gguf_off, c.n * sizeof(float));
     used.insert(p.name);
   }
-  std::vector<std::string> unexpected;
-  for (const io::GgufTensorInfo& t : f.tensors())
-    if (!used.contains(t.name) && !t.name.ends_with("rope_freqs.weight"))
-      unexpected.push_back(t.name);
-  MOE_CHECK(unexpected.empty(), kTag, "{}: {} tensors this {} model does not use (first: '{}')",
-            path, unexpected.size(), arch, unexpected.empty() ? "" : unexpected.front());
+  RequireAllUsed(f, used, arch, path);
   out.tokenizer = tokenizer::TokenizerSpecFromGguf(f);
   out.chat_template = f.GetString("tokenizer.chat_template", "");
   return out;
