@@ -7,9 +7,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
-#include <cstdio>
 #include <fstream>
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -90,12 +90,18 @@ model::ModelConfig BenchShape(const std::string& name) {
   return c;
 }
 
+// Bytes of all the weights as stored.
+double WeightBytes(model::ModelWeights& w) {
+  double bytes = 0;
+  w.ForEachTensor([&](const std::string&, Tensor& t) { bytes += static_cast<double>(t.nbytes()); });
+  return bytes;
+}
+
 // Bytes one decoded token reads at context length `pos`, from the weights as stored: everything
 // but the embedding table (one row of it, unless the head shares it) and the experts a token does
 // not choose (top_k of n_experts per MoE layer), plus the layers' cached keys and values (f32).
 double DecodeBytes(const model::ModelConfig& c, model::ModelWeights& w, int64_t pos) {
-  double bytes = 0;
-  w.ForEachTensor([&](const std::string&, Tensor& t) { bytes += static_cast<double>(t.nbytes()); });
+  double bytes = WeightBytes(w);
   if (!c.tie_embeddings)
     bytes -= static_cast<double>(w.embed.nbytes()) * static_cast<double>(c.vocab_size - 1) /
              static_cast<double>(c.vocab_size);
@@ -236,8 +242,7 @@ int RunModelBench(const ModelBenchOptions& opt) {
     what = fmt::format("{} ({})", gguf, model::Name(scheme));
     std::printf("model: %s: %s\n", what.c_str(), cfg.Summary().c_str());
   }
-  double weight_bytes = 0;
-  w.ForEachTensor([&](const std::string&, Tensor& t) { weight_bytes += static_cast<double>(t.nbytes()); });
+  const double weight_bytes = WeightBytes(w);
   const auto [rss_load, hwm_load] = ResidentBytes();
   std::printf("weights: %.2f GB as stored, ready in %.1f s; resident %.2f GB (peak %.2f GB)\n",
               weight_bytes / 1e9, NowSeconds() - ti, rss_load / 1e9, hwm_load / 1e9);

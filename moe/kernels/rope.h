@@ -60,7 +60,8 @@ struct RopeScaling {
 };
 
 // The per-frequency divisors that turn unscaled inv_freq into `s`'s (what GGUF's rope_freqs holds):
-// inv_freq_unscaled[i] / inv_freq_scaled[i]. For linear, yarn, llama3 and freq_factors scaling.
+// inv_freq_unscaled[i] / inv_freq_scaled[i]. For none, linear, llama3 and freq_factors scaling;
+// yarn (which also scales cos/sin) is an Error.
 std::vector<double> RopeFreqFactors(int64_t rotary_dim, double theta, const RopeScaling& s);
 
 struct RopeConfig {
