@@ -259,7 +259,14 @@ int RunModelBench(const ModelBenchOptions& opt) {
   for (size_t i = 0; i < prompt.size(); ++i)
     prompt[i] = static_cast<int32_t>((i * 7919 + 13) % std::min<int64_t>(cfg.vocab_size, 255));
 
-  std::vector<double> prefill_s, decode_s, bws, sgemms, prefill_frac, decode_frac;
+  std::vector<double> prefill_s, decode_s, bws, wbws, sgemms, prefill_frac, decode_frac, decode_wfrac;
+  // The weights where they live: this machine (a VM) hands out memory at different speeds from
+  // one allocation to the next, so the pages of the weights need not read like a fresh buffer.
+  std::vector<kernels::ByteRegion> regions;
+  std::vector<bool> steady_rep;
+  w.ForEachTensor([&](const std::string&, Tensor& t) {
+    if (t.defined()) regions.push_back({std::as_const(t).raw(), static_cast<int64_t>(t.nbytes())});
+  });
   generate::GenerateOptions go;
   go.max_tokens = opt.decode;
   go.prefill_chunk = opt.prefill;
@@ -270,32 +277,50 @@ int RunModelBench(const ModelBenchOptions& opt) {
     // own: bandwidth on a shared machine drifts by tens of percent from minute to minute.
     sgemms.push_back(kernels::MeasureSgemmGflops(ctx, 2048, 2048, 2048, 2));
     bws.push_back(kernels::MeasureReadBandwidthGBs(ctx, int64_t{1} << 30, 2));
+    wbws.push_back(kernels::MeasureRegionReadBandwidthGBs(ctx, regions, int64_t{1} << 30, 2));
     gen.Reset();
     const generate::GenerateResult res = gen.Generate(prompt, go);
     prefill_s.push_back(res.prefill_s);
     decode_s.push_back(res.decode_s / static_cast<double>(std::max<int64_t>(1, res.decode_tokens)));
     prefill_frac.push_back(flops / res.prefill_s / 1e9 / sgemms.back());
     decode_frac.push_back(bytes / decode_s.back() / 1e9 / bws.back());
+    // The weights' probe again right after: the machine's bandwidth also changes from one second
+    // to the next, and a run whose two probes disagree by more than 15% straddled a change.
+    const double after = kernels::MeasureRegionReadBandwidthGBs(ctx, regions, int64_t{1} << 30, 2);
+    const bool steady = std::abs(after - wbws.back()) <= 0.15 * std::max(after, wbws.back());
+    wbws.back() = 0.5 * (wbws.back() + after);
+    decode_wfrac.push_back(bytes / decode_s.back() / 1e9 / wbws.back());
+    steady_rep.push_back(steady);
     std::printf(
         "  rep %d: prefill %.1f tok/s (%.0f%% of sgemm %.0f GFLOP/s), decode %.2f tok/s (%.0f%% of "
-        "%.1f GB/s)\n",
+        "%.1f GB/s; %.0f%% of the weights' pages at %.1f GB/s%s)\n",
         r + 1, res.PrefillTokensPerSecond(), 100.0 * prefill_frac.back(), sgemms.back(),
-        res.DecodeTokensPerSecond(), 100.0 * decode_frac.back(), bws.back());
+        res.DecodeTokensPerSecond(), 100.0 * decode_frac.back(), bws.back(),
+        100.0 * decode_wfrac.back(), wbws.back(), steady ? "" : ", unsteady: not counted");
     std::fflush(stdout);
   }
   const double tp = Median(prefill_s), td = Median(decode_s);
-  const double sgemm = Median(sgemms), bw = Median(bws);
+  const double sgemm = Median(sgemms), bw = Median(bws), wbw = Median(wbws);
   const double pf = Median(prefill_frac), df = Median(decode_frac);
+  // The weights' fraction over the steady runs (all of them when none was steady).
+  std::vector<double> steady_wfrac;
+  for (size_t i = 0; i < decode_wfrac.size(); ++i)
+    if (steady_rep[i]) steady_wfrac.push_back(decode_wfrac[i]);
+  const int n_steady = static_cast<int>(steady_wfrac.size());
+  const double dwf = Median(n_steady > 0 ? steady_wfrac : decode_wfrac);
   const auto [rss_end, hwm_end] = ResidentBytes();
   const double prefill_gflops = flops / tp / 1e9;
   const double decode_tps = 1.0 / td;
-  std::printf("\nsame-run limits (median of the reps): sgemm %.1f GFLOP/s, read bandwidth %.1f GB/s\n",
-              sgemm, bw);
+  std::printf("\nsame-run limits (median of the reps): sgemm %.1f GFLOP/s, read bandwidth %.1f GB/s "
+              "(a fresh 1 GiB buffer), %.1f GB/s (the weights' own pages)\n",
+              sgemm, bw, wbw);
   std::printf("prefill %lld tokens: %.1f tok/s, %.1f GFLOP/s active = %.0f%% of sgemm\n",
               static_cast<long long>(opt.prefill), opt.prefill / tp, prefill_gflops, 100.0 * pf);
   std::printf(
-      "decode: %.2f tok/s, %.1f MB read per token, %.1f GB/s = %.0f%% of the bandwidth roofline\n",
-      decode_tps, bytes / 1e6, bytes * decode_tps / 1e9, 100.0 * df);
+      "decode: %.2f tok/s, %.1f MB read per token, %.1f GB/s = %.0f%% of the bandwidth roofline "
+      "(%.0f%% of the weights' pages, median of %d steady runs)\n",
+      decode_tps, bytes / 1e6, bytes * decode_tps / 1e9, 100.0 * df, 100.0 * dwf,
+      n_steady > 0 ? n_steady : opt.reps);
   std::printf("(fractions: the median over the reps of each run against the limits measured just "
               "before it)\n");
   std::printf("memory: weights %.2f GB as stored, resident %.2f GB after the runs (peak %.2f GB, "
@@ -314,6 +339,9 @@ int RunModelBench(const ModelBenchOptions& opt) {
                         {"decode_tok_s", decode_tps},
                         {"decode_bytes_per_token", bytes},
                         {"decode_frac_roofline", df},
+                        {"weights_bandwidth_gbs", wbw},
+                        {"decode_frac_weights_bandwidth", dwf},
+                        {"steady_runs", n_steady},
                         {"weight_bytes", weight_bytes},
                         {"resident_bytes_after_load", rss_load},
                         {"resident_bytes_after_runs", rss_end}};

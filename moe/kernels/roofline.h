@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <span>
 
 #include "moe/core/context.h"
 
@@ -22,6 +23,20 @@ double MeasureReadBandwidthGBs(Context& ctx, int64_t bytes = int64_t{1} << 30, i
 // work without re-allocating); the buffer should have been written by the pool's workers in
 // ParallelForRange chunks (first-touch placement). Best of reps.
 double MeasureReadBandwidthGBs(Context& ctx, const float* buf, int64_t n, int reps);
+
+// A region of memory to read (any alignment, any content).
+struct ByteRegion {
+  const void* data = nullptr;
+  int64_t bytes = 0;
+};
+
+// Read bandwidth over given memory, e.g. the weights of a model where they live: the same prefix
+// fraction of every region (at least a cache line of each), about max_bytes in all, split over the pool by bytes and combined
+// with integer ORs (so any bytes, quantised or not, read at the same cost). Best of reps. On a
+// virtual machine whose memory comes at different speeds from allocation to allocation, this is
+// the ceiling for reading those particular pages, which a fresh buffer need not share.
+double MeasureRegionReadBandwidthGBs(Context& ctx, std::span<const ByteRegion> regions,
+                                     int64_t max_bytes = int64_t{1} << 30, int reps = 3);
 
 Roofline MeasureRoofline(Context& ctx);
 

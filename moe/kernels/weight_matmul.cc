@@ -1,6 +1,7 @@
 #include "moe/kernels/weight_matmul.h"
 
 #include <algorithm>
+#include <atomic>
 #include <memory>
 #include <vector>
 
@@ -123,30 +124,42 @@ void WeightMatMul(std::span<const WeightProduct> products, Context& ctx) {
     jobs.push_back(j);
   }
 
+  // Guided self-scheduling over the bytes: each claim takes a share of what is left (at least
+  // kMinClaim bytes), so a thread slowed by the machine or by other work does not leave the other
+  // waiting at the end of the region. A row belongs to the claim that holds its first byte, and
+  // its value does not depend on which thread computes it.
+  constexpr int64_t kMinClaim = 48 << 10;
   const int workers = ctx.threads();
   const MatmulPrecision prec = ctx.matmul_precision();
-  ParallelForRange(workers, ctx, [&](int64_t wb, int64_t we, int) {
-    for (int64_t w = wb; w < we; ++w) {
-      const int64_t lo_byte = total * w / workers, hi_byte = total * (w + 1) / workers;
-      for (const Job& j : jobs) {
-        const WeightProduct& p = *j.p;
-        const int64_t end = j.begin + j.row_cost * p.w.n;
-        if (end <= lo_byte || j.begin >= hi_byte) continue;
-        // Row r belongs to the worker whose byte range holds the row's first byte.
-        auto first_row = [&](int64_t byte) {
-          return std::clamp<int64_t>((byte - j.begin + j.row_cost - 1) / j.row_cost, 0, p.w.n);
-        };
-        const int64_t r0 = lo_byte <= j.begin ? 0 : first_row(lo_byte);
-        const int64_t r1 = hi_byte >= end ? p.w.n : first_row(hi_byte);
-        if (r0 >= r1) continue;
-        if (j.acts) {
-          QuantDotRows(ops, QuantTypeOf(p.w.dtype), static_cast<const uint8_t*>(p.w.data),
-                       j.row_bytes, r0, r1, *j.acts, p.m, p.y, p.w.n);
-        } else {
-          const auto* wf = static_cast<const float*>(p.w.data);
-          MatMulNT<float>(p.x, p.w.k, p.m, wf + r0 * p.w.k, p.w.k, r1 - r0, p.w.k, p.y + r0, p.w.n,
-                          false, prec);
-        }
+  std::atomic<int64_t> cursor{0};
+  auto run_bytes = [&](int64_t lo_byte, int64_t hi_byte) {
+    for (const Job& j : jobs) {
+      const WeightProduct& p = *j.p;
+      const int64_t end = j.begin + j.row_cost * p.w.n;
+      if (end <= lo_byte || j.begin >= hi_byte) continue;
+      auto first_row = [&](int64_t byte) {
+        return std::clamp<int64_t>((byte - j.begin + j.row_cost - 1) / j.row_cost, 0, p.w.n);
+      };
+      const int64_t r0 = lo_byte <= j.begin ? 0 : first_row(lo_byte);
+      const int64_t r1 = hi_byte >= end ? p.w.n : first_row(hi_byte);
+      if (r0 >= r1) continue;
+      if (j.acts) {
+        QuantDotRows(ops, QuantTypeOf(p.w.dtype), static_cast<const uint8_t*>(p.w.data),
+                     j.row_bytes, r0, r1, *j.acts, p.m, p.y, p.w.n);
+      } else {
+        const auto* wf = static_cast<const float*>(p.w.data);
+        MatMulNT<float>(p.x, p.w.k, p.m, wf + r0 * p.w.k, p.w.k, r1 - r0, p.w.k, p.y + r0, p.w.n,
+                        false, prec);
+      }
+    }
+  };
+  ParallelForRange(workers, ctx, [&](int64_t, int64_t, int) {
+    int64_t cur = cursor.load(std::memory_order_relaxed);
+    while (cur < total) {
+      const int64_t next = std::min(total, cur + std::max(kMinClaim, (total - cur) / (2 * workers)));
+      if (cursor.compare_exchange_weak(cur, next, std::memory_order_relaxed)) {
+        run_bytes(cur, next);
+        cur = cursor.load(std::memory_order_relaxed);
       }
     }
   });
