@@ -1,15 +1,17 @@
 // Google Benchmark cases for QuantMatMul (moe/kernels/quant.h), per type and ISA table:
 //   QuantDecode/<type>/<isa>/m:M/threads:T   y[M, N] = x[M, 4096] W^T over 256 MB of weights (far
 //       larger than the cache), so each call streams every weight byte from DRAM once. Counters:
-//       GB (weight bytes read) and GFLOP per second (Google Benchmark's mean over the iterations), and
-//       the roofline comparison: before the timed loop, the read-bandwidth probe
+//       GB (weight bytes read) and GFLOP per second (Google Benchmark's mean over the iterations),
+//       and the roofline comparison: before the timed loop, the read-bandwidth probe
 //       (MeasureReadBandwidthGBs, same threads, 1 GiB) and one kernel call alternate kRounds
 //       times, so both see the same machine state; ReadBW is the probe's best, GB/s_best the
 //       kernel's best, BW% = 100 * GB/s_best / ReadBW (best against best, as the probe reports).
 //   QuantPrefill/<type>/<isa>/m:512/threads:T   N = K = 4096. Counters: GFLOP per second (2*M*N*K
-//       per call, mean), and against MeasureSgemmGflops (f32 OpenBLAS 2048^3, same threads, best of 3)
-//       measured in alternation with the kernel like the decode probe: Sgemm, GFLOP/s_best and
+//       per call, mean), and against MeasureSgemmGflops (f32 OpenBLAS 2048^3, same threads, best of
+//       3) measured in alternation with the kernel like the decode probe: Sgemm, GFLOP/s_best and
 //       xSgemm = GFLOP/s_best / Sgemm.
+//   QuantDecodeInCache/<type>/<isa>   m = 1, one thread, 384 KB of weights that stay in L2: the
+//       kernel's compute ceiling in weight GB/s (what a thread could stream if memory kept up).
 // Weights are random bytes with finite f16 scales: every byte pattern is a valid encoding, and the
 // kernels' speed does not depend on the values. Benchmarks never assert. See docs/QUANT.md.
 #include <benchmark/benchmark.h>
@@ -125,6 +127,22 @@ void BM_Decode(benchmark::State& state, QuantType t, const QuantOps* ops) {
   state.counters["BW%"] = 100.0 * bytes * 1e-9 / best / bw;
 }
 
+void BM_DecodeInCache(benchmark::State& state, QuantType t, const QuantOps* ops) {
+  Context& ctx = Ctx(1);
+  const int64_t rb = moe::kernels::QuantRowBytes(t, kK);
+  const int64_t n = (int64_t{384} << 10) / rb;
+  Buffer w(n * rb);
+  FillWeights(t, n, kK, static_cast<uint8_t*>(w.p), ctx);
+  const std::vector<float> x = RandomX(1, kK);
+  std::vector<float> y(static_cast<size_t>(n));
+  for (auto _ : state) {
+    moe::kernels::QuantMatMulWith(*ops, t, w.p, n, kK, x.data(), 1, y.data(), ctx);
+    benchmark::DoNotOptimize(y.data());
+  }
+  state.counters["GB"] = benchmark::Counter(static_cast<double>(n * rb) * 1e-9,
+                                            benchmark::Counter::kIsIterationInvariantRate);
+}
+
 void BM_Prefill(benchmark::State& state, QuantType t, const QuantOps* ops) {
   const int64_t m = state.range(0);
   const int threads = static_cast<int>(state.range(1));
@@ -165,6 +183,10 @@ void Register() {
           ->Unit(benchmark::kMillisecond)
           ->UseRealTime()
           ->MinTime(1.0);
+      benchmark::RegisterBenchmark(("QuantDecodeInCache/" + tag).c_str(), BM_DecodeInCache, t, ops)
+          ->Unit(benchmark::kMicrosecond)
+          ->UseRealTime()
+          ->MinTime(0.5);
       benchmark::RegisterBenchmark(("QuantPrefill/" + tag).c_str(), BM_Prefill, t, ops)
           ->ArgNames({"m", "threads"})
           ->ArgsProduct({{512}, {1, 2}})

@@ -26,13 +26,14 @@ import json, sys
 out = sys.argv[1]
 args = sys.argv[2:]
 shapes, types = args[:args.index("--")], args[args.index("--") + 1:]
-print("\n| shape | type | weights GB | prefill tok/s | prefill % sgemm | decode tok/s | MB/token | decode % roofline | resident GB |")
-print("|---|---|---|---|---|---|---|---|---|")
+print("\n| shape | type | weights GB | prefill tok/s | prefill % sgemm | decode tok/s | MB/token | decode % roofline | % weights' pages | steady | resident GB |")
+print("|---|---|---|---|---|---|---|---|---|---|---|")
 for s in shapes:
     for t in types:
         j = json.load(open(f"{out}/{s}-{t}.json"))
         print(f"| {s} | {t} | {j['weight_bytes'] / 1e9:.2f} | {j['prefill_tok_s']:.0f} | "
               f"{100 * j['prefill_frac_sgemm']:.0f}% | {j['decode_tok_s']:.1f} | "
               f"{j['decode_bytes_per_token'] / 1e6:.0f} | {100 * j['decode_frac_roofline']:.0f}% | "
+              f"{100 * j['decode_frac_weights_bandwidth']:.0f}% | {j['steady_runs']} | "
               f"{j['resident_bytes_after_runs'] / 1e9:.2f} |")
 EOF

@@ -301,12 +301,16 @@ int RunModelBench(const ModelBenchOptions& opt) {
   }
   const double tp = Median(prefill_s), td = Median(decode_s);
   const double sgemm = Median(sgemms), bw = Median(bws), wbw = Median(wbws);
-  const double pf = Median(prefill_frac), df = Median(decode_frac);
-  // The weights' fraction over the steady runs (all of them when none was steady).
-  std::vector<double> steady_wfrac;
+  const double pf = Median(prefill_frac);
+  // The decode fractions over the steady runs (all of them when none was steady).
+  std::vector<double> steady_frac, steady_wfrac;
   for (size_t i = 0; i < decode_wfrac.size(); ++i)
-    if (steady_rep[i]) steady_wfrac.push_back(decode_wfrac[i]);
+    if (steady_rep[i]) {
+      steady_frac.push_back(decode_frac[i]);
+      steady_wfrac.push_back(decode_wfrac[i]);
+    }
   const int n_steady = static_cast<int>(steady_wfrac.size());
+  const double df = Median(n_steady > 0 ? steady_frac : decode_frac);
   const double dwf = Median(n_steady > 0 ? steady_wfrac : decode_wfrac);
   const auto [rss_end, hwm_end] = ResidentBytes();
   const double prefill_gflops = flops / tp / 1e9;
@@ -318,7 +322,7 @@ int RunModelBench(const ModelBenchOptions& opt) {
               static_cast<long long>(opt.prefill), opt.prefill / tp, prefill_gflops, 100.0 * pf);
   std::printf(
       "decode: %.2f tok/s, %.1f MB read per token, %.1f GB/s = %.0f%% of the bandwidth roofline "
-      "(%.0f%% of the weights' pages, median of %d steady runs)\n",
+      "(%.0f%% of the weights' pages; medians of %d steady runs)\n",
       decode_tps, bytes / 1e6, bytes * decode_tps / 1e9, 100.0 * df, 100.0 * dwf,
       n_steady > 0 ? n_steady : opt.reps);
   std::printf("(fractions: the median over the reps of each run against the limits measured just "

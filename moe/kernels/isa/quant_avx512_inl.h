@@ -317,7 +317,40 @@ void Dot32M(const uint8_t* w, int64_t wrb, int64_t rows, const QuantActs& a, int
   using G = Group32<kVnni, T>;
   const Avx512Consts& c = Consts();
   const int64_t nb = a.k / 32, nfull = nb / 16;
-  for (int64_t j = 0; j < rows; ++j) {
+  int64_t j = 0;
+  if constexpr (M == 1) {
+    // Rows j and j + half side by side: two streams from memory instead of one, so a thread keeps
+    // more misses in flight (one core's bandwidth is bound by its outstanding misses). Each row
+    // still adds its groups in order.
+    const int8_t* q = a.qs(a_row);
+    const int32_t* sums = a.sums(a_row);
+    const float* dx = a.d(a_row);
+    const int64_t half = rows / 2;
+    for (; j < half; ++j) {
+      const uint8_t* w0 = w + j * wrb;
+      const uint8_t* w1 = w + (j + half) * wrb;
+      __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
+      int64_t g = 0;
+      for (; g < nfull; ++g) {
+        G g0, g1;
+        g0.template Load<true>(w0 + g * 16 * G::kBytes, 16, c);
+        g1.template Load<true>(w1 + g * 16 * G::kBytes, 16, c);
+        acc0 = _mm512_add_ps(acc0, g0.Row(q + g * 512, sums + 16 * g, dx + 16 * g, c));
+        acc1 = _mm512_add_ps(acc1, g1.Row(q + g * 512, sums + 16 * g, dx + 16 * g, c));
+      }
+      if (g * 16 < nb) {
+        G g0, g1;
+        g0.template Load<false>(w0 + g * 16 * G::kBytes, nb - 16 * g, c);
+        g1.template Load<false>(w1 + g * 16 * G::kBytes, nb - 16 * g, c);
+        acc0 = _mm512_add_ps(acc0, g0.Row(q + g * 512, sums + 16 * g, dx + 16 * g, c));
+        acc1 = _mm512_add_ps(acc1, g1.Row(q + g * 512, sums + 16 * g, dx + 16 * g, c));
+      }
+      y[j] = Tree16(acc0);
+      y[j + half] = Tree16(acc1);
+    }
+    j = 2 * half;
+  }
+  for (; j < rows; ++j) {
     const uint8_t* wr = w + j * wrb;
     __m512 acc[M];
     for (int i = 0; i < M; ++i) acc[i] = _mm512_setzero_ps();
