@@ -106,7 +106,29 @@ void AttentionForward(CView<T> q, CView<T> k, CView<T> v, int64_t pos0, T scale,
   MOE_CHECK(window >= 0, "attention", "AttentionForward: window = {} must be >= 0", window);
   if (g.t == 0 || g.b == 0) return;
 
-  const int64_t bq = g.RowBlock(), nqb = (g.t + bq - 1) / bq, max_keys = pos0 + g.t;
+  const int64_t max_keys = pos0 + g.t;
+  if (g.t == 1 && g.group() > 1) {
+    // One query per sequence (decode): the group of query heads that share a key/value head are
+    // adjacent rows of q and out, so they run as one product against the keys and one against
+    // the values, each key and value row read once for the whole group.
+    const int64_t gs = g.group(), j0 = window > 0 ? std::max<int64_t>(0, pos0 - window + 1) : 0;
+    const int64_t n = max_keys - j0;
+    std::vector<T> scratch(static_cast<size_t>(ctx.threads() * gs * n));
+    ParallelFor(g.b * g.hkv, ctx, [&](int64_t unit, int w) {
+      const int64_t b = unit / g.hkv, kv = unit % g.hkv, h0 = kv * gs;
+      T* sc = scratch.data() + w * gs * n;
+      MatMulNT<T>(q.data + g.Q(b, 0, h0), g.dk, gs, k.data + g.K(b, j0, kv), g.ldk(), n, g.dk, sc,
+                  n, false);
+      for (int64_t i = 0; i < gs; ++i) {
+        const T l = MaskedSoftmaxRow<T>(sc + i * n, n, n, scale);
+        if (!lse.empty()) lse[g.L(b, h0 + i, 0)] = l;
+      }
+      Gemm<T>(false, false, gs, g.dv, n, T(1), sc, n, v.data + g.V(b, j0, kv), g.ldv(), T(0),
+              out.data + g.O(b, 0, h0), g.dv);
+    });
+    return;
+  }
+  const int64_t bq = g.RowBlock(), nqb = (g.t + bq - 1) / bq;
   std::vector<T> scratch(static_cast<size_t>(ctx.threads() * bq * max_keys));
   ParallelFor(g.b * g.h * nqb, ctx, [&](int64_t unit, int w) {
     const int64_t b = unit / (g.h * nqb), h = unit / nqb % g.h, t0 = unit % nqb * bq;

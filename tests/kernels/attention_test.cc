@@ -49,6 +49,7 @@ const RefAttentionShape kShapes[] = {
     {2, 70, 70, 2, 2, 16, 16, 0},  // more than one 64-block of queries and keys
     {1, 3, 80, 6, 3, 8, 12, 70},   // pos0 crosses a key block
     {1, 1, 130, 4, 2, 8, 8, 129},  // decode of one token over three key blocks
+    {2, 1, 50, 8, 2, 16, 12, 40},  // batched decode, groups of 4 query heads, unused keys
 };
 
 double ScaleOf(const RefAttentionShape& s) { return 1.0 / std::sqrt(static_cast<double>(s.dk)); }
@@ -251,7 +252,7 @@ TEST(Attention, SlidingWindowEqualsAttentionOverTheLastWindowKeys) {
   const std::vector<float> v = RandomNormal<float>(rng, s * hkv * dv);
   const float scale = 0.35f;
   for (const int64_t window : {1, 5, 64, 100, 400}) {
-    for (const int64_t pos0 : {0, 37}) {
+    for (const int64_t pos0 : {int64_t{0}, int64_t{37}, s - 1}) {  // s - 1: decode one token
       const int64_t t = s - pos0;
       std::vector<float> got(static_cast<size_t>(t * h * dv), kNaN);
       AttentionForward<float>(CView<float>(q.data() + pos0 * h * dk, {t, h, dk}),
