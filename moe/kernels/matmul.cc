@@ -81,8 +81,11 @@ void LinearForward(CView<T> x, CView<T> w, View<T> y, Context& ctx) {
   MOE_CHECK(w.cols() == k && y.rows() == t && y.cols() == n, "linear",
             "x {} * w {}^T does not fit y {}", x.shape.str(), w.shape.str(), y.shape.str());
   const MatmulPrecision prec = ctx.matmul_precision();
-  // Split the output columns (weight rows) when there are few tokens, else the tokens.
-  if (t <= kSmallM * ctx.threads()) {
+  // Split the output columns (weight rows) when there are few tokens or the weight is the larger
+  // operand, else the tokens: sgemm packs both operands of each call, so the split one is packed
+  // once in all and the other once per thread (a batch of 64 tokens against a 512 x 1024 expert
+  // weight split by tokens had each thread pack the whole weight, more time than the multiplies).
+  if (t <= kSmallM * ctx.threads() || n >= t) {
     ParallelForRange(n, ctx, [&](int64_t b, int64_t e, int) {
       MatMulNT<T>(x.data, k, t, w.data + b * k, k, e - b, k, y.data + b, n, false, prec);
     }, 16);
