@@ -3,8 +3,10 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <type_traits>
 #include <vector>
 
+#include "moe/kernels/isa/row_ops.h"
 #include "moe/kernels/matmul.h"
 
 namespace moe::kernels {
@@ -77,6 +79,11 @@ void CheckShape(const char* op, const char* name, const Shape& got, const Shape&
 // [valid, n); returns the log-sum-exp of the scaled valid scores.
 template <typename T>
 T MaskedSoftmaxRow(T* s, int64_t valid, int64_t n, T scale) {
+  if constexpr (std::is_same_v<T, float>) {
+    const float l = ActiveRowOps().softmax(s, valid, scale);
+    std::fill(s + valid, s + n, 0.0f);
+    return l;
+  }
   T mx = -std::numeric_limits<T>::infinity();
   for (int64_t j = 0; j < valid; ++j) {
     s[j] *= scale;

@@ -1,6 +1,6 @@
 // The per-ISA row kernels (scalar, AVX2, AVX-512; each one this CPU and MOE_ISA allow) against the
 // double references: every tail length, m = 1..9 rows, strided rows, accumulate on and off, large
-// |g| for the exp, and no writes outside the outputs.
+// |g| for the exp, softmax scores spread wide, and no writes outside the outputs.
 #include "moe/kernels/isa/row_ops.h"
 
 #include <gtest/gtest.h>
@@ -130,6 +130,29 @@ TEST_P(RowOpsTest, SwiGluSaturatesCleanlyAtHugeGates) {
     } else {
       EXPECT_NEAR(a[static_cast<size_t>(i)], 0.0f, 1e-9f);
       EXPECT_NEAR(dg[static_cast<size_t>(i)], 0.0f, 1e-9f);
+    }
+  }
+}
+
+TEST_P(RowOpsTest, SoftmaxMatchesReference) {
+  Rng rng(63);
+  for (int64_t n : kLengths) {
+    if (n == 0) continue;                // the op needs at least one score
+    for (double spread : {1.0, 30.0}) {  // exp(30) * 513 would overflow f32 without the shift
+      SCOPED_TRACE(::testing::Message() << "n=" << n << " spread=" << spread);
+      std::vector<float> s = RandomNormal<float>(rng, n, spread);
+      s.resize(static_cast<size_t>(n + kGuard), kSentinel);
+      const float scale = 0.7f;
+      double mx = -HUGE_VAL, sum = 0;
+      for (int64_t i = 0; i < n; ++i) mx = std::max(mx, scale * static_cast<double>(s[i]));
+      std::vector<double> want(static_cast<size_t>(n));
+      for (int64_t i = 0; i < n; ++i)
+        sum += want[i] = std::exp(scale * static_cast<double>(s[i]) - mx);
+      for (double& w : want) w /= sum;
+      const float lse = ops().softmax(s.data(), n, scale);
+      EXPECT_TRUE(GuardIntact(s, n, "s"));
+      EXPECT_NEAR(lse, mx + std::log(sum), 1e-5 * std::max(1.0, std::abs(mx)));
+      EXPECT_TRUE(ExpectClose(s.data(), want.data(), n, {1e-6, 1e-5, 1e-10}, "softmax"));
     }
   }
 }

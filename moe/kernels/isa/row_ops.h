@@ -22,6 +22,9 @@ struct RowOps {
                           int64_t n, int64_t k, float* y, int64_t ldy, bool accumulate);
   // sum of x[0..n): a pure streaming read (the bandwidth probe of the roofline).
   float (*sum)(const float* x, int64_t n);
+  // s[0..n) = softmax(scale * s) in place (n >= 1, finite s); returns the log-sum-exp of the
+  // scaled scores. The attention softmax.
+  float (*softmax)(float* s, int64_t n, float scale);
 };
 
 inline constexpr int64_t kSmallM = 8;

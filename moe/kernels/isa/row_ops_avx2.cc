@@ -1,6 +1,7 @@
 // AVX2 + FMA row kernels. Compiled with -mavx2 -mfma; called only when the CPU has them.
 #include <immintrin.h>
 
+#include <algorithm>
 #include <cmath>
 
 #include "moe/kernels/isa/row_ops.h"
@@ -131,10 +132,47 @@ float Sum(const float* x, int64_t n) {
   return s;
 }
 
+// Scale and max, exp and sum, normalise: three passes of 8 lanes, scalar tails.
+float Softmax(float* s, int64_t n, float scale) {
+  const __m256 sc = _mm256_set1_ps(scale);
+  __m256 mv = _mm256_set1_ps(-INFINITY);
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256 v = _mm256_mul_ps(_mm256_loadu_ps(s + i), sc);
+    _mm256_storeu_ps(s + i, v);
+    mv = _mm256_max_ps(mv, v);
+  }
+  __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(mv), _mm256_extractf128_ps(mv, 1));
+  m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+  float mx = _mm_cvtss_f32(_mm_max_ss(m4, _mm_shuffle_ps(m4, m4, 1)));
+  for (int64_t j = i; j < n; ++j) {
+    s[j] *= scale;
+    mx = std::max(mx, s[j]);
+  }
+  const __m256 mb = _mm256_set1_ps(mx);
+  __m256 sv = _mm256_setzero_ps();
+  for (i = 0; i + 8 <= n; i += 8) {
+    const __m256 e = Exp(_mm256_sub_ps(_mm256_loadu_ps(s + i), mb));
+    _mm256_storeu_ps(s + i, e);
+    sv = _mm256_add_ps(sv, e);
+  }
+  float sum = HSum(sv);
+  for (int64_t j = i; j < n; ++j) {
+    s[j] = std::exp(s[j] - mx);
+    sum += s[j];
+  }
+  const float inv = 1.0f / sum;
+  const __m256 iv = _mm256_set1_ps(inv);
+  for (i = 0; i + 8 <= n; i += 8)
+    _mm256_storeu_ps(s + i, _mm256_mul_ps(_mm256_loadu_ps(s + i), iv));
+  for (; i < n; ++i) s[i] *= inv;
+  return mx + std::log(sum);
+}
+
 }  // namespace
 
 const RowOps& Avx2RowOps() {
-  static const RowOps ops{Isa::kAvx2, SwiGlu, SwiGluBackward, MatMulNtSmall, Sum};
+  static const RowOps ops{Isa::kAvx2, SwiGlu, SwiGluBackward, MatMulNtSmall, Sum, Softmax};
   return ops;
 }
 

@@ -2,6 +2,8 @@
 // ActiveIsa() says the CPU has them.
 #include <immintrin.h>
 
+#include <cmath>
+
 #include "moe/kernels/isa/row_ops.h"
 
 #ifndef MOE_PREFETCH_FLOATS
@@ -141,10 +143,39 @@ float Sum(const float* x, int64_t n) {
   return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
 }
 
+// Scale and max, exp and sum, normalise: three passes of 16 lanes, masked tails.
+float Softmax(float* s, int64_t n, float scale) {
+  const __m512 sc = _mm512_set1_ps(scale);
+  __m512 mv = _mm512_set1_ps(-INFINITY);
+  for (int64_t i = 0; i < n; i += 16) {
+    const __mmask16 m = TailMask(n - i);
+    const __m512 v = _mm512_mul_ps(_mm512_maskz_loadu_ps(m, s + i), sc);
+    _mm512_mask_storeu_ps(s + i, m, v);
+    mv = _mm512_mask_max_ps(mv, m, mv, v);
+  }
+  const float mx = _mm512_reduce_max_ps(mv);
+  const __m512 mb = _mm512_set1_ps(mx);
+  __m512 sv = _mm512_setzero_ps();
+  for (int64_t i = 0; i < n; i += 16) {
+    const __mmask16 m = TailMask(n - i);
+    const __m512 e =
+        _mm512_maskz_mov_ps(m, Exp(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, s + i), mb)));
+    _mm512_mask_storeu_ps(s + i, m, e);
+    sv = _mm512_add_ps(sv, e);
+  }
+  const float sum = _mm512_reduce_add_ps(sv);
+  const __m512 iv = _mm512_set1_ps(1.0f / sum);
+  for (int64_t i = 0; i < n; i += 16) {
+    const __mmask16 m = TailMask(n - i);
+    _mm512_mask_storeu_ps(s + i, m, _mm512_mul_ps(_mm512_maskz_loadu_ps(m, s + i), iv));
+  }
+  return mx + std::log(sum);
+}
+
 }  // namespace
 
 const RowOps& Avx512RowOps() {
-  static const RowOps ops{Isa::kAvx512, SwiGlu, SwiGluBackward, MatMulNtSmall, Sum};
+  static const RowOps ops{Isa::kAvx512, SwiGlu, SwiGluBackward, MatMulNtSmall, Sum, Softmax};
   return ops;
 }
 

@@ -1,3 +1,4 @@
+#include <algorithm>
 #include <cmath>
 
 #include "moe/core/error.h"
@@ -42,10 +43,26 @@ float Sum(const float* x, int64_t n) {
   return ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]));
 }
 
+float Softmax(float* s, int64_t n, float scale) {
+  float mx = -INFINITY;
+  for (int64_t j = 0; j < n; ++j) {
+    s[j] *= scale;
+    mx = std::max(mx, s[j]);
+  }
+  float sum = 0;
+  for (int64_t j = 0; j < n; ++j) {
+    s[j] = std::exp(s[j] - mx);
+    sum += s[j];
+  }
+  const float inv = 1.0f / sum;
+  for (int64_t j = 0; j < n; ++j) s[j] *= inv;
+  return mx + std::log(sum);
+}
+
 }  // namespace
 
 const RowOps& ScalarRowOps() {
-  static const RowOps ops{Isa::kScalar, SwiGlu, SwiGluBackward, MatMulNtSmall, Sum};
+  static const RowOps ops{Isa::kScalar, SwiGlu, SwiGluBackward, MatMulNtSmall, Sum, Softmax};
   return ops;
 }
 
