@@ -159,8 +159,9 @@ TEST_P(RowOpsTest, SoftmaxMatchesReference) {
 
 TEST_P(RowOpsTest, MatMulNtSmallMatchesReference) {
   Rng rng(63);
-  const int64_t ks[] = {1, 7, 15, 16, 17, 100, 513};
-  const int64_t ns[] = {1, 2, 3, 5, 7, 13};
+  // k = 64, 256 with n >= 16: the short-row path (16 rows of w reduced together), with a tail.
+  const int64_t ks[] = {1, 7, 15, 16, 17, 64, 100, 256, 513};
+  const int64_t ns[] = {1, 2, 3, 5, 7, 13, 16, 37};
   for (int64_t m = 1; m <= kSmallM + 1; ++m) {
     for (int64_t k : ks) {
       for (int64_t n : ns) {

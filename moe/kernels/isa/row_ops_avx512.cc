@@ -69,9 +69,63 @@ void SwiGluBackward(const float* g, const float* u, const float* da, float* dg, 
 // lets the hardware prefetcher run at full bandwidth: this path is bound by reading the weights.
 constexpr int64_t kPrefetch = MOE_PREFETCH_FLOATS;
 
+// Lane r of the result = the sum of the 16 lanes of v[r].
+inline __m512 Transpose16Sums(const __m512 v[16]) {
+  __m512 a[8], b[4], c[2];
+  // Within 128-bit lanes: pairs of vectors, then quads, each lane keeping partial sums.
+  for (int i = 0; i < 8; ++i)
+    a[i] = _mm512_add_ps(_mm512_unpacklo_ps(v[2 * i], v[2 * i + 1]),
+                         _mm512_unpackhi_ps(v[2 * i], v[2 * i + 1]));
+  for (int i = 0; i < 4; ++i) {
+    const __m512d lo =
+        _mm512_unpacklo_pd(_mm512_castps_pd(a[2 * i]), _mm512_castps_pd(a[2 * i + 1]));
+    const __m512d hi =
+        _mm512_unpackhi_pd(_mm512_castps_pd(a[2 * i]), _mm512_castps_pd(a[2 * i + 1]));
+    b[i] = _mm512_add_ps(_mm512_castpd_ps(lo), _mm512_castpd_ps(hi));
+  }
+  // b[i] lane L (128-bit) holds [v(4i)..v(4i+3)] partial sums over that lane; add across lanes.
+  for (int i = 0; i < 2; ++i)
+    c[i] = _mm512_add_ps(_mm512_shuffle_f32x4(b[2 * i], b[2 * i + 1], _MM_SHUFFLE(2, 0, 2, 0)),
+                         _mm512_shuffle_f32x4(b[2 * i], b[2 * i + 1], _MM_SHUFFLE(3, 1, 3, 1)));
+  return _mm512_add_ps(_mm512_shuffle_f32x4(c[0], c[1], _MM_SHUFFLE(2, 0, 2, 0)),
+                       _mm512_shuffle_f32x4(c[0], c[1], _MM_SHUFFLE(3, 1, 3, 1)));
+}
+
+// Short rows (k <= 256, whole vectors: attention scores against a head's keys): 16 rows of w at
+// a time, one accumulator per row, then one transposing reduction for all 16 instead of a
+// horizontal sum per row. Returns the rows done (a multiple of 16).
+template <int M>
+int64_t MatMulNtShortK(const float* x, int64_t ldx, const float* w, int64_t ldw, int64_t n,
+                       int64_t k, float* y, int64_t ldy, bool accumulate) {
+  const int64_t n16 = n / 16 * 16, kv = k / 16;
+  for (int64_t j = 0; j < n16; j += 16) {
+    for (int i = 0; i < M; ++i) {
+      const float* xi = x + i * ldx;
+      __m512 acc[16];
+      for (int r = 0; r < 16; ++r) acc[r] = _mm512_setzero_ps();
+      for (int64_t c = 0; c < kv; ++c) {
+        const __m512 xv = _mm512_loadu_ps(xi + 16 * c);
+        for (int r = 0; r < 16; ++r)
+          acc[r] = _mm512_fmadd_ps(_mm512_loadu_ps(w + (j + r) * ldw + 16 * c), xv, acc[r]);
+      }
+      __m512 sums = Transpose16Sums(acc);
+      float* out = y + i * ldy + j;
+      if (accumulate) sums = _mm512_add_ps(sums, _mm512_loadu_ps(out));
+      _mm512_storeu_ps(out, sums);
+    }
+  }
+  return n16;
+}
+
 template <int M>
 void MatMulNtSmallM(const float* x, int64_t ldx, const float* w, int64_t ldw, int64_t n, int64_t k,
                     float* y, int64_t ldy, bool accumulate) {
+  if (k % 16 == 0 && k <= 256 && n >= 16) {
+    const int64_t done = MatMulNtShortK<M>(x, ldx, w, ldw, n, k, y, ldy, accumulate);
+    w += done * ldw;
+    y += done;
+    n -= done;
+  }
   constexpr int U = M <= 4 ? 4 : 2;  // U*M accumulators out of 32 zmm registers
   const int64_t k64 = k / (16 * U) * (16 * U), k16 = k / 16 * 16;
   const __mmask16 tail = TailMask(k - k16);
