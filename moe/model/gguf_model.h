@@ -3,8 +3,9 @@
 // Architectures (`general.architecture`): llama (dense Llama/Mistral and Mixtral-style MoE, with
 // merged `blk.N.ffn_{gate,up,down}_exps` or older per-expert `blk.N.ffn_gate.E.weight` tensors),
 // qwen2, qwen2moe (shared expert + ffn_gate_inp_shexp), qwen3moe (attn_q_norm/attn_k_norm per
-// head), olmoe (full-width q/k norms) and deepseek2 (DeepSeek-V2/V3: MLA with attn_kv_b, softmax
-// or sigmoid routing with groups and selection bias). Hyper-parameters come from `<arch>.*` keys.
+// head), olmoe (full-width q/k norms) and deepseek2 (DeepSeek-V2/V3: MLA with attn_kv_b, or the
+// attn_k_b + attn_v_b pair of newer converters, rebuilt into wkv_b as f32; softmax or sigmoid
+// routing with groups and selection bias). Hyper-parameters come from `<arch>.*` keys.
 //
 // llama-arch files store the rows of attn_q / attn_k permuted for ggml's interleaved RoPE (pairs
 // (2i, 2i+1) of each head) where Hugging Face rotates halves (i, i + Dh/2); the loader undoes the
