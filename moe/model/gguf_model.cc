@@ -295,6 +295,22 @@ std::vector<float> KvBFromSplit(const io::GgufFile& f, const SplitKvB& s, const 
   return out;
 }
 
+// The inverse: k [H][R][Dn] and v [H][Dv][R] from wkv_b [H*(Dn+Dv), R].
+void SplitKvBRows(const float* kv, const ModelConfig& cfg, std::vector<float>& k,
+                  std::vector<float>& v) {
+  const int64_t H = cfg.n_heads, dn = cfg.mla.qk_nope_head_dim, dv = cfg.mla.v_head_dim,
+                r = cfg.mla.kv_lora_rank;
+  k.resize(static_cast<size_t>(H * r * dn));
+  v.resize(static_cast<size_t>(H * dv * r));
+  for (int64_t h = 0; h < H; ++h) {
+    const float* head = kv + h * (dn + dv) * r;
+    float* kh = k.data() + h * r * dn;
+    for (int64_t j = 0; j < dn; ++j)
+      for (int64_t c = 0; c < r; ++c) kh[c * dn + j] = head[j * r + c];
+    std::memcpy(v.data() + h * dv * r, head + dn * r, static_cast<size_t>(dv * r) * sizeof(float));
+  }
+}
+
 // Layer `prefix`'s wkv_b when the file stores it split; nullopt when attn_kv_b is there (the
 // caller reads it as usual; a split pair next to it, as ik_llama.cpp's converter writes, is
 // shape-checked and not read). `use` is called with the names of a split pair.
@@ -914,8 +930,17 @@ void SaveGgufModel(const ModelConfig& cfg, ModelWeights& weights, const std::str
   const int64_t ffl = cfg.dense_d_ff > 0 ? cfg.dense_d_ff : cfg.moe.d_ff;
   put(a + "feed_forward_length", u32(ffl));
   put(a + "attention.head_count", u32(cfg.n_heads));
-  put(a + "attention.head_count_kv", u32(cfg.n_kv_heads));
-  if (cfg.head_dim * cfg.n_heads != cfg.d_model || cfg.mla.enabled()) {
+  MOE_CHECK(!opts.split_mla_kv_b || cfg.mla.enabled(), kTag,
+            "split_mla_kv_b needs an MLA model (deepseek2); this one is '{}'", arch);
+  const bool split = opts.split_mla_kv_b;
+  // The split form's metadata describes the latent MQA view (docs/FORMATS.md).
+  put(a + "attention.head_count_kv", u32(split ? 1 : cfg.n_kv_heads));
+  if (split) {
+    put(a + "attention.key_length", u32(cfg.mla.kv_lora_rank + cfg.mla.qk_rope_head_dim));
+    put(a + "attention.value_length", u32(cfg.mla.kv_lora_rank));
+    put(a + "attention.key_length_mla", u32(cfg.head_dim));
+    put(a + "attention.value_length_mla", u32(cfg.v_head_dim()));
+  } else if (cfg.head_dim * cfg.n_heads != cfg.d_model || cfg.mla.enabled()) {
     put(a + "attention.key_length", u32(cfg.head_dim));
     put(a + "attention.value_length", u32(cfg.v_head_dim()));
   }
@@ -1040,19 +1065,14 @@ void SaveGgufModel(const ModelConfig& cfg, ModelWeights& weights, const std::str
   }
   const std::vector<Part> parts =
       PlanParts(cfg, weights, arch == "llama", [](int64_t) { return true; });
-  for (size_t i = 0; i < parts.size(); ++i) {
-    const Part& p = parts[i];
-    size_t numel = 1;
-    for (int64_t d : p.shape) numel *= static_cast<size_t>(d);
-    std::vector<float> v(numel);
-    const float* src = static_cast<const float*>(p.dst->raw());
-    MOE_CHECK(p.dst->dtype() == DType::kF32, kTag, "SaveGgufModel needs f32 weights");
-    for (const Copy& c : p.copies)
-      std::memcpy(v.data() + c.gguf_off, src + c.canon_off, c.n * sizeof(float));
-    if (p.permute_rope)
-      PermuteRows(v, p.rope_heads, p.shape.size() == 1 ? 1 : p.shape.back(), true);
+  // The split form writes attn_k_b + attn_v_b in place of each layer's attn_kv_b.
+  const size_t n_tensors = parts.size() + (split ? static_cast<size_t>(cfg.n_layers) : 0);
+  size_t index = 0;
+  // Writes one tensor of p's name, shape, role and layer with the values v (row-major p.shape).
+  auto add = [&](const Part& p, const std::vector<float>& v) {
+    const size_t numel = v.size();
     const GgmlType type = ChooseType(opts.scheme, p, cfg.n_layers);
-    if (opts.progress) opts.progress(i, parts.size(), p.name, io::GgmlTypeName(type));
+    if (opts.progress) opts.progress(index++, n_tensors, p.name, io::GgmlTypeName(type));
     std::vector<int64_t> dims(p.shape.rbegin(), p.shape.rend());
     if (type == GgmlType::kF32) {
       w.AddTensor(p.name, type, dims, v.data(), v.size() * sizeof(float));
@@ -1075,6 +1095,32 @@ void SaveGgufModel(const ModelConfig& cfg, ModelWeights& weights, const std::str
       }
       w.AddTensor(p.name, type, dims, bytes.data(), bytes.size());
     }
+  };
+  for (const Part& p : parts) {
+    size_t numel = 1;
+    for (int64_t d : p.shape) numel *= static_cast<size_t>(d);
+    std::vector<float> v(numel);
+    const float* src = static_cast<const float*>(p.dst->raw());
+    MOE_CHECK(p.dst->dtype() == DType::kF32, kTag, "SaveGgufModel needs f32 weights");
+    for (const Copy& c : p.copies)
+      std::memcpy(v.data() + c.gguf_off, src + c.canon_off, c.n * sizeof(float));
+    if (p.permute_rope)
+      PermuteRows(v, p.rope_heads, p.shape.size() == 1 ? 1 : p.shape.back(), true);
+    if (split && p.name.ends_with(kKvB)) {
+      const std::string prefix = p.name.substr(0, p.name.size() - kKvB.size());
+      const MlaConfig& m = cfg.mla;
+      std::vector<float> k, vb;
+      SplitKvBRows(v.data(), cfg, k, vb);
+      Part pk = p, pv = p;
+      pk.name = prefix + std::string(kKB);
+      pk.shape = {cfg.n_heads, m.kv_lora_rank, m.qk_nope_head_dim};
+      pv.name = prefix + std::string(kVB);
+      pv.shape = {cfg.n_heads, m.v_head_dim, m.kv_lora_rank};
+      add(pk, k);
+      add(pv, vb);
+      continue;
+    }
+    add(p, v);
   }
   w.Write(path);
 }

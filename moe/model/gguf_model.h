@@ -67,6 +67,10 @@ struct GgufSaveOptions {
   std::function<void(const std::string&)> warn;
   // Quantises rows in parallel on this context when set (the bytes do not depend on it).
   Context* ctx = nullptr;
+  // MLA (deepseek2) only: write each layer's kv_b as the attn_k_b + attn_v_b pair with the
+  // key_length_mla / value_length_mla metadata of newer llama.cpp converters instead of the older
+  // attn_kv_b (docs/FORMATS.md); an Error for other models. Off by default (`moe quantize`).
+  bool split_mla_kv_b = false;
 };
 
 // Writes cfg + weights as a GGUF file (atomic: path.tmp then rename). The GGUF architecture comes
