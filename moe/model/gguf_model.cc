@@ -6,7 +6,9 @@
 #include <cstring>
 #include <map>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <set>
+#include <string>
 #include <vector>
 
 #include "moe/core/dtype.h"
@@ -223,6 +225,106 @@ std::vector<float> ToF32(const io::GgufFile& f, const io::GgufTensorInfo& t) {
   return out;
 }
 
+// ---- MLA kv_b in the split form of newer llama.cpp converters (docs/FORMATS.md)
+//
+// Our wkv_b (Hugging Face kv_b_proj) is [H*(Dn+Dv), R] row-major: per head h, Dn rows of the
+// no-RoPE key part, then Dv value rows. The split form stores per head the key rows transposed,
+// attn_k_b ggml [Dn, R, H] (row-major [H][R][Dn]), and the value rows as they are, attn_v_b ggml
+// [R, Dv, H] (row-major [H][Dv][R]).
+
+constexpr std::string_view kKvB = "attn_kv_b.weight", kKB = "attn_k_b.weight",
+                           kVB = "attn_v_b.weight";
+
+// Whether layer `prefix` ("blk.N.") has a split-form tensor (complete or not).
+bool HasSplitKvB(const io::GgufFile& f, const std::string& prefix) {
+  return f.HasTensor(prefix + std::string(kKB)) || f.HasTensor(prefix + std::string(kVB));
+}
+
+struct SplitKvB {
+  const io::GgufTensorInfo* k;  // ggml [Dn, R, H]
+  const io::GgufTensorInfo* v;  // ggml [R, Dv, H]
+};
+
+// Layer `prefix`'s attn_k_b and attn_v_b, both present and shaped as cfg says (Error naming the
+// tensor, its shape and the metadata keys behind the expected one otherwise).
+SplitKvB FindSplitKvB(const io::GgufFile& f, const ModelConfig& cfg, const std::string& prefix,
+                      const std::string& path) {
+  const std::string kn = prefix + std::string(kKB), vn = prefix + std::string(kVB);
+  const SplitKvB s{f.FindTensor(kn), f.FindTensor(vn)};
+  MOE_CHECK(s.k != nullptr && s.v != nullptr, kTag,
+            "{}: tensor '{}' is missing: the split MLA form stores '{}' and '{}' together "
+            "(or '{}{}' alone)",
+            path, s.k == nullptr ? kn : vn, kn, vn, prefix, kKvB);
+  const MlaConfig& m = cfg.mla;
+  // The keys the widths came from (ConfigFrom): the _mla ones when set.
+  const std::string a = f.GetString("general.architecture") + ".attention.";
+  const bool mla_keys = f.Has(a + "key_length_mla");
+  const std::string k_key = a + (mla_keys ? "key_length_mla" : "key_length"),
+                    v_key = a + (mla_keys ? "value_length_mla" : "value_length");
+  auto check = [&](const io::GgufTensorInfo& t, std::vector<int64_t> want,
+                   const std::string& from) {
+    // A trailing 1 (one head) may be left out.
+    std::vector<int64_t> got = t.dims;
+    while (got.size() < want.size()) got.push_back(1);
+    MOE_CHECK(got == want, kTag,
+              "{}: tensor '{}' has shape {}, expected [{}] (ggml order; {}, kv_lora_rank {}, "
+              "head_count {} from the metadata)",
+              path, t.name, t.ShapeStr(), fmt::join(want, ","), from, m.kv_lora_rank, cfg.n_heads);
+  };
+  check(*s.k, {m.qk_nope_head_dim, m.kv_lora_rank, cfg.n_heads},
+        fmt::format("no-RoPE key width {} = '{}' {} - rope.dimension_count {}", m.qk_nope_head_dim,
+                    k_key, cfg.head_dim, m.qk_rope_head_dim));
+  check(*s.v, {m.kv_lora_rank, m.v_head_dim, cfg.n_heads},
+        fmt::format("value width '{}' {}", v_key, m.v_head_dim));
+  return s;
+}
+
+// wkv_b [H*(Dn+Dv), R] from the split pair (dequantised).
+std::vector<float> KvBFromSplit(const io::GgufFile& f, const SplitKvB& s, const ModelConfig& cfg) {
+  const int64_t H = cfg.n_heads, dn = cfg.mla.qk_nope_head_dim, dv = cfg.mla.v_head_dim,
+                r = cfg.mla.kv_lora_rank;
+  const std::vector<float> k = ToF32(f, *s.k), v = ToF32(f, *s.v);
+  std::vector<float> out(static_cast<size_t>(H * (dn + dv) * r));
+  for (int64_t h = 0; h < H; ++h) {
+    float* head = out.data() + h * (dn + dv) * r;
+    const float* kh = k.data() + h * r * dn;
+    for (int64_t j = 0; j < dn; ++j)
+      for (int64_t c = 0; c < r; ++c) head[j * r + c] = kh[c * dn + j];
+    std::memcpy(head + dn * r, v.data() + h * dv * r, static_cast<size_t>(dv * r) * sizeof(float));
+  }
+  return out;
+}
+
+// The inverse: k [H][R][Dn] and v [H][Dv][R] from wkv_b [H*(Dn+Dv), R].
+void SplitKvBRows(const float* kv, const ModelConfig& cfg, std::vector<float>& k,
+                  std::vector<float>& v) {
+  const int64_t H = cfg.n_heads, dn = cfg.mla.qk_nope_head_dim, dv = cfg.mla.v_head_dim,
+                r = cfg.mla.kv_lora_rank;
+  k.resize(static_cast<size_t>(H * r * dn));
+  v.resize(static_cast<size_t>(H * dv * r));
+  for (int64_t h = 0; h < H; ++h) {
+    const float* head = kv + h * (dn + dv) * r;
+    float* kh = k.data() + h * r * dn;
+    for (int64_t j = 0; j < dn; ++j)
+      for (int64_t c = 0; c < r; ++c) kh[c * dn + j] = head[j * r + c];
+    std::memcpy(v.data() + h * dv * r, head + dn * r, static_cast<size_t>(dv * r) * sizeof(float));
+  }
+}
+
+// Layer `prefix`'s wkv_b when the file stores it split; nullopt when attn_kv_b is there (the
+// caller reads it as usual; a split pair next to it, as ik_llama.cpp's converter writes, is
+// shape-checked and not read). `use` is called with the names of a split pair.
+std::optional<std::vector<float>> ReadSplitKvB(const io::GgufFile& f, const ModelConfig& cfg,
+                                               const std::string& prefix, const std::string& path,
+                                               const std::function<void(const std::string&)>& use) {
+  if (!HasSplitKvB(f, prefix)) return std::nullopt;
+  const SplitKvB s = FindSplitKvB(f, cfg, prefix, path);
+  use(s.k->name);
+  use(s.v->name);
+  if (f.HasTensor(prefix + std::string(kKvB))) return std::nullopt;
+  return KvBFromSplit(f, s, cfg);
+}
+
 // ---- loading for inference: weights used in place (mmap)
 
 // Fills the inference layout of `w` from the file without copying F32 and block-quantised
@@ -267,6 +369,8 @@ class MappedLoader {
       experts[static_cast<size_t>(e)].*part = std::move(x);
     }
   }
+  // Records a tensor read outside the loader (the split MLA pair).
+  void Use(const std::string& name) { used_.insert(name); }
   const std::set<std::string>& used() const { return used_; }
 
  private:
@@ -332,8 +436,15 @@ std::set<std::string> LoadMapped(const io::GgufFile& f, const ModelConfig& cfg, 
       }
       ld.Matrix(b + "attn_kv_a_mqa.weight", L.wkv_a, {m.kv_lora_rank + m.qk_rope_head_dim, d});
       ld.Vector(b + "attn_kv_a_norm.weight", L.kv_a_norm, {m.kv_lora_rank});
-      ld.Matrix(b + "attn_kv_b.weight", L.wkv_b,
-                {cfg.n_heads * (m.qk_nope_head_dim + m.v_head_dim), m.kv_lora_rank});
+      const Shape kv_b{cfg.n_heads * (m.qk_nope_head_dim + m.v_head_dim), m.kv_lora_rank};
+      if (std::optional<std::vector<float>> split =
+              ReadSplitKvB(f, cfg, b, path, [&](const std::string& name) { ld.Use(name); })) {
+        // Assembled once into an owned f32 matrix (small: R columns).
+        L.wkv_b = Tensor(DType::kF32, kv_b);
+        std::memcpy(L.wkv_b.raw(), split->data(), split->size() * sizeof(float));
+      } else {
+        ld.Matrix(b + "attn_kv_b.weight", L.wkv_b, kv_b);
+      }
     } else {
       ld.Matrix(b + "attn_q.weight", L.wq, {cfg.q_dim(), d});
       ld.Matrix(b + "attn_k.weight", L.wk, {cfg.kv_dim(), d});
@@ -484,13 +595,47 @@ ModelConfig ConfigFrom(const std::string& arch, const Lookup& find, int64_t voca
   if (arch == "deepseek2") {
     // Multi-head latent attention; RoPE with interleaved pairs on the last Dr dims of each head
     // (as moe/model/arch/deepseek.cc), no Q/K permutation in the file.
+    // Two forms (docs/FORMATS.md): the older one gives the per-head widths in key_length /
+    // value_length; the split one (attn_k_b / attn_v_b) moves them to key_length_mla /
+    // value_length_mla and describes the latent MQA view (one kv head of width R + Dr, values of
+    // width R) in key_length / value_length / head_count_kv.
+    const int64_t kv_heads = c.n_kv_heads;
+    MOE_CHECK(kv_heads == c.n_heads || kv_heads == 1, kTag,
+              "{}: '{}attention.head_count_kv' = {}; deepseek2 needs head_count ({}) or 1 (the "
+              "latent MQA view)",
+              origin, a, kv_heads, c.n_heads);
     c.n_kv_heads = c.n_heads;
     MlaConfig& mla = c.mla;
     mla.q_lora_rank = IntOr(find, a + "attention.q_lora_rank", 0, origin);
     mla.kv_lora_rank = IntReq(find, a + "attention.kv_lora_rank", origin);
     mla.qk_rope_head_dim = IntReq(find, a + "rope.dimension_count", origin);
-    mla.qk_nope_head_dim = IntReq(find, a + "attention.key_length", origin) - mla.qk_rope_head_dim;
-    mla.v_head_dim = IntReq(find, a + "attention.value_length", origin);
+    const std::string kl = a + "attention.key_length", vl = a + "attention.value_length";
+    const std::string kl_mla = kl + "_mla", vl_mla = vl + "_mla";
+    const bool split = find(kl_mla) != nullptr;
+    MOE_CHECK(split == (find(vl_mla) != nullptr), kTag,
+              "{}: '{}' is set but '{}' is missing (the split MLA form sets both)", origin,
+              split ? kl_mla : vl_mla, split ? vl_mla : kl_mla);
+    const std::string& k_key = split ? kl_mla : kl;
+    const int64_t k_len = IntReq(find, k_key, origin);
+    MOE_CHECK(k_len > mla.qk_rope_head_dim, kTag,
+              "{}: '{}' = {} must exceed '{}rope.dimension_count' = {} (a key head is its nope "
+              "then its rope dims)",
+              origin, k_key, k_len, a, mla.qk_rope_head_dim);
+    mla.qk_nope_head_dim = k_len - mla.qk_rope_head_dim;
+    c.head_dim = k_len;
+    mla.v_head_dim = IntReq(find, split ? vl_mla : vl, origin);
+    if (split) {
+      const int64_t latent_k = mla.kv_lora_rank + mla.qk_rope_head_dim;
+      const int64_t got_k = IntOr(find, kl, latent_k, origin);
+      MOE_CHECK(got_k == latent_k, kTag,
+                "{}: '{}' = {} but with '{}' set it is the latent key width kv_lora_rank + "
+                "rope.dimension_count = {}",
+                origin, kl, got_k, kl_mla, latent_k);
+      const int64_t got_v = IntOr(find, vl, mla.kv_lora_rank, origin);
+      MOE_CHECK(got_v == mla.kv_lora_rank, kTag,
+                "{}: '{}' = {} but with '{}' set it is the latent value width kv_lora_rank = {}",
+                origin, vl, got_v, vl_mla, mla.kv_lora_rank);
+    }
     c.rope_pairing = kernels::RopePairing::kInterleaved;
     auto& m = c.moe;
     if (any_moe) {
@@ -683,6 +828,12 @@ ModelConfig GgufModelConfig(const io::GgufFile& f, const std::string& path, std:
             "{} of width {}, feed_forward_length {})",
             path, params, elems, cfg.d_model, cfg.n_layers, cfg.n_heads, cfg.moe.n_experts,
             cfg.moe.d_ff, cfg.dense_d_ff);
+  // Split MLA pairs against the metadata's widths (a wrong key_length_mla is named here).
+  if (cfg.mla.enabled())
+    for (int64_t l = 0; l < cfg.n_layers; ++l) {
+      const std::string b = "blk." + std::to_string(l) + ".";
+      if (HasSplitKvB(f, b)) FindSplitKvB(f, cfg, b, path);
+    }
   if (const io::GgufTensorInfo* rf = f.FindTensor("rope_freqs.weight")) {
     // Per-frequency divisors of the RoPE angles (llama.cpp's form of Llama 3 scaling).
     MOE_CHECK(rf->numel == cfg.rope_dim() / 2, kTag,
@@ -725,6 +876,14 @@ GgufModel LoadGgufModel(const std::string& path, const GgufLoadOptions& opts) {
   });
   std::set<std::string> used;
   for (const Part& p : parts) {
+    if (p.name.ends_with(kKvB)) {
+      const std::string prefix = p.name.substr(0, p.name.size() - kKvB.size());
+      if (std::optional<std::vector<float>> split = ReadSplitKvB(
+              f, cfg, prefix, path, [&](const std::string& name) { used.insert(name); })) {
+        std::memcpy(p.dst->raw(), split->data(), split->size() * sizeof(float));
+        continue;
+      }
+    }
     const io::GgufTensorInfo* t = f.FindTensor(p.name);
     MOE_CHECK(t != nullptr, kTag, "{}: tensor '{}' is missing ({} with this config needs it)", path,
               p.name, arch);
@@ -771,8 +930,17 @@ void SaveGgufModel(const ModelConfig& cfg, ModelWeights& weights, const std::str
   const int64_t ffl = cfg.dense_d_ff > 0 ? cfg.dense_d_ff : cfg.moe.d_ff;
   put(a + "feed_forward_length", u32(ffl));
   put(a + "attention.head_count", u32(cfg.n_heads));
-  put(a + "attention.head_count_kv", u32(cfg.n_kv_heads));
-  if (cfg.head_dim * cfg.n_heads != cfg.d_model || cfg.mla.enabled()) {
+  MOE_CHECK(!opts.split_mla_kv_b || cfg.mla.enabled(), kTag,
+            "split_mla_kv_b needs an MLA model (deepseek2); this one is '{}'", arch);
+  const bool split = opts.split_mla_kv_b;
+  // The split form's metadata describes the latent MQA view (docs/FORMATS.md).
+  put(a + "attention.head_count_kv", u32(split ? 1 : cfg.n_kv_heads));
+  if (split) {
+    put(a + "attention.key_length", u32(cfg.mla.kv_lora_rank + cfg.mla.qk_rope_head_dim));
+    put(a + "attention.value_length", u32(cfg.mla.kv_lora_rank));
+    put(a + "attention.key_length_mla", u32(cfg.head_dim));
+    put(a + "attention.value_length_mla", u32(cfg.v_head_dim()));
+  } else if (cfg.head_dim * cfg.n_heads != cfg.d_model || cfg.mla.enabled()) {
     put(a + "attention.key_length", u32(cfg.head_dim));
     put(a + "attention.value_length", u32(cfg.v_head_dim()));
   }
@@ -897,19 +1065,14 @@ void SaveGgufModel(const ModelConfig& cfg, ModelWeights& weights, const std::str
   }
   const std::vector<Part> parts =
       PlanParts(cfg, weights, arch == "llama", [](int64_t) { return true; });
-  for (size_t i = 0; i < parts.size(); ++i) {
-    const Part& p = parts[i];
-    size_t numel = 1;
-    for (int64_t d : p.shape) numel *= static_cast<size_t>(d);
-    std::vector<float> v(numel);
-    const float* src = static_cast<const float*>(p.dst->raw());
-    MOE_CHECK(p.dst->dtype() == DType::kF32, kTag, "SaveGgufModel needs f32 weights");
-    for (const Copy& c : p.copies)
-      std::memcpy(v.data() + c.gguf_off, src + c.canon_off, c.n * sizeof(float));
-    if (p.permute_rope)
-      PermuteRows(v, p.rope_heads, p.shape.size() == 1 ? 1 : p.shape.back(), true);
+  // The split form writes attn_k_b + attn_v_b in place of each layer's attn_kv_b.
+  const size_t n_tensors = parts.size() + (split ? static_cast<size_t>(cfg.n_layers) : 0);
+  size_t index = 0;
+  // Writes one tensor of p's name, shape, role and layer with the values v (row-major p.shape).
+  auto add = [&](const Part& p, const std::vector<float>& v) {
+    const size_t numel = v.size();
     const GgmlType type = ChooseType(opts.scheme, p, cfg.n_layers);
-    if (opts.progress) opts.progress(i, parts.size(), p.name, io::GgmlTypeName(type));
+    if (opts.progress) opts.progress(index++, n_tensors, p.name, io::GgmlTypeName(type));
     std::vector<int64_t> dims(p.shape.rbegin(), p.shape.rend());
     if (type == GgmlType::kF32) {
       w.AddTensor(p.name, type, dims, v.data(), v.size() * sizeof(float));
@@ -932,6 +1095,32 @@ void SaveGgufModel(const ModelConfig& cfg, ModelWeights& weights, const std::str
       }
       w.AddTensor(p.name, type, dims, bytes.data(), bytes.size());
     }
+  };
+  for (const Part& p : parts) {
+    size_t numel = 1;
+    for (int64_t d : p.shape) numel *= static_cast<size_t>(d);
+    std::vector<float> v(numel);
+    const float* src = static_cast<const float*>(p.dst->raw());
+    MOE_CHECK(p.dst->dtype() == DType::kF32, kTag, "SaveGgufModel needs f32 weights");
+    for (const Copy& c : p.copies)
+      std::memcpy(v.data() + c.gguf_off, src + c.canon_off, c.n * sizeof(float));
+    if (p.permute_rope)
+      PermuteRows(v, p.rope_heads, p.shape.size() == 1 ? 1 : p.shape.back(), true);
+    if (split && p.name.ends_with(kKvB)) {
+      const std::string prefix = p.name.substr(0, p.name.size() - kKvB.size());
+      const MlaConfig& m = cfg.mla;
+      std::vector<float> k, vb;
+      SplitKvBRows(v.data(), cfg, k, vb);
+      Part pk = p, pv = p;
+      pk.name = prefix + std::string(kKB);
+      pk.shape = {cfg.n_heads, m.kv_lora_rank, m.qk_nope_head_dim};
+      pv.name = prefix + std::string(kVB);
+      pv.shape = {cfg.n_heads, m.v_head_dim, m.kv_lora_rank};
+      add(pk, k);
+      add(pv, vb);
+      continue;
+    }
+    add(p, v);
   }
   w.Write(path);
 }

@@ -3,8 +3,9 @@
 // Architectures (`general.architecture`): llama (dense Llama/Mistral and Mixtral-style MoE, with
 // merged `blk.N.ffn_{gate,up,down}_exps` or older per-expert `blk.N.ffn_gate.E.weight` tensors),
 // qwen2, qwen2moe (shared expert + ffn_gate_inp_shexp), qwen3moe (attn_q_norm/attn_k_norm per
-// head), olmoe (full-width q/k norms) and deepseek2 (DeepSeek-V2/V3: MLA with attn_kv_b, softmax
-// or sigmoid routing with groups and selection bias). Hyper-parameters come from `<arch>.*` keys.
+// head), olmoe (full-width q/k norms) and deepseek2 (DeepSeek-V2/V3: MLA with attn_kv_b, or the
+// attn_k_b + attn_v_b pair of newer converters, rebuilt into wkv_b as f32; softmax or sigmoid
+// routing with groups and selection bias). Hyper-parameters come from `<arch>.*` keys.
 //
 // llama-arch files store the rows of attn_q / attn_k permuted for ggml's interleaved RoPE (pairs
 // (2i, 2i+1) of each head) where Hugging Face rotates halves (i, i + Dh/2); the loader undoes the
@@ -66,6 +67,10 @@ struct GgufSaveOptions {
   std::function<void(const std::string&)> warn;
   // Quantises rows in parallel on this context when set (the bytes do not depend on it).
   Context* ctx = nullptr;
+  // MLA (deepseek2) only: write each layer's kv_b as the attn_k_b + attn_v_b pair with the
+  // key_length_mla / value_length_mla metadata of newer llama.cpp converters instead of the older
+  // attn_kv_b (docs/FORMATS.md); an Error for other models. Off by default (`moe quantize`).
+  bool split_mla_kv_b = false;
 };
 
 // Writes cfg + weights as a GGUF file (atomic: path.tmp then rename). The GGUF architecture comes

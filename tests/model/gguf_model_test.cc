@@ -561,6 +561,182 @@ TEST(GgufModel, MappedPerExpertTensorsAndBadFiles) {
   fs::remove(split);
 }
 
+// ---- deepseek2 kv_b split into attn_k_b + attn_v_b (the form of newer llama.cpp converters)
+
+bool HasTensor(const std::string& path, const std::string& name) {
+  return io::GgufFile::Open(path).HasTensor(name);
+}
+
+// The same weights in the older form (attn_kv_b) and the split form load to the same config and
+// logits, f32 and mapped; the split file carries llama.cpp's metadata for it.
+TEST(GgufModel, DeepSeekSplitKvBLoadsLikeKvB) {
+  for (const char* dir : {"deepseek_v2", "deepseek_v3"}) {
+    HfModel hf = LoadHfModel(Data(std::string("arch/") + dir));
+    const ModelConfig& c = hf.config;
+    const std::string old_path = TmpPath("kvb.gguf"), split_path = TmpPath("kb_vb.gguf");
+    SaveGgufModel(c, hf.weights, old_path);
+    GgufSaveOptions o;
+    o.split_mla_kv_b = true;
+    SaveGgufModel(c, hf.weights, split_path, o);
+    {
+      const io::GgufFile f = io::GgufFile::Open(split_path);
+      EXPECT_FALSE(f.HasTensor("blk.0.attn_kv_b.weight"));
+      const io::GgufTensorInfo& k = f.GetTensor("blk.0.attn_k_b.weight");
+      const io::GgufTensorInfo& v = f.GetTensor("blk.0.attn_v_b.weight");
+      EXPECT_EQ(k.dims,
+                (std::vector<int64_t>{c.mla.qk_nope_head_dim, c.mla.kv_lora_rank, c.n_heads}));
+      EXPECT_EQ(v.dims, (std::vector<int64_t>{c.mla.kv_lora_rank, c.mla.v_head_dim, c.n_heads}));
+      EXPECT_EQ(f.GetU32("deepseek2.attention.head_count_kv"), 1u);
+      EXPECT_EQ(f.GetU32("deepseek2.attention.key_length"),
+                static_cast<uint32_t>(c.mla.kv_lora_rank + c.mla.qk_rope_head_dim));
+      EXPECT_EQ(f.GetU32("deepseek2.attention.value_length"),
+                static_cast<uint32_t>(c.mla.kv_lora_rank));
+      EXPECT_EQ(f.GetU32("deepseek2.attention.key_length_mla"),
+                static_cast<uint32_t>(c.mla.qk_nope_head_dim + c.mla.qk_rope_head_dim));
+      EXPECT_EQ(f.GetU32("deepseek2.attention.value_length_mla"),
+                static_cast<uint32_t>(c.mla.v_head_dim));
+    }
+    EXPECT_FALSE(HasTensor(old_path, "blk.0.attn_k_b.weight"));
+    const std::vector<int32_t> toks = Tokens(c.vocab_size, 11);
+    const std::vector<float> want = Logits(c, hf.weights, toks);
+    for (bool mapped : {false, true}) {
+      const std::string what = std::string(dir) + (mapped ? " mapped" : " f32");
+      GgufModel a = LoadGgufModel(old_path, {.mapped = mapped});
+      GgufModel b = LoadGgufModel(split_path, {.mapped = mapped});
+      EXPECT_EQ(ToHfJson(b.config), ToHfJson(a.config)) << what;
+      EXPECT_EQ(b.config.n_kv_heads, c.n_heads) << what;
+      const std::vector<float> got = Logits(b.config, b.weights, toks);
+      EXPECT_LE(RelMaxErr(got, Logits(a.config, a.weights, toks)), 1e-5) << what;
+      EXPECT_LE(RelMaxErr(got, want), 1e-5) << what;
+    }
+    fs::remove(old_path);
+    fs::remove(split_path);
+  }
+}
+
+// Q8_0 pairs (the widths are whole blocks): each half is dequantised and assembled; the f32 and
+// mapped loads hold the same wkv_b and both forms stay as close to the f32 model as quantisation
+// allows (the split form quantises k_b along Dn, the older one kv_b along R).
+TEST(GgufModel, DeepSeekSplitKvBQuantised) {
+  ModelConfig c = LoadHfModel(Data("arch/deepseek_v3")).config;
+  c.mla.qk_nope_head_dim = 32;
+  c.mla.v_head_dim = 32;
+  c.mla.kv_lora_rank = 64;
+  // The softmax scale goes with the key width: 1/sqrt(Dn + Dr) times YaRN's mscale².
+  c.attn_scale *= std::sqrt(static_cast<double>(c.head_dim) /
+                            static_cast<double>(c.mla.qk_nope_head_dim + c.mla.qk_rope_head_dim));
+  c.head_dim = c.mla.qk_nope_head_dim + c.mla.qk_rope_head_dim;
+  c.Finalize();
+  ModelWeights w;
+  Rng rng(11);
+  w.InitRandom(c, DType::kF32, rng);
+  const std::vector<int32_t> toks = Tokens(c.vocab_size, 9);
+  const std::vector<float> want = Logits(c, w, toks);
+  const std::string old_path = TmpPath("kvb_q8.gguf"), split_path = TmpPath("kb_vb_q8.gguf");
+  GgufSaveOptions o;
+  o.scheme = GgufScheme::kQ8_0;
+  SaveGgufModel(c, w, old_path, o);
+  o.split_mla_kv_b = true;
+  SaveGgufModel(c, w, split_path, o);
+  EXPECT_EQ(io::GgufFile::Open(split_path).GetTensor("blk.1.attn_k_b.weight").type,
+            io::GgmlType::kQ8_0);
+  EXPECT_EQ(io::GgufFile::Open(split_path).GetTensor("blk.1.attn_v_b.weight").type,
+            io::GgmlType::kQ8_0);
+  GgufModel old_f32 = LoadGgufModel(old_path);
+  GgufModel f32 = LoadGgufModel(split_path);
+  GgufModel mapped = LoadGgufModel(split_path, {.mapped = true});
+  for (size_t l = 0; l < f32.weights.layers.size(); ++l) {
+    const Tensor& a = f32.weights.layers[l].wkv_b;
+    const Tensor& b = mapped.weights.layers[l].wkv_b;
+    ASSERT_EQ(b.dtype(), DType::kF32);
+    ASSERT_EQ(a.numel(), b.numel());
+    EXPECT_EQ(std::memcmp(a.raw(), b.raw(), static_cast<size_t>(a.numel()) * 4), 0) << l;
+  }
+  const std::vector<float> got = Logits(f32.config, f32.weights, toks);
+  EXPECT_LE(Nmse(got, want), 1e-3);
+  EXPECT_LE(Nmse(Logits(old_f32.config, old_f32.weights, toks), want), 1e-3);
+  EXPECT_LE(Nmse(got, Logits(old_f32.config, old_f32.weights, toks)), 1e-3);
+  EXPECT_LE(Nmse(Logits(mapped.config, mapped.weights, toks), got), 1e-4);
+  std::printf("  deepseek2 Q8_0 split kv_b: logits NMSE %.2e vs f32\n", Nmse(got, want));
+  fs::remove(old_path);
+  fs::remove(split_path);
+}
+
+TEST(GgufModel, DeepSeekSplitKvBBadFilesAreClearErrors) {
+  HfModel hf = LoadHfModel(Data("arch/deepseek_v3"));
+  const std::string path = TmpPath("kb_vb_src.gguf"), old_path = TmpPath("kb_vb_old.gguf"),
+                    bad = TmpPath("kb_vb_bad.gguf");
+  GgufSaveOptions o;
+  o.split_mla_kv_b = true;
+  SaveGgufModel(hf.config, hf.weights, path, o);
+  SaveGgufModel(hf.config, hf.weights, old_path);
+  // Both load paths give the same message.
+  auto with = [&](const std::function<void(Rewrite&)>& edit) {
+    Rewrite rw(path);
+    edit(rw);
+    rw.Write(bad);
+    const std::string e = ErrorOf([&] { LoadGgufModel(bad); });
+    EXPECT_EQ(ErrorOf([&] { LoadGgufModel(bad, {.mapped = true}); }), e);
+    return e;
+  };
+  auto set = [](Rewrite& rw, const std::string& key, uint32_t v) {
+    for (auto& [k, x] : rw.kv)
+      if (k == key) x = io::GgufValue::U32(v);
+  };
+  EXPECT_THAT(with([](Rewrite& rw) {
+                std::erase_if(rw.tensors, [](const Rewrite::T& t) {
+                  return t.name == "blk.1.attn_v_b.weight";
+                });
+              }),
+              AllOf(HasSubstr("tensor 'blk.1.attn_v_b.weight' is missing"),
+                    HasSubstr("'blk.1.attn_k_b.weight' and 'blk.1.attn_v_b.weight' together")));
+  // [Dn, R, H] = [8, 16, 4] stored as [16, 8, 4].
+  EXPECT_THAT(with([](Rewrite& rw) {
+                for (Rewrite::T& t : rw.tensors)
+                  if (t.name == "blk.0.attn_k_b.weight") t.dims = {16, 8, 4};
+              }),
+              AllOf(HasSubstr("tensor 'blk.0.attn_k_b.weight' has shape [16,8,4]"),
+                    HasSubstr("expected [8,16,4]")));
+  // key_length_mla 16 with 4 rope dims says Dn = 12, which the pair does not hold.
+  EXPECT_THAT(with([&](Rewrite& rw) { set(rw, "deepseek2.attention.key_length_mla", 16); }),
+              AllOf(HasSubstr("'blk.0.attn_k_b.weight' has shape [8,16,4], expected [12,16,4]"),
+                    HasSubstr("'deepseek2.attention.key_length_mla' 16")));
+  // key_length must be the latent width R + Dr = 20 next to key_length_mla.
+  EXPECT_THAT(with([&](Rewrite& rw) { set(rw, "deepseek2.attention.key_length", 12); }),
+              AllOf(HasSubstr("'deepseek2.attention.key_length' = 12"),
+                    HasSubstr("'deepseek2.attention.key_length_mla' set"), HasSubstr("= 20")));
+  EXPECT_THAT(with([](Rewrite& rw) {
+                std::erase_if(rw.kv, [](const auto& kv) {
+                  return kv.first == "deepseek2.attention.value_length_mla";
+                });
+              }),
+              HasSubstr("'deepseek2.attention.key_length_mla' is set but "
+                        "'deepseek2.attention.value_length_mla' is missing"));
+  EXPECT_THAT(with([&](Rewrite& rw) { set(rw, "deepseek2.attention.head_count_kv", 2); }),
+              HasSubstr("'deepseek2.attention.head_count_kv' = 2"));
+  // attn_kv_b next to the pair (ik_llama.cpp's converter writes all three): attn_kv_b is read.
+  {
+    Rewrite rw(path);
+    const Rewrite old(old_path);
+    for (const Rewrite::T& t : old.tensors)
+      if (t.name.ends_with("attn_kv_b.weight")) rw.tensors.push_back(t);
+    rw.Write(bad);
+    const std::vector<int32_t> toks = Tokens(hf.config.vocab_size, 7);
+    const std::vector<float> want = Logits(hf.config, hf.weights, toks);
+    for (bool mapped : {false, true}) {
+      GgufModel g = LoadGgufModel(bad, {.mapped = mapped});
+      EXPECT_LE(RelMaxErr(Logits(g.config, g.weights, toks), want), 1e-5) << mapped;
+    }
+  }
+  // The writer's option is for MLA models only.
+  Random r = RandomMoeModel(false);
+  EXPECT_THAT(ErrorOf([&] { SaveGgufModel(r.cfg, r.w, bad, o); }),
+              HasSubstr("split_mla_kv_b needs an MLA model"));
+  fs::remove(path);
+  fs::remove(old_path);
+  fs::remove(bad);
+}
+
 // Tokenizer.json -> GGUF metadata -> TokenizerSpec encodes every fixture case as the original.
 class GgufTokenizer : public ::testing::TestWithParam<const char*> {};
 

@@ -148,6 +148,15 @@ TEST_P(InspectGgufFixture, DescribesTheSameModelAsTheHuggingFaceFolder) {
       EXPECT_EQ(r.types[0].name, "F32");
       EXPECT_EQ(r.types[0].bytes, static_cast<uint64_t>(r.types[0].params) * 4);
     }
+    if (hf.config.mla.enabled()) {
+      // kv_b split into attn_k_b + attn_v_b (newer llama.cpp converters): the same description.
+      o.split_mla_kv_b = true;
+      SaveGgufModel(hf.config, hf.weights, path, o);
+      ExpectConsistent(ReadGgufReport(path), path, what + " split kv_b");
+      const std::string split_report = InspectModel(path);
+      for (const char* key : {"shape", "ffn", "params"})
+        EXPECT_EQ(LinesOf(split_report, key), LinesOf(hf_report, key)) << what << " split kv_b";
+    }
     fs::remove(path);
   }
 }
