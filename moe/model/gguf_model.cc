@@ -341,6 +341,9 @@ class MappedLoader {
     const io::GgufTensorInfo& t = Find(name, want);
     dst = Borrowable(t) ? Tensor::Borrow(DTypeFor(t), want, t.data, owner_) : ToTensor(t, want);
   }
+  // A matrix always in f32 (MLA's kv_b, whose per-head column blocks latent attention multiplies
+  // with; small): borrowed when the file holds F32, else converted.
+  void MatrixF32(const std::string& name, Tensor& dst, Shape want) { Vector(name, dst, want); }
   // Norms, biases, routers and gates: always F32 (borrowed when the file holds F32).
   void Vector(const std::string& name, Tensor& dst, Shape want) {
     const io::GgufTensorInfo& t = Find(name, want);
@@ -443,7 +446,7 @@ std::set<std::string> LoadMapped(const io::GgufFile& f, const ModelConfig& cfg, 
         L.wkv_b = Tensor(DType::kF32, kv_b);
         std::memcpy(L.wkv_b.raw(), split->data(), split->size() * sizeof(float));
       } else {
-        ld.Matrix(b + "attn_kv_b.weight", L.wkv_b, kv_b);
+        ld.MatrixF32(b + "attn_kv_b.weight", L.wkv_b, kv_b);
       }
     } else {
       ld.Matrix(b + "attn_q.weight", L.wq, {cfg.q_dim(), d});

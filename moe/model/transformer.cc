@@ -282,12 +282,110 @@ void KvCache::Allocate(const ModelConfig& cfg, int64_t max_tokens) {
             max_tokens, cfg.max_seq);
   k.clear();
   v.clear();
+  const MlaConfig& m = cfg.mla;
   for (int64_t l = 0; l < cfg.n_layers; ++l) {
-    k.emplace_back(DType::kF32, Shape{max_tokens, cfg.n_kv_heads, cfg.head_dim});
-    v.emplace_back(DType::kF32, Shape{max_tokens, cfg.n_kv_heads, cfg.v_head_dim()});
+    if (m.enabled()) {  // the latent: keys [c | k_pe], values c (one head)
+      k.emplace_back(DType::kF32, Shape{max_tokens, 1, m.kv_lora_rank + m.qk_rope_head_dim});
+      v.emplace_back(DType::kF32, Shape{max_tokens, 1, m.kv_lora_rank});
+    } else {
+      k.emplace_back(DType::kF32, Shape{max_tokens, cfg.n_kv_heads, cfg.head_dim});
+      v.emplace_back(DType::kF32, Shape{max_tokens, cfg.n_kv_heads, cfg.v_head_dim()});
+    }
   }
   length = 0;
   capacity = max_tokens;
+}
+
+// Multi-head latent attention against the latent cache (DeepSeek-V2/V3). Each head's key is
+// [k_nope, k_pe] with k_nope = W_uk c (W_uk: the head's Dn key rows of kv_b, [Dn, R]) and its value
+// W_uv c (the head's Dv value rows), c = RMSNorm of the compressed kv. So q . k = (W_uk^T q_nope) .
+// c
+// + q_pe . k_pe, and the output is W_uv (sum_j p_j c_j): attention of H query heads over ONE cached
+// head of keys [c | k_pe] (R + Dr) and values c (R), with kv_b applied to the queries before and
+// to the outputs after. The cache holds 2R + Dr floats per token and layer instead of
+// H (Dn + Dr + Dv), and each step reads that much per cached token.
+void Transformer::InferLatentAttention(const LayerWeights& lw, int64_t n, int64_t pos0, Tensor& kt,
+                                       Tensor& vt, InferState& st, Context& ctx) const {
+  const ModelConfig& c = cfg_;
+  const MlaConfig& m = c.mla;
+  const int64_t h = c.n_heads, dk = c.head_dim, dn = m.qk_nope_head_dim, dr = m.qk_rope_head_dim,
+                dv = m.v_head_dim, rkv = m.kv_lora_rank, lk = rkv + dr;
+  constexpr DType dt = DType::kF32;
+  MOE_CHECK(kt.shape().rank == 3 && kt.shape()[1] == 1 && kt.shape()[2] == lk &&
+                vt.shape().rank == 3 && vt.shape()[2] == rkv,
+            "model",
+            "KV cache k {} v {} is not the latent cache of this MLA model ([T, 1, {}], [T, 1, {}])",
+            kt.shape().str(), vt.shape().str(), lk, rkv);
+  const CView<int32_t> pos(st.positions.data(), {n});
+  const auto eps = static_cast<float>(m.latent_norm_eps);
+  if (m.q_lora_rank > 0) {
+    st.lat.Resize(dt, {n, m.q_lora_rank});
+    kernels::WeightMatMul(C<float>(st.n), lw.wq_a, V<float>(st.lat), ctx);
+    st.rstd_qk.Resize(dt, {n});
+    kernels::RmsNormForward<float>(C<float>(st.lat), C<float>(lw.q_a_norm), eps, V<float>(st.lat),
+                                   V<float>(st.rstd_qk), ctx);
+    kernels::WeightMatMul(C<float>(st.lat), lw.wq_b, V<float>(st.q), ctx);
+  } else {
+    kernels::WeightMatMul(C<float>(st.n), lw.wq, V<float>(st.q), ctx);
+  }
+  const View<float> q3 = V<float>(st.q).Reshape({n, h, dk});
+  kernels::RopeForward<float>(q3, pos, rope_, c.rope_pairing, c.rope_offset(), q3, ctx);
+
+  // [c, k_pe] = x Wkv_a^T; c normalised, k_pe rotated (shared by all heads); both appended to the
+  // cache: keys [c | k_pe], values c.
+  st.lat.Resize(dt, {n, lk});
+  kernels::WeightMatMul(C<float>(st.n), lw.wkv_a, V<float>(st.lat), ctx);
+  st.lat_n.Resize(dt, {n, rkv});
+  st.kpe.Resize(dt, {n, 1, dr});
+  for (int64_t t = 0; t < n; ++t) {
+    const float* src = C<float>(st.lat).row(t);
+    std::memcpy(V<float>(st.lat_n).row(t), src, static_cast<size_t>(rkv) * sizeof(float));
+    std::memcpy(V<float>(st.kpe).data + t * dr, src + rkv, static_cast<size_t>(dr) * sizeof(float));
+  }
+  st.rstd_qk.Resize(dt, {n});
+  kernels::RmsNormForward<float>(C<float>(st.lat_n), C<float>(lw.kv_a_norm), eps,
+                                 V<float>(st.lat_n), V<float>(st.rstd_qk), ctx);
+  kernels::RopeForward<float>(C<float>(st.kpe), pos, rope_, c.rope_pairing, 0, V<float>(st.kpe),
+                              ctx);
+  float* kc = kt.view<float>().data + pos0 * lk;
+  float* vc = vt.view<float>().data + pos0 * rkv;
+  for (int64_t t = 0; t < n; ++t) {
+    std::memcpy(kc + t * lk, C<float>(st.lat_n).row(t), static_cast<size_t>(rkv) * sizeof(float));
+    std::memcpy(kc + t * lk + rkv, C<float>(st.kpe).data + t * dr,
+                static_cast<size_t>(dr) * sizeof(float));
+    std::memcpy(vc + t * rkv, C<float>(st.lat_n).row(t), static_cast<size_t>(rkv) * sizeof(float));
+  }
+
+  // Queries in the latent space: qc[t, head] = [q_nope W_uk, q_pe].
+  MOE_CHECK(lw.wkv_b.dtype() == DType::kF32 && lw.wkv_b.shape() == Shape({h * (dn + dv), rkv}),
+            "model", "MLA kv_b is {} {}; latent attention needs it f32 [{}, {}]",
+            DTypeName(lw.wkv_b.dtype()), lw.wkv_b.shape().str(), h * (dn + dv), rkv);
+  const float* kvb = C<float>(lw.wkv_b).data;
+  const float* q = C<float>(st.q).data;
+  st.kv.Resize(dt, {n, h * lk});
+  float* qc = V<float>(st.kv).data;
+  ParallelFor(h, ctx, [&](int64_t hh, int) {
+    kernels::Gemm<float>(false, false, n, rkv, dn, 1.0f, q + hh * dk, h * dk,
+                         kvb + hh * (dn + dv) * rkv, rkv, 0.0f, qc + hh * lk, h * lk);
+    for (int64_t t = 0; t < n; ++t)
+      std::memcpy(qc + (t * h + hh) * lk + rkv, q + (t * h + hh) * dk + dn,
+                  static_cast<size_t>(dr) * sizeof(float));
+  });
+  // Attention of the H heads over the one latent head, then each head's output through W_uv.
+  const int64_t total = pos0 + n;
+  st.lat.Resize(dt, {n, h * rkv});
+  kernels::AttentionForward<float>(C<float>(st.kv).Reshape({1, n, h, lk}),
+                                   CView<float>(kt.view<float>().data, {1, total, 1, lk}),
+                                   CView<float>(vt.view<float>().data, {1, total, 1, rkv}), pos0,
+                                   static_cast<float>(c.softmax_scale()),
+                                   V<float>(st.lat).Reshape({1, n, h, rkv}), View<float>(), ctx,
+                                   c.sliding_window);
+  const float* olat = C<float>(st.lat).data;
+  float* att = V<float>(st.att).data;
+  ParallelFor(h, ctx, [&](int64_t hh, int) {
+    kernels::Gemm<float>(false, true, n, dv, rkv, 1.0f, olat + hh * rkv, h * rkv,
+                         kvb + (hh * (dn + dv) + dn) * rkv, rkv, 0.0f, att + hh * dv, h * dv);
+  });
 }
 
 void Transformer::InferAttention(const LayerWeights& lw, int64_t layer, int64_t n, int64_t pos0,
@@ -299,12 +397,15 @@ void Transformer::InferAttention(const LayerWeights& lw, int64_t layer, int64_t 
   const CView<int32_t> pos(st.positions.data(), {n});
   Tensor& kt = cache.k[static_cast<size_t>(layer)];
   Tensor& vt = cache.v[static_cast<size_t>(layer)];
-  float* kc = kt.view<float>().data + pos0 * hkv * dk;
-  float* vc = vt.view<float>().data + pos0 * hkv * dv;
-  const View<float> kview(kc, {n, hkv * dk}), vview(vc, {n, hkv * dv});
   st.q.Resize(dt, {n, h * dk});
   const View<float> q3 = V<float>(st.q).Reshape({n, h, dk});
-  if (!c.mla.enabled()) {
+  st.att.Resize(dt, {n, h * dv});
+  if (c.mla.enabled()) {
+    InferLatentAttention(lw, n, pos0, kt, vt, st, ctx);
+  } else {
+    float* kc = kt.view<float>().data + pos0 * hkv * dk;
+    float* vc = vt.view<float>().data + pos0 * hkv * dv;
+    const View<float> kview(kc, {n, hkv * dk}), vview(vc, {n, hkv * dv});
     const kernels::WeightProduct qkv[] = {
         {C<float>(st.n).data, n, kernels::AsWeight(lw.wq, "wq"), V<float>(st.q).data},
         {C<float>(st.n).data, n, kernels::AsWeight(lw.wk, "wk"), kview.data},
@@ -339,58 +440,14 @@ void Transformer::InferAttention(const LayerWeights& lw, int64_t layer, int64_t 
     const View<float> k3 = kview.Reshape({n, hkv, dk});
     kernels::RopeForward<float>(q3, pos, rope_, c.rope_pairing, 0, q3, ctx);
     kernels::RopeForward<float>(k3, pos, rope_, c.rope_pairing, 0, k3, ctx);
-  } else {
-    const MlaConfig& m = c.mla;
-    const int64_t dn = m.qk_nope_head_dim, dr = m.qk_rope_head_dim, rkv = m.kv_lora_rank;
-    const auto eps = static_cast<float>(m.latent_norm_eps);
-    if (m.q_lora_rank > 0) {
-      st.lat.Resize(dt, {n, m.q_lora_rank});
-      kernels::WeightMatMul(C<float>(st.n), lw.wq_a, V<float>(st.lat), ctx);
-      st.rstd_qk.Resize(dt, {n});
-      kernels::RmsNormForward<float>(C<float>(st.lat), C<float>(lw.q_a_norm), eps, V<float>(st.lat),
-                                     V<float>(st.rstd_qk), ctx);
-      kernels::WeightMatMul(C<float>(st.lat), lw.wq_b, V<float>(st.q), ctx);
-    } else {
-      kernels::WeightMatMul(C<float>(st.n), lw.wq, V<float>(st.q), ctx);
-    }
-    // [c, kpe] = x Wkv_a^T; k_nope, v from RMSNorm(c) Wkv_b^T; kpe rotated once, shared by heads.
-    st.lat.Resize(dt, {n, rkv + dr});
-    kernels::WeightMatMul(C<float>(st.n), lw.wkv_a, V<float>(st.lat), ctx);
-    st.lat_n.Resize(dt, {n, rkv});
-    st.kpe.Resize(dt, {n, 1, dr});
-    for (int64_t t = 0; t < n; ++t) {
-      const float* src = C<float>(st.lat).row(t);
-      std::memcpy(V<float>(st.lat_n).row(t), src, static_cast<size_t>(rkv) * sizeof(float));
-      std::memcpy(V<float>(st.kpe).data + t * dr, src + rkv,
-                  static_cast<size_t>(dr) * sizeof(float));
-    }
-    st.rstd_qk.Resize(dt, {n});
-    kernels::RmsNormForward<float>(C<float>(st.lat_n), C<float>(lw.kv_a_norm), eps,
-                                   V<float>(st.lat_n), V<float>(st.rstd_qk), ctx);
-    st.kv.Resize(dt, {n, h * (dn + dv)});
-    kernels::WeightMatMul(C<float>(st.lat_n), lw.wkv_b, V<float>(st.kv), ctx);
-    kernels::RopeForward<float>(C<float>(st.kpe), pos, rope_, c.rope_pairing, 0, V<float>(st.kpe),
-                                ctx);
-    for (int64_t t = 0; t < n; ++t) {
-      for (int64_t hh = 0; hh < h; ++hh) {
-        const float* kv = C<float>(st.kv).row(t) + hh * (dn + dv);
-        float* kd = kc + (t * h + hh) * dk;
-        std::memcpy(kd, kv, static_cast<size_t>(dn) * sizeof(float));
-        std::memcpy(kd + dn, C<float>(st.kpe).data + t * dr,
-                    static_cast<size_t>(dr) * sizeof(float));
-        std::memcpy(vc + (t * h + hh) * dv, kv + dn, static_cast<size_t>(dv) * sizeof(float));
-      }
-    }
-    kernels::RopeForward<float>(q3, pos, rope_, c.rope_pairing, c.rope_offset(), q3, ctx);
+    const int64_t total = pos0 + n;
+    kernels::AttentionForward<float>(C<float>(st.q).Reshape({1, n, h, dk}),
+                                     CView<float>(kt.view<float>().data, {1, total, hkv, dk}),
+                                     CView<float>(vt.view<float>().data, {1, total, hkv, dv}), pos0,
+                                     static_cast<float>(c.softmax_scale()),
+                                     V<float>(st.att).Reshape({1, n, h, dv}), View<float>(), ctx,
+                                     c.sliding_window);
   }
-  st.att.Resize(dt, {n, h * dv});
-  const int64_t total = pos0 + n;
-  kernels::AttentionForward<float>(C<float>(st.q).Reshape({1, n, h, dk}),
-                                   CView<float>(kt.view<float>().data, {1, total, hkv, dk}),
-                                   CView<float>(vt.view<float>().data, {1, total, hkv, dv}), pos0,
-                                   static_cast<float>(c.softmax_scale()),
-                                   V<float>(st.att).Reshape({1, n, h, dv}), View<float>(), ctx,
-                                   c.sliding_window);
   st.x2.Resize(dt, {n, d});
   kernels::WeightMatMul(C<float>(st.att), lw.wo, V<float>(st.x2), ctx);
   if (c.o_bias) AddBias(V<float>(st.x2), C<float>(lw.bo));

@@ -69,7 +69,8 @@ struct ForwardState {
 };
 
 // Keys and values of one sequence, per layer: k [max_tokens, Hkv, Dh] (after RoPE), v [max_tokens,
-// Hkv, Dv]. MLA caches the expanded per-head keys and values (Hkv = H), not the latent.
+// Hkv, Dv]. MLA caches the latent instead: k [max_tokens, 1, R + Dr] (the normalised compressed kv
+// c and the rotated k_pe), v [max_tokens, 1, R] (c); see Transformer::InferLatentAttention.
 struct KvCache {
   std::vector<Tensor> k, v;
   int64_t length = 0;      // tokens cached
@@ -118,6 +119,9 @@ class Transformer {
   // projected output (before the residual) to st.x2 [n, D].
   void InferAttention(const LayerWeights& lw, int64_t layer, int64_t n, int64_t pos0,
                       KvCache& cache, InferState& st, Context& ctx) const;
+  // MLA against the latent cache kt [cap, 1, R + Dr], vt [cap, 1, R]: writes st.att [n, H*Dv].
+  void InferLatentAttention(const LayerWeights& lw, int64_t n, int64_t pos0, Tensor& kt, Tensor& vt,
+                            InferState& st, Context& ctx) const;
 
   ModelConfig cfg_;
   kernels::RopeTable rope_;

@@ -95,6 +95,10 @@ TEST_P(ArchGolden, MatchesPyTorchReference) {
   const Transformer tf(cfg);
   KvCache cache;
   cache.Allocate(cfg, nt);
+  if (cfg.mla.enabled()) {  // MLA caches the latent: [c | k_pe] and c, one head
+    EXPECT_EQ(cache.k[0].shape(), Shape({nt, 1, cfg.mla.kv_lora_rank + cfg.mla.qk_rope_head_dim}));
+    EXPECT_EQ(cache.v[0].shape(), Shape({nt, 1, cfg.mla.kv_lora_rank}));
+  }
   InferState st;
 
   // 1. One prefill of the whole sequence: every row of logits.
