@@ -25,6 +25,7 @@
 #include "moe/generate/model_dir.h"
 #include "moe/io/file.h"
 #include "moe/kernels/roofline.h"
+#include "moe/kernels/rope.h"
 #include "moe/model/checkpoint.h"
 #include "moe/model/gguf_model.h"
 #include "moe/model/transformer.h"
@@ -79,11 +80,31 @@ model::ModelConfig BenchShape(const std::string& name) {
     c.moe.shared_d_ff = 2816;
     c.moe.shared_gate = true;
     c.moe.renormalize = false;
+  } else if (name == "deepseek-like") {
+    // DeepSeek-V2-Lite's attention (MLA, no q compression, R = 512, Dn = Dv = 128, Dr = 64) and
+    // its routing (64 experts, 6 active, 2 shared) at D = 1024.
+    c.architecture = "DeepseekV2ForCausalLM";
+    c.n_kv_heads = 16;
+    c.head_dim = 0;
+    c.mla.kv_lora_rank = 512;
+    c.mla.qk_nope_head_dim = 128;
+    c.mla.qk_rope_head_dim = 64;
+    c.mla.v_head_dim = 128;
+    c.rope_pairing = kernels::RopePairing::kInterleaved;
+    c.attn_scale = 1.0 / std::sqrt(192.0);
+    c.moe.n_experts = 64;
+    c.moe.top_k = 6;
+    c.moe.d_ff = 704;
+    c.moe.shared_d_ff = 2 * 704;
+    c.moe.renormalize = false;
+    c.moe.group_score = mixture::GroupScore::kMax;  // V2's softmax "greedy": one group
   } else if (name == "dense-like") {  // a dense model with the Mixtral-like one's active FFN width
     c.moe_every = 0;
     c.dense_d_ff = 2 * 2816;
   } else {
-    Fail("bench", "unknown shape '{}'; known: mixtral-like, olmoe-like, qwen2-moe-like, dense-like",
+    Fail("bench",
+         "unknown shape '{}'; known: mixtral-like, olmoe-like, qwen2-moe-like, deepseek-like, "
+         "dense-like",
          name);
   }
   c.Finalize();
@@ -118,8 +139,11 @@ double DecodeBytes(const model::ModelConfig& c, model::ModelWeights& w, int64_t 
                           static_cast<double>(c.moe.n_experts);
     bytes -= experts * unused;
   }
-  const double kv = 2.0 * static_cast<double>(pos) * static_cast<double>(c.kv_dim()) *
-                    static_cast<double>(c.n_layers);
+  // Floats cached per token and layer: keys and values, or MLA's latent ([c | k_pe] and c).
+  const double per_token =
+      c.mla.enabled() ? static_cast<double>(2 * c.mla.kv_lora_rank + c.mla.qk_rope_head_dim)
+                      : 2.0 * static_cast<double>(c.kv_dim());
+  const double kv = static_cast<double>(pos) * per_token * static_cast<double>(c.n_layers);
   return bytes + 4.0 * kv;
 }
 
@@ -367,7 +391,8 @@ void AddBenchModelCommand(CLI::App& bench) {
   cmd->add_option("--save", opt->save,
                   "Also write the random-weight model as a Hugging Face folder (F32)");
   cmd->add_option("--shape", opt->shape,
-                  "mixtral-like, olmoe-like, qwen2-moe-like or dense-like (random weights)")
+                  "mixtral-like, olmoe-like, qwen2-moe-like, deepseek-like or dense-like (random "
+                  "weights)")
       ->capture_default_str();
   cmd->add_option("--type", opt->type,
                   "Write the random shape (or --model folder) as GGUF of this type (F32, F16, Q8_0, "

@@ -124,8 +124,12 @@ void AttentionForward(CView<T> q, CView<T> k, CView<T> v, int64_t pos0, T scale,
     ParallelFor(g.b * g.hkv, ctx, [&](int64_t unit, int w) {
       const int64_t b = unit / g.hkv, kv = unit % g.hkv, h0 = kv * gs;
       T* sc = scratch.data() + w * gs * n;
-      MatMulNT<T>(q.data + g.Q(b, 0, h0), g.dk, gs, k.data + g.K(b, j0, kv), g.ldk(), n, g.dk, sc,
-                  n, false);
+      // In blocks of at most kSmallM query rows: the few-row kernel reads the keys once per block
+      // (from cache after the first), where a GEMM would pack them for every step (MLA's 16+
+      // heads over one latent head).
+      for (int64_t r = 0; r < gs; r += kSmallM)
+        MatMulNT<T>(q.data + g.Q(b, 0, h0 + r), g.dk, std::min(kSmallM, gs - r),
+                    k.data + g.K(b, j0, kv), g.ldk(), n, g.dk, sc + r * n, n, false);
       for (int64_t i = 0; i < gs; ++i) {
         const T l = MaskedSoftmaxRow<T>(sc + i * n, n, n, scale);
         if (!lse.empty()) lse[g.L(b, h0 + i, 0)] = l;

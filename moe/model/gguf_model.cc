@@ -341,9 +341,6 @@ class MappedLoader {
     const io::GgufTensorInfo& t = Find(name, want);
     dst = Borrowable(t) ? Tensor::Borrow(DTypeFor(t), want, t.data, owner_) : ToTensor(t, want);
   }
-  // A matrix always in f32 (MLA's kv_b, whose per-head column blocks latent attention multiplies
-  // with; small): borrowed when the file holds F32, else converted.
-  void MatrixF32(const std::string& name, Tensor& dst, Shape want) { Vector(name, dst, want); }
   // Norms, biases, routers and gates: always F32 (borrowed when the file holds F32).
   void Vector(const std::string& name, Tensor& dst, Shape want) {
     const io::GgufTensorInfo& t = Find(name, want);
@@ -446,7 +443,7 @@ std::set<std::string> LoadMapped(const io::GgufFile& f, const ModelConfig& cfg, 
         L.wkv_b = Tensor(DType::kF32, kv_b);
         std::memcpy(L.wkv_b.raw(), split->data(), split->size() * sizeof(float));
       } else {
-        ld.MatrixF32(b + "attn_kv_b.weight", L.wkv_b, kv_b);
+        ld.Matrix(b + "attn_kv_b.weight", L.wkv_b, kv_b);
       }
     } else {
       ld.Matrix(b + "attn_q.weight", L.wq, {cfg.q_dim(), d});
@@ -863,6 +860,7 @@ GgufModel LoadGgufModel(const std::string& path, const GgufLoadOptions& opts) {
     // Weights stay in the file: only vectors and F16/BF16 matrices are allocated (each checked).
     if (arch == "llama") out.config.rope_pairing = kernels::RopePairing::kInterleaved;
     RequireAllUsed(f, LoadMapped(f, out.config, out.weights, path), arch, path);
+    DeriveInferenceWeights(out.config, out.weights);
     out.tokenizer = tokenizer::TokenizerSpecFromGguf(f);
     out.chat_template = f.GetString("tokenizer.chat_template", "");
     return out;
@@ -905,6 +903,7 @@ GgufModel LoadGgufModel(const std::string& path, const GgufLoadOptions& opts) {
     used.insert(p.name);
   }
   RequireAllUsed(f, used, arch, path);
+  DeriveInferenceWeights(out.config, out.weights);
   out.tokenizer = tokenizer::TokenizerSpecFromGguf(f);
   out.chat_template = f.GetString("tokenizer.chat_template", "");
   return out;

@@ -152,6 +152,7 @@ HfModel LoadHfModel(const std::string& dir, DType dtype) {
   MOE_CHECK(
       unexpected.empty(), kTag, "{}/{}: has {} tensors, the config needs {} (first unexpected: {})",
       dir, files.origin(), names.size(), used.size(), unexpected.empty() ? "" : unexpected.front());
+  if (dtype == DType::kF32) DeriveInferenceWeights(out.config, out.weights);
   out.tokenizer_path = io::PathExists(dir + "/tokenizer.json") ? dir + "/tokenizer.json" : "";
   return out;
 }

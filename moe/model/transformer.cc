@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstring>
 #include <type_traits>
+#include <vector>
 
 #include "moe/kernels/attention.h"
 #include "moe/kernels/cross_entropy.h"
@@ -356,22 +357,51 @@ void Transformer::InferLatentAttention(const LayerWeights& lw, int64_t n, int64_
     std::memcpy(vc + t * rkv, C<float>(st.lat_n).row(t), static_cast<size_t>(rkv) * sizeof(float));
   }
 
-  // Queries in the latent space: qc[t, head] = [q_nope W_uk, q_pe].
-  MOE_CHECK(lw.wkv_b.dtype() == DType::kF32 && lw.wkv_b.shape() == Shape({h * (dn + dv), rkv}),
-            "model", "MLA kv_b is {} {}; latent attention needs it f32 [{}, {}]",
-            DTypeName(lw.wkv_b.dtype()), lw.wkv_b.shape().str(), h * (dn + dv), rkv);
-  const float* kvb = C<float>(lw.wkv_b).data;
+  // Queries in the latent space: qc[t, head] = [q_nope W_uk, q_pe]. With the derived W_uk^T
+  // (DeriveInferenceWeights) one Linear per head, all heads in one WeightMatMul; otherwise GEMMs
+  // against f32 wkv_b's column blocks.
   const float* q = C<float>(st.q).data;
   st.kv.Resize(dt, {n, h * lk});
   float* qc = V<float>(st.kv).data;
-  ParallelFor(h, ctx, [&](int64_t hh, int) {
-    kernels::Gemm<float>(false, false, n, rkv, dn, 1.0f, q + hh * dk, h * dk,
-                         kvb + hh * (dn + dv) * rkv, rkv, 0.0f, qc + hh * lk, h * lk);
-    for (int64_t t = 0; t < n; ++t)
-      std::memcpy(qc + (t * h + hh) * lk + rkv, q + (t * h + hh) * dk + dn,
-                  static_cast<size_t>(dr) * sizeof(float));
-  });
-  // Attention of the H heads over the one latent head, then each head's output through W_uv.
+  // Per-head contiguous scratch: [H][n][Dn] queries in, [H][n][R] latent queries out.
+  st.lat_n.Resize(dt, {h * n, dn + rkv});
+  float* qn = V<float>(st.lat_n).data;
+  float* ql = qn + h * n * dn;
+  for (int64_t t = 0; t < n; ++t)
+    for (int64_t hh = 0; hh < h; ++hh)
+      std::memcpy(qn + (hh * n + t) * dn, q + (t * h + hh) * dk,
+                  static_cast<size_t>(dn) * sizeof(float));
+  if (lw.wkv_b_kt.defined()) {
+    const kernels::WeightRef kt_all = kernels::AsWeight(lw.wkv_b_kt, "wkv_b_kt");
+    MOE_CHECK(kt_all.n == h * rkv && kt_all.k == dn, "model", "MLA wkv_b_kt {} is not [{}, {}]",
+              lw.wkv_b_kt.shape().str(), h * rkv, dn);
+    const int64_t row_bytes = kernels::WeightBytes(kt_all) / kt_all.n;
+    std::vector<kernels::WeightProduct> products;
+    for (int64_t hh = 0; hh < h; ++hh) {
+      kernels::WeightRef wr = kt_all;
+      wr.n = rkv;
+      wr.data = static_cast<const uint8_t*>(kt_all.data) + hh * rkv * row_bytes;
+      products.push_back({qn + hh * n * dn, n, wr, ql + hh * n * rkv});
+    }
+    kernels::WeightMatMul(products, ctx);
+  } else {
+    MOE_CHECK(lw.wkv_b.dtype() == DType::kF32, "model",
+              "MLA wkv_b is {} and wkv_b_kt is missing (DeriveInferenceWeights)",
+              DTypeName(lw.wkv_b.dtype()));
+    const float* kvb = C<float>(lw.wkv_b).data;
+    ParallelFor(h, ctx, [&](int64_t hh, int) {
+      kernels::Gemm<float>(false, false, n, rkv, dn, 1.0f, qn + hh * n * dn, dn,
+                           kvb + hh * (dn + dv) * rkv, rkv, 0.0f, ql + hh * n * rkv, rkv);
+    });
+  }
+  for (int64_t t = 0; t < n; ++t)
+    for (int64_t hh = 0; hh < h; ++hh) {
+      float* dst = qc + (t * h + hh) * lk;
+      std::memcpy(dst, ql + (hh * n + t) * rkv, static_cast<size_t>(rkv) * sizeof(float));
+      std::memcpy(dst + rkv, q + (t * h + hh) * dk + dn, static_cast<size_t>(dr) * sizeof(float));
+    }
+  // Attention of the H heads over the one latent head, then each head's output through its W_uv
+  // rows of wkv_b (as stored: f32 or quantised), all heads in one WeightMatMul.
   const int64_t total = pos0 + n;
   st.lat.Resize(dt, {n, h * rkv});
   kernels::AttentionForward<float>(C<float>(st.kv).Reshape({1, n, h, lk}),
@@ -381,11 +411,31 @@ void Transformer::InferLatentAttention(const LayerWeights& lw, int64_t n, int64_
                                    V<float>(st.lat).Reshape({1, n, h, rkv}), View<float>(), ctx,
                                    c.sliding_window);
   const float* olat = C<float>(st.lat).data;
+  // [H][n][R] outputs in, [H][n][Dv] out (reusing the query scratch).
+  st.lat_n.Resize(dt, {h * n, rkv + dv});
+  float* on = V<float>(st.lat_n).data;
+  float* oh = on + h * n * rkv;
+  for (int64_t t = 0; t < n; ++t)
+    for (int64_t hh = 0; hh < h; ++hh)
+      std::memcpy(on + (hh * n + t) * rkv, olat + (t * h + hh) * rkv,
+                  static_cast<size_t>(rkv) * sizeof(float));
+  const kernels::WeightRef kvb_all = kernels::AsWeight(lw.wkv_b, "wkv_b");
+  MOE_CHECK(kvb_all.n == h * (dn + dv) && kvb_all.k == rkv, "model", "MLA wkv_b {} is not [{}, {}]",
+            lw.wkv_b.shape().str(), h * (dn + dv), rkv);
+  const int64_t kvb_row = kernels::WeightBytes(kvb_all) / kvb_all.n;
+  std::vector<kernels::WeightProduct> outs;
+  for (int64_t hh = 0; hh < h; ++hh) {
+    kernels::WeightRef wr = kvb_all;
+    wr.n = dv;
+    wr.data = static_cast<const uint8_t*>(kvb_all.data) + (hh * (dn + dv) + dn) * kvb_row;
+    outs.push_back({on + hh * n * rkv, n, wr, oh + hh * n * dv});
+  }
+  kernels::WeightMatMul(outs, ctx);
   float* att = V<float>(st.att).data;
-  ParallelFor(h, ctx, [&](int64_t hh, int) {
-    kernels::Gemm<float>(false, true, n, dv, rkv, 1.0f, olat + hh * rkv, h * rkv,
-                         kvb + (hh * (dn + dv) + dn) * rkv, rkv, 0.0f, att + hh * dv, h * dv);
-  });
+  for (int64_t t = 0; t < n; ++t)
+    for (int64_t hh = 0; hh < h; ++hh)
+      std::memcpy(att + (t * h + hh) * dv, oh + (hh * n + t) * dv,
+                  static_cast<size_t>(dv) * sizeof(float));
 }
 
 void Transformer::InferAttention(const LayerWeights& lw, int64_t layer, int64_t n, int64_t pos0,

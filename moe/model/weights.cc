@@ -1,6 +1,11 @@
 #include "moe/model/weights.h"
 
 #include <cmath>
+#include <cstring>
+#include <vector>
+
+#include "moe/core/error.h"
+#include "moe/kernels/quant.h"
 
 namespace moe::model {
 
@@ -85,6 +90,40 @@ int64_t ModelWeights::NumParams() {
   int64_t n = 0;
   ForEachParameter([&](const std::string&, Tensor& t) { n += t.numel(); });
   return n;
+}
+
+void DeriveInferenceWeights(const ModelConfig& cfg, ModelWeights& w) {
+  if (!cfg.mla.enabled()) return;
+  const MlaConfig& m = cfg.mla;
+  const int64_t h = cfg.n_heads, dn = m.qk_nope_head_dim, dv = m.v_head_dim, r = m.kv_lora_rank;
+  std::vector<float> kv, kt;
+  for (LayerWeights& L : w.layers) {
+    const Tensor& b = L.wkv_b;
+    MOE_CHECK(b.defined() && b.shape() == Shape({h * (dn + dv), r}), "model",
+              "MLA wkv_b is {}, expected [{}, {}]", b.defined() ? b.shape().str() : "missing",
+              h * (dn + dv), r);
+    kv.resize(static_cast<size_t>(b.numel()));
+    if (b.dtype() == DType::kF32) {
+      std::memcpy(kv.data(), b.raw(), kv.size() * sizeof(float));
+    } else {
+      MOE_CHECK(IsQuantized(b.dtype()), "model", "MLA wkv_b is {}: expected F32 or block-quantised",
+                DTypeName(b.dtype()));
+      kernels::Dequantize(kernels::QuantTypeOf(b.dtype()), b.raw(), kv.data(), b.numel());
+    }
+    kt.resize(static_cast<size_t>(h * r * dn));
+    for (int64_t hh = 0; hh < h; ++hh)
+      for (int64_t i = 0; i < dn; ++i)
+        for (int64_t c = 0; c < r; ++c)
+          kt[static_cast<size_t>((hh * r + c) * dn + i)] =
+              kv[static_cast<size_t>((hh * (dn + dv) + i) * r + c)];
+    const bool q8 = b.dtype() != DType::kF32 && dn % 32 == 0;
+    L.wkv_b_kt = Tensor(q8 ? DType::kQ8_0 : DType::kF32, {h * r, dn});
+    if (q8) {
+      kernels::Quantize(kernels::QuantType::kQ8_0, kt.data(), L.wkv_b_kt.raw(), h * r * dn);
+    } else {
+      std::memcpy(L.wkv_b_kt.raw(), kt.data(), kt.size() * sizeof(float));
+    }
+  }
 }
 
 }  // namespace moe::model

@@ -34,6 +34,10 @@ struct LayerWeights {
   Tensor wkv_a;      // [Rkv+Dr, D]
   Tensor kv_a_norm;  // [Rkv]
   Tensor wkv_b;      // [H*(Dn+Dv), Rkv]
+  // Derived for inference, not a parameter (ForEachTensor skips it): each head's Dn key rows of
+  // wkv_b transposed, [H*Rkv, Dn], so latent attention multiplies queries by them as a Linear
+  // (f32, or Q8_0 when wkv_b is block-quantised). See DeriveInferenceWeights.
+  Tensor wkv_b_kt;
   Tensor ffn_norm;   // [D]
   Tensor w13;        // [2Fd, D]  dense FFN gate|up (dense layers only)
   Tensor w2;         // [D, Fd]   dense FFN down
@@ -45,6 +49,12 @@ struct LayerWeights {
   mixture::MoeWeights moe;  // MoE layers only
   bool is_moe = false;
 };
+
+struct ModelWeights;
+
+// Fills the derived inference tensors (LayerWeights::wkv_b_kt of MLA layers) from the weights;
+// the loaders for inference call it. Infer works without them, only slower.
+void DeriveInferenceWeights(const ModelConfig& cfg, ModelWeights& w);
 
 struct ModelWeights {
   Tensor embed;       // [V, D]

@@ -107,6 +107,19 @@ TEST_P(ArchGolden, MatchesPyTorchReference) {
   const float* ref = g.logits.view<float>().data;
   const double err = RelMaxErr(full.view<float>().data, ref, nt * v);
   EXPECT_LE(err, 1e-4) << cs.dir << ": max |logit error| / max |logit|";
+  if (cfg.mla.enabled()) {
+    // The loader derived W_uk^T for latent attention; without it Infer multiplies by wkv_b's
+    // column blocks instead: the same logits.
+    for (LayerWeights& L : m.weights.layers) {
+      ASSERT_TRUE(L.wkv_b_kt.defined());
+      L.wkv_b_kt = Tensor();
+    }
+    cache.Clear();
+    tf.Infer(m.weights, g.tokens.data(), nt, cache, st, ctx, /*all_logits=*/true);
+    EXPECT_LE(RelMaxErr(st.logits.view<float>().data, full.view<float>().data, nt * v), 1e-5)
+        << cs.dir << ": latent attention without the derived W_uk^T";
+    DeriveInferenceWeights(cfg, m.weights);
+  }
 
   // 2. Greedy decoding from the prompt with the KV cache reproduces the reference continuation,
   //    and each decode step's logits equal the full recompute's row.
