@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# The GGUF benchmark of BENCHMARKS.md: three random-weight shapes (vocab 32000, D=1024, 8 layers)
-# written by our GGUF writer as F32, Q8_0, Q4_0 and Q4_K_M, each run from its file (mapped) by
-# `moe bench model`, then one markdown table of prefill and decode against the same-run limits.
+# The GGUF benchmark of BENCHMARKS.md: the three random-weight shapes of issue 5 (vocab 32000,
+# D=1024, 8 layers) and a DeepSeek-V2-Lite-like one (MLA) written by our GGUF writer as F32, Q8_0,
+# Q4_0 and Q4_K_M, each run from its file (mapped) by `moe bench model`, then one markdown table of
+# prefill and decode against the same-run limits (MOE_BENCH_SHAPES / MOE_BENCH_TYPES pick a subset).
 #   scripts/bench_gguf.sh [out_dir, default build/bench-gguf] [extra `moe bench model` flags...]
 # The .gguf files go to $TMPDIR (default /tmp) and are reused by later runs (delete them to write
-# new ones); writing all twelve takes a few minutes and ~13 GB of disk.
+# new ones); writing all sixteen takes a few minutes and ~20 GB of disk.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out="${1:-build/bench-gguf}"
@@ -12,8 +13,8 @@ shift || true
 moe=build/release/bin/moe
 [ -x "$moe" ] || { echo "build first: cmake --preset release && cmake --build build/release" >&2; exit 1; }
 mkdir -p "$out"
-shapes=(mixtral-like olmoe-like qwen2-moe-like)
-types=(F32 Q8_0 Q4_0 Q4_K_M)
+read -r -a shapes <<< "${MOE_BENCH_SHAPES:-mixtral-like olmoe-like qwen2-moe-like deepseek-like}"
+read -r -a types <<< "${MOE_BENCH_TYPES:-F32 Q8_0 Q4_0 Q4_K_M}"
 for shape in "${shapes[@]}"; do
   for type in "${types[@]}"; do
     echo "== $shape $type"
