@@ -100,6 +100,99 @@ T MaskedSoftmaxRow(T* s, int64_t valid, int64_t n, T scale) {
   return mx + std::log(sum);
 }
 
+// y[m, n] (+)= x[m, k] * w[k, n] for few rows m (probabilities times value rows).
+template <typename T>
+void SmallNN(const T* x, int64_t ldx, int64_t m, const T* w, int64_t ldw, int64_t k, int64_t n,
+             T* y, int64_t ldy, bool accumulate) {
+  if constexpr (std::is_same_v<T, float>) {
+    for (int64_t r = 0; r < m; r += kSmallM)
+      ActiveRowOps().matmul_nn_small(x + r * ldx, ldx, std::min(kSmallM, m - r), w, ldw, k, n,
+                                     y + r * ldy, ldy, accumulate);
+  } else {
+    Gemm<T>(false, false, m, n, k, T(1), x, ldx, w, ldw, accumulate ? T(1) : T(0), y, ldy);
+  }
+}
+
+// Decode (one query per sequence) where (sequence, kv head) pairs are too few to share out: MLA's
+// latent (all heads over one cached head) and MQA. The keys are cut into chunks whose length
+// depends on the geometry only (so the result does not depend on the thread count); each
+// (sequence, chunk) unit computes the scores of all heads in blocks of kDecodeKeys positions, its
+// own softmax and a partial output, and a merge weights the chunks by their log-sum-exp
+// (flash-decoding). One chunk writes the output directly. For several kv heads the per-head
+// products below read the cache as well and need no merge (measured: this path was slower there).
+constexpr int64_t kDecodeKeys = 32;
+
+// Asks for rows [0, n) of ld elements each (one contiguous run: all heads of n positions) to be
+// brought into the cache while the current block is computed.
+template <typename T>
+void DecodeAttention(CView<T> q, CView<T> k, CView<T> v, const Geometry& g, int64_t window,
+                     T scale, View<T> out, View<T> lse, Context& ctx) {
+  const int64_t gs = g.group(), max_keys = g.pos0 + 1;
+  const int64_t j0 = window > 0 ? std::max<int64_t>(0, g.pos0 - window + 1) : 0;
+  const int64_t n = max_keys - j0;
+  // Chunks long enough that the partial outputs (H * Dv per chunk) stay within ~1/8 of the key
+  // and value bytes the chunk reads (MLA: many heads over one wide latent head).
+  int64_t chunk = kDecodeKeys;
+  while (chunk * g.hkv * (g.dk + g.dv) < 8 * g.h * g.dv) chunk *= 2;
+  const int64_t nchunks = (n + chunk - 1) / chunk;
+  const bool direct = nchunks == 1;
+  std::vector<T> scores(static_cast<size_t>(ctx.threads() * g.h * std::min(chunk, n)));
+  // Per (sequence, chunk): the partial output [H, Dv] and log-sum-exp [H].
+  std::vector<T> part_out(direct ? 0 : static_cast<size_t>(g.b * nchunks * g.h * g.dv));
+  std::vector<T> part_lse(direct ? 0 : static_cast<size_t>(g.b * nchunks * g.h));
+  ParallelFor(g.b * nchunks, ctx, [&](int64_t unit, int w) {
+    const int64_t b = unit / nchunks, c = unit % nchunks;
+    const int64_t c0 = j0 + c * chunk, cn = std::min(chunk, max_keys - c0);
+    T* sc = scores.data() + w * g.h * std::min(chunk, n);
+    for (int64_t jb = 0; jb < cn; jb += kDecodeKeys) {
+      const int64_t nb = std::min(kDecodeKeys, cn - jb);
+      for (int64_t kv = 0; kv < g.hkv; ++kv) {
+        for (int64_t r = 0; r < gs; r += kSmallM)
+          MatMulNT<T>(q.data + g.Q(b, 0, kv * gs + r), g.dk, std::min(kSmallM, gs - r),
+                      k.data + g.K(b, c0 + jb, kv), g.ldk(), nb, g.dk, sc + (kv * gs + r) * cn + jb,
+                      cn, false);
+      }
+    }
+    T* o = direct ? out.data + g.O(b, 0, 0) : part_out.data() + unit * g.h * g.dv;
+    for (int64_t h = 0; h < g.h; ++h) {
+      const T l = MaskedSoftmaxRow<T>(sc + h * cn, cn, cn, scale);
+      if (!direct)
+        part_lse[static_cast<size_t>(unit * g.h + h)] = l;
+      else if (!lse.empty())
+        lse[g.L(b, h, 0)] = l;
+    }
+    for (int64_t jb = 0; jb < cn; jb += kDecodeKeys) {
+      const int64_t nb = std::min(kDecodeKeys, cn - jb);
+      for (int64_t kv = 0; kv < g.hkv; ++kv) {
+        SmallNN<T>(sc + kv * gs * cn + jb, cn, gs, v.data + g.V(b, c0 + jb, kv), g.ldv(), nb, g.dv,
+                   o + kv * gs * g.dv, g.dv, jb > 0);
+      }
+    }
+  });
+  if (direct) return;
+  // The merge is small next to the chunks (inline unless there are many heads' worth).
+  const int64_t min_units = std::max<int64_t>(1, (1 << 15) / (nchunks * g.dv));
+  ParallelForRange(g.b * g.h, ctx, [&](int64_t u0, int64_t u1, int) {
+   for (int64_t unit = u0; unit < u1; ++unit) {
+    const int64_t b = unit / g.h, h = unit % g.h;
+    const T* pl = part_lse.data() + b * nchunks * g.h + h;
+    T mx = -std::numeric_limits<T>::infinity();
+    for (int64_t c = 0; c < nchunks; ++c) mx = std::max(mx, pl[c * g.h]);
+    T sum = 0;
+    for (int64_t c = 0; c < nchunks; ++c) sum += std::exp(pl[c * g.h] - mx);
+    const T total = mx + std::log(sum);
+    T* o = out.data + g.O(b, 0, h);
+    std::fill(o, o + g.dv, T(0));
+    for (int64_t c = 0; c < nchunks; ++c) {
+      const T wgt = std::exp(pl[c * g.h] - total);
+      const T* po = part_out.data() + ((b * nchunks + c) * g.h + h) * g.dv;
+      for (int64_t d = 0; d < g.dv; ++d) o[d] += wgt * po[d];
+    }
+    if (!lse.empty()) lse[g.L(b, h, 0)] = total;
+   }
+  }, min_units);
+}
+
 }  // namespace
 
 template <typename T>
@@ -114,6 +207,11 @@ void AttentionForward(CView<T> q, CView<T> k, CView<T> v, int64_t pos0, T scale,
   if (g.t == 0 || g.b == 0) return;
 
   const int64_t max_keys = pos0 + g.t;
+  if (g.t == 1 && g.b * g.hkv == 1) {
+    // One sequence decoding over one kv head (MLA's latent, MQA): split over the keys instead.
+    DecodeAttention(q, k, v, g, window, scale, out, lse, ctx);
+    return;
+  }
   if (g.t == 1 && g.group() > 1) {
     // One query per sequence (decode): the group of query heads that share a key/value head are
     // adjacent rows of q and out, so they run as one product against the keys and one against
@@ -124,9 +222,6 @@ void AttentionForward(CView<T> q, CView<T> k, CView<T> v, int64_t pos0, T scale,
     ParallelFor(g.b * g.hkv, ctx, [&](int64_t unit, int w) {
       const int64_t b = unit / g.hkv, kv = unit % g.hkv, h0 = kv * gs;
       T* sc = scratch.data() + w * gs * n;
-      // In blocks of at most kSmallM query rows: the few-row kernel reads the keys once per block
-      // (from cache after the first), where a GEMM would pack them for every step (MLA's 16+
-      // heads over one latent head).
       for (int64_t r = 0; r < gs; r += kSmallM)
         MatMulNT<T>(q.data + g.Q(b, 0, h0 + r), g.dk, std::min(kSmallM, gs - r),
                     k.data + g.K(b, j0, kv), g.ldk(), n, g.dk, sc + r * n, n, false);

@@ -50,6 +50,10 @@ const RefAttentionShape kShapes[] = {
     {1, 3, 80, 6, 3, 8, 12, 70},   // pos0 crosses a key block
     {1, 1, 130, 4, 2, 8, 8, 129},  // decode of one token over three key blocks
     {2, 1, 50, 8, 2, 16, 12, 40},  // batched decode, groups of 4 query heads, unused keys
+    // Decode over one kv head (MLA's latent, MQA): split by keys, chunks merged by log-sum-exp.
+    {1, 1, 300, 12, 1, 16, 24, 299},  // 12 heads (two row blocks), 5 chunks of 64, last partial
+    {1, 1, 100, 3, 1, 8, 8, 70},      // 3 chunks of 32 over 71 keys, unused keys after them
+    {1, 1, 20, 5, 1, 8, 8, 19},       // one chunk: written directly
 };
 
 double ScaleOf(const RefAttentionShape& s) { return 1.0 / std::sqrt(static_cast<double>(s.dk)); }
@@ -124,7 +128,8 @@ TEST(Attention, GradCheckInDouble) {
   Rng rng(63);
   Context ctx({.threads = 1});
   for (const RefAttentionShape& s :
-       {RefAttentionShape{2, 4, 4, 4, 2, 3, 5, 0}, RefAttentionShape{1, 3, 8, 2, 1, 4, 2, 4}}) {
+       {RefAttentionShape{2, 4, 4, 4, 2, 3, 5, 0}, RefAttentionShape{1, 3, 8, 2, 1, 4, 2, 4},
+        RefAttentionShape{1, 1, 70, 3, 1, 4, 6, 69}}) {  // decode over one kv head, 3 chunks
     SCOPED_TRACE(::testing::Message() << "t=" << s.t << " s=" << s.s << " pos0=" << s.pos0);
     std::vector<double> q = RandomNormal<double>(rng, QShape(s).numel());
     std::vector<double> k = RandomNormal<double>(rng, KShape(s).numel());
@@ -246,11 +251,13 @@ TEST(Attention, SlidingWindowEqualsAttentionOverTheLastWindowKeys) {
   // blocks and after cached tokens, windows smaller and larger than the context, GQA, Dv != Dk.
   Rng rng(67);
   Context ctx({.threads = 2});
-  const int64_t s = 150, h = 4, hkv = 2, dk = 8, dv = 6;
+  const int64_t s = 150, h = 4, dk = 8, dv = 6;
   const std::vector<float> q = RandomNormal<float>(rng, s * h * dk);
+  const float scale = 0.35f;
+  // GQA, and one kv head (decode then splits the keys into chunks).
+  for (const int64_t hkv : {int64_t{2}, int64_t{1}}) {
   const std::vector<float> k = RandomNormal<float>(rng, s * hkv * dk);
   const std::vector<float> v = RandomNormal<float>(rng, s * hkv * dv);
-  const float scale = 0.35f;
   for (const int64_t window : {1, 5, 64, 100, 400}) {
     for (const int64_t pos0 : {int64_t{0}, int64_t{37}, s - 1}) {  // s - 1: decode one token
       const int64_t t = s - pos0;
@@ -268,9 +275,12 @@ TEST(Attention, SlidingWindowEqualsAttentionOverTheLastWindowKeys) {
                                 ctx);
       }
       EXPECT_TRUE(ExpectClose(got.data(), want.data(), Size(want), {1e-6, 1e-5, 1e-12}))
-          << "window " << window << " pos0 " << pos0;
+          << "hkv " << hkv << " window " << window << " pos0 " << pos0;
     }
   }
+  }
+  const int64_t hkv = 2;
+  const std::vector<float> k(static_cast<size_t>(s * hkv * dk)), v(static_cast<size_t>(s * hkv * dv));
   std::vector<float> out(static_cast<size_t>(h * dv));
   EXPECT_THROW(AttentionForward<float>(CView<float>(q.data(), {1, h, dk}), CViewOf(k, {s, hkv, dk}),
                                        CViewOf(v, {s, hkv, dv}), 0, scale, ViewOf(out, {1, h, dv}),

@@ -197,6 +197,44 @@ TEST_P(RowOpsTest, MatMulNtSmallMatchesReference) {
   }
 }
 
+TEST_P(RowOpsTest, MatMulNnSmallMatchesReference) {
+  Rng rng(64);
+  // n around the vector widths (8, 16) and the column chunks (32, 64), with masked tails.
+  const int64_t ks[] = {1, 3, 32, 57};
+  const int64_t ns[] = {1, 7, 8, 9, 16, 31, 33, 64, 65, 130};
+  for (int64_t m = 1; m <= kSmallM; ++m) {
+    for (int64_t k : ks) {
+      for (int64_t n : ns) {
+        for (bool accumulate : {false, true}) {
+          SCOPED_TRACE(::testing::Message()
+                       << "m=" << m << " k=" << k << " n=" << n << " accumulate=" << accumulate);
+          const int64_t ldx = k + 2, ldw = n + 3, ldy = n + 2;
+          const std::vector<float> x = RandomNormal<float>(rng, m * ldx);
+          const std::vector<float> w = RandomNormal<float>(rng, k * ldw);
+          std::vector<float> y = RandomNormal<float>(rng, m * ldy);
+          for (int64_t i = 0; i < m; ++i)
+            for (int64_t j = 0; j < ldy; ++j) {
+              float& v = y[static_cast<size_t>(i * ldy + j)];
+              if (j >= n)
+                v = kSentinel;
+              else if (!accumulate)
+                v = kNaN;
+            }
+          std::vector<double> want = ToDouble(y.data(), Size(y));
+          const std::vector<double> xd = ToDouble(x.data(), Size(x)),
+                                    wd = ToDouble(w.data(), Size(w));
+          testing::RefGemm(false, false, m, n, k, 1.0, xd.data(), ldx, wd.data(), ldw,
+                           accumulate ? 1.0 : 0.0, want.data(), ldy);
+          ops().matmul_nn_small(x.data(), ldx, m, w.data(), ldw, k, n, y.data(), ldy, accumulate);
+          Tolerance tol = MatMulTolerance(k, MaxAbs(x), MaxAbs(w));
+          tol.atol += 1e-6;
+          ASSERT_TRUE(ExpectClose(y.data(), want.data(), Size(y), tol, "matmul_nn_small"));
+        }
+      }
+    }
+  }
+}
+
 TEST_P(RowOpsTest, MatMulNtSmallWithNoRowsOrColumnsWritesNothing) {
   std::vector<float> x(8, 1.0f), w(8, 1.0f), y(8, kSentinel);
   ops().matmul_nt_small(x.data(), 4, 0, w.data(), 4, 2, 4, y.data(), 2, false);

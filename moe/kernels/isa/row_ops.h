@@ -20,6 +20,10 @@ struct RowOps {
   // of x: the decode / small-batch path (m <= kSmallM), bound by reading w.
   void (*matmul_nt_small)(const float* x, int64_t ldx, int64_t m, const float* w, int64_t ldw,
                           int64_t n, int64_t k, float* y, int64_t ldy, bool accumulate);
+  // y[i, j] (+)= sum_p x[i, p] * w[p, j]  for i < m, j < n, p < k: the rows of w are the inner
+  // dimension (attention's probabilities times a block of value rows). Few rows of x (m <= 8).
+  void (*matmul_nn_small)(const float* x, int64_t ldx, int64_t m, const float* w, int64_t ldw,
+                          int64_t k, int64_t n, float* y, int64_t ldy, bool accumulate);
   // sum of x[0..n): a pure streaming read (the bandwidth probe of the roofline).
   float (*sum)(const float* x, int64_t n);
   // s[0..n) = softmax(scale * s) in place (n >= 1, finite s); returns the log-sum-exp of the

@@ -118,6 +118,43 @@ void MatMulNtSmall(const float* x, int64_t ldx, int64_t m, const float* w, int64
   }
 }
 
+// R rows of x against 32 columns of w at a time (4 vectors; lanes past n masked off): each row
+// of w is loaded once for the R rows, R * 4 accumulators out of 16 registers.
+template <int R>
+void MatMulNnRows(const float* x, int64_t ldx, const float* w, int64_t ldw, int64_t k, int64_t n,
+                  float* y, int64_t ldy, bool accumulate) {
+  const __m256i iota = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  for (int64_t c = 0; c < n; c += 32) {
+    __m256i mask[4];
+    for (int v = 0; v < 4; ++v) {
+      const int64_t left = std::clamp<int64_t>(n - c - 8 * v, 0, 8);
+      mask[v] = _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(left)), iota);
+    }
+    __m256 acc[R][4];
+    for (int i = 0; i < R; ++i)
+      for (int v = 0; v < 4; ++v)
+        acc[i][v] = accumulate ? _mm256_maskload_ps(y + i * ldy + c + 8 * v, mask[v])
+                               : _mm256_setzero_ps();
+    for (int64_t p = 0; p < k; ++p) {
+      __m256 wv[4];
+      for (int v = 0; v < 4; ++v) wv[v] = _mm256_maskload_ps(w + p * ldw + c + 8 * v, mask[v]);
+      for (int i = 0; i < R; ++i) {
+        const __m256 a = _mm256_set1_ps(x[i * ldx + p]);
+        for (int v = 0; v < 4; ++v) acc[i][v] = _mm256_fmadd_ps(a, wv[v], acc[i][v]);
+      }
+    }
+    for (int i = 0; i < R; ++i)
+      for (int v = 0; v < 4; ++v) _mm256_maskstore_ps(y + i * ldy + c + 8 * v, mask[v], acc[i][v]);
+  }
+}
+
+void MatMulNnSmall(const float* x, int64_t ldx, int64_t m, const float* w, int64_t ldw, int64_t k,
+                   int64_t n, float* y, int64_t ldy, bool accumulate) {
+  for (; m >= 2; m -= 2, x += 2 * ldx, y += 2 * ldy)
+    MatMulNnRows<2>(x, ldx, w, ldw, k, n, y, ldy, accumulate);
+  if (m == 1) MatMulNnRows<1>(x, ldx, w, ldw, k, n, y, ldy, accumulate);
+}
+
 float Sum(const float* x, int64_t n) {
   __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
   int64_t i = 0;
@@ -172,7 +209,7 @@ float Softmax(float* s, int64_t n, float scale) {
 }  // namespace
 
 const RowOps& Avx2RowOps() {
-  static const RowOps ops{Isa::kAvx2, SwiGlu, SwiGluBackward, MatMulNtSmall, Sum, Softmax};
+  static const RowOps ops{Isa::kAvx2, SwiGlu, SwiGluBackward, MatMulNtSmall, MatMulNnSmall, Sum, Softmax};
   return ops;
 }
 

@@ -184,6 +184,48 @@ void MatMulNtSmall(const float* x, int64_t ldx, int64_t m, const float* w, int64
   }
 }
 
+// R rows of x against 64 columns of w at a time (4 vectors, masked at the right edge): each row
+// of w is loaded once for the R rows, R * 4 accumulators.
+template <int R>
+void MatMulNnRows(const float* x, int64_t ldx, const float* w, int64_t ldw, int64_t k, int64_t n,
+                  float* y, int64_t ldy, bool accumulate) {
+  for (int64_t c = 0; c < n; c += 64) {
+    __mmask16 mask[4];
+    for (int v = 0; v < 4; ++v) mask[v] = n - c - 16 * v > 0 ? TailMask(n - c - 16 * v) : 0;
+    __m512 acc[R][4];
+    for (int i = 0; i < R; ++i)
+      for (int v = 0; v < 4; ++v)
+        acc[i][v] = accumulate ? _mm512_maskz_loadu_ps(mask[v], y + i * ldy + c + 16 * v)
+                               : _mm512_setzero_ps();
+    for (int64_t p = 0; p < k; ++p) {
+      __m512 wv[4];
+      for (int v = 0; v < 4; ++v) wv[v] = _mm512_maskz_loadu_ps(mask[v], w + p * ldw + c + 16 * v);
+      for (int i = 0; i < R; ++i) {
+        const __m512 a = _mm512_set1_ps(x[i * ldx + p]);
+        for (int v = 0; v < 4; ++v) acc[i][v] = _mm512_fmadd_ps(a, wv[v], acc[i][v]);
+      }
+    }
+    for (int i = 0; i < R; ++i)
+      for (int v = 0; v < 4; ++v) _mm512_mask_storeu_ps(y + i * ldy + c + 16 * v, mask[v], acc[i][v]);
+  }
+}
+
+void MatMulNnSmall(const float* x, int64_t ldx, int64_t m, const float* w, int64_t ldw, int64_t k,
+                   int64_t n, float* y, int64_t ldy, bool accumulate) {
+  while (m > 0) {
+    const int64_t r = m >= 4 ? 4 : m;
+    switch (r) {
+      case 4: MatMulNnRows<4>(x, ldx, w, ldw, k, n, y, ldy, accumulate); break;
+      case 3: MatMulNnRows<3>(x, ldx, w, ldw, k, n, y, ldy, accumulate); break;
+      case 2: MatMulNnRows<2>(x, ldx, w, ldw, k, n, y, ldy, accumulate); break;
+      default: MatMulNnRows<1>(x, ldx, w, ldw, k, n, y, ldy, accumulate); break;
+    }
+    x += r * ldx;
+    y += r * ldy;
+    m -= r;
+  }
+}
+
 float Sum(const float* x, int64_t n) {
   __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
   int64_t i = 0;
@@ -229,7 +271,7 @@ float Softmax(float* s, int64_t n, float scale) {
 }  // namespace
 
 const RowOps& Avx512RowOps() {
-  static const RowOps ops{Isa::kAvx512, SwiGlu, SwiGluBackward, MatMulNtSmall, Sum, Softmax};
+  static const RowOps ops{Isa::kAvx512, SwiGlu, SwiGluBackward, MatMulNtSmall, MatMulNnSmall, Sum, Softmax};
   return ops;
 }
 

@@ -34,6 +34,19 @@ void MatMulNtSmall(const float* x, int64_t ldx, int64_t m, const float* w, int64
   }
 }
 
+void MatMulNnSmall(const float* x, int64_t ldx, int64_t m, const float* w, int64_t ldw, int64_t k,
+                   int64_t n, float* y, int64_t ldy, bool accumulate) {
+  for (int64_t i = 0; i < m; ++i) {
+    float* yi = y + i * ldy;
+    if (!accumulate) std::fill(yi, yi + n, 0.0f);
+    for (int64_t p = 0; p < k; ++p) {
+      const float a = x[i * ldx + p];
+      const float* wp = w + p * ldw;
+      for (int64_t j = 0; j < n; ++j) yi[j] += a * wp[j];
+    }
+  }
+}
+
 float Sum(const float* x, int64_t n) {
   float a[8] = {};
   int64_t i = 0;
@@ -62,7 +75,7 @@ float Softmax(float* s, int64_t n, float scale) {
 }  // namespace
 
 const RowOps& ScalarRowOps() {
-  static const RowOps ops{Isa::kScalar, SwiGlu, SwiGluBackward, MatMulNtSmall, Sum, Softmax};
+  static const RowOps ops{Isa::kScalar, SwiGlu, SwiGluBackward, MatMulNtSmall, MatMulNnSmall, Sum, Softmax};
   return ops;
 }
 

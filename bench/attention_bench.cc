@@ -1,0 +1,66 @@
+// Decode attention (one query per sequence) over a KV cache, at the geometries of the benchmark
+// models: OLMoE-like (16 query / 16 kv heads of 64), Mixtral-like (16 / 4) and DeepSeek-like MLA
+// latent attention (16 heads over one latent head: keys 576 wide, values 512). Sixteen layers'
+// caches are visited in turn so that each call reads its keys and values from memory, as a model's
+// decode does. Name: DecodeAttention/<geometry>/ctx:N/threads:T; counter GB/s = key and value
+// bytes read per second (compare it with the read bandwidth of `moe bench model`).
+#include <benchmark/benchmark.h>
+
+#include <cmath>
+#include <vector>
+
+#include "moe/core/context.h"
+#include "moe/core/rng.h"
+#include "moe/kernels/attention.h"
+
+namespace {
+
+struct AttnGeometry {
+  int64_t h, hkv, dk, dv;
+};
+
+void BM_DecodeAttention(benchmark::State& state, AttnGeometry geo) {
+  const int64_t ctx_len = state.range(0);
+  moe::Context ctx({.threads = static_cast<int>(state.range(1))});
+  constexpr int kLayers = 16;
+  moe::Rng rng(11);
+  auto fill = [&](std::vector<float>& v, int64_t n) {
+    v.resize(static_cast<size_t>(n));
+    for (auto& x : v) x = static_cast<float>(rng.Normal());
+  };
+  std::vector<float> q, out(static_cast<size_t>(geo.h * geo.dv));
+  fill(q, geo.h * geo.dk);
+  std::vector<std::vector<float>> k(kLayers), v(kLayers);
+  const int64_t nk = ctx_len * geo.hkv * geo.dk, nv = ctx_len * geo.hkv * geo.dv;
+  for (int l = 0; l < kLayers; ++l) {
+    fill(k[l], nk);
+    fill(v[l], nv);
+  }
+  const float scale = 1.0f / std::sqrt(static_cast<float>(geo.dk));
+  int layer = 0;
+  for (auto _ : state) {
+    moe::kernels::AttentionForward<float>(
+        moe::CView<float>(q.data(), {1, geo.h, geo.dk}),
+        moe::CView<float>(k[layer].data(), {ctx_len, geo.hkv, geo.dk}),
+        moe::CView<float>(v[layer].data(), {ctx_len, geo.hkv, geo.dv}), ctx_len - 1, scale,
+        moe::View<float>(out.data(), {1, geo.h, geo.dv}), moe::View<float>(), ctx);
+    benchmark::DoNotOptimize(out.data());
+    layer = (layer + 1) % kLayers;
+  }
+  const double bytes = 4.0 * static_cast<double>(ctx_len * geo.hkv * (geo.dk + geo.dv));
+  state.counters["GB/s"] =
+      benchmark::Counter(bytes * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+}
+
+void Args(benchmark::internal::Benchmark* b) {
+  b->ArgNames({"ctx", "threads"});
+  for (int64_t n : {128, 540, 4096})
+    for (int64_t t : {1, 2}) b->Args({n, t});
+  b->Unit(benchmark::kMicrosecond)->UseRealTime();
+}
+
+BENCHMARK_CAPTURE(BM_DecodeAttention, olmoe, AttnGeometry{16, 16, 64, 64})->Apply(Args);
+BENCHMARK_CAPTURE(BM_DecodeAttention, mixtral, AttnGeometry{16, 4, 64, 64})->Apply(Args);
+BENCHMARK_CAPTURE(BM_DecodeAttention, mla, AttnGeometry{16, 1, 576, 512})->Apply(Args);
+
+}  // namespace
