@@ -11,6 +11,8 @@
 #include "moe/io/file.h"
 #include "moe/model/checkpoint.h"
 #include "moe/model/gguf_model.h"
+#include "moe/model/hf_model.h"
+#include "moe/tokenizer/gguf_vocab.h"
 #include "moe/tokenizer/hf_json.h"
 #include "moe/train/trainer.h"
 #include "tools/commands.h"
@@ -27,22 +29,27 @@ void RunQuantize(const QuantizeArgs& a) {
   model::ModelConfig cfg;
   model::ModelWeights weights;
   std::optional<tokenizer::TokenizerSpec> tok;
+  std::unique_ptr<model::HfWeightReader> reader;
+  std::unique_ptr<model::GgufWeightReader> gguf;
   std::string chat_template;
   if (!io::IsDirectory(a.in) && a.in.ends_with(".gguf")) {
-    model::GgufModel g = model::LoadGgufModel(a.in);
-    cfg = std::move(g.config);
-    weights = std::move(g.weights);
-    tok = std::move(g.tokenizer);
-    chat_template = std::move(g.chat_template);
+    // Streamed like a folder: each tensor is dequantised when the writer needs it.
+    gguf = std::make_unique<model::GgufWeightReader>(model::GgufWeightReader::Open(a.in));
+    cfg = gguf->config();
+    weights.Allocate(cfg, DType::kF32, /*storage=*/false);
+    tok = tokenizer::TokenizerSpecFromGguf(gguf->file());
+    chat_template = gguf->file().GetString("tokenizer.chat_template", "");
   } else {
     // A training run's folder: its newest checkpoint.
     const std::string dir =
         !io::PathExists(a.in + "/config.json") && io::PathExists(a.in + "/LATEST")
             ? train::LatestCheckpoint(a.in)
             : a.in;
-    model::LoadedModel m = model::LoadModel(dir);
-    cfg = std::move(m.config);
-    weights = std::move(m.weights);
+    // Streamed: the folder is checked whole, then each tensor is read (and converted to f32)
+    // when the writer needs it and dropped after, so a model larger than memory converts.
+    reader = std::make_unique<model::HfWeightReader>(model::HfWeightReader::Open(dir));
+    cfg = reader->config();
+    weights.Allocate(cfg, DType::kF32, /*storage=*/false);
     const std::string tj = dir + "/tokenizer.json";
     if (io::PathExists(tj)) tok = tokenizer::ParseHfTokenizerJson(io::ReadFile(tj, 256 << 20), tj);
     const std::string tc = dir + "/tokenizer_config.json";
@@ -57,6 +64,9 @@ void RunQuantize(const QuantizeArgs& a) {
   opts.scheme = scheme;
   opts.tokenizer = tok ? &*tok : nullptr;
   opts.chat_template = chat_template;
+  if (reader)
+    opts.load = [&](const std::string& name, Tensor& t) { reader->Fill(name, t); };
+  if (gguf) opts.load = [&](const std::string& name, Tensor& t) { gguf->Fill(name, t); };
   Context ctx;
   opts.ctx = &ctx;
   opts.progress = [](size_t i, size_t n, const std::string& name, std::string_view type) {

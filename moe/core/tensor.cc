@@ -97,8 +97,23 @@ void Tensor::FailReadOnly() const {
        DTypeName(dtype_), shape_.str());
 }
 
+Tensor Tensor::ShapeOnly(DType dtype, Shape shape) {
+  (void)TensorBytes(dtype, shape);  // the same checks as an allocation
+  Tensor t;
+  t.dtype_ = dtype;
+  t.shape_ = shape;
+  t.shape_only_ = true;
+  return t;
+}
+
+void Tensor::FailShapeOnly() const {
+  Fail("tensor", "{} {} has a shape but no storage (its data was never loaded)", DTypeName(dtype_),
+       shape_.str());
+}
+
 void Tensor::Resize(DType dtype, Shape shape, bool zero) {
   const size_t bytes = TensorBytes(dtype, shape);
+  shape_only_ = false;
   if (borrowed_) {
     borrowed_ = nullptr;
     owner_.reset();

@@ -84,6 +84,10 @@ class Tensor {
   static Tensor Zeros(DType dtype, Shape shape) { return Tensor(dtype, shape); }
   // TensorBytes(dtype, shape) bytes at `data`, valid while `owner` lives.
   static Tensor Borrow(DType dtype, Shape shape, const void* data, std::shared_ptr<const void> owner);
+  // Dtype and shape without storage (a model's layout before its weights are streamed in one
+  // tensor at a time): any data access is an Error until Resize gives it storage.
+  static Tensor ShapeOnly(DType dtype, Shape shape);
+  bool shape_only() const { return shape_only_; }
 
   Tensor(Tensor&&) noexcept = default;
   Tensor& operator=(Tensor&&) noexcept = default;
@@ -99,9 +103,13 @@ class Tensor {
   bool borrowed() const { return borrowed_ != nullptr; }
   void* raw() {
     if (borrowed_) FailReadOnly();
+    if (shape_only_) FailShapeOnly();
     return data_.get();
   }
-  const void* raw() const { return borrowed_ ? borrowed_ : data_.get(); }
+  const void* raw() const {
+    if (shape_only_) FailShapeOnly();
+    return borrowed_ ? borrowed_ : data_.get();
+  }
 
   // Re-shapes in place, reusing the allocation when it is large enough. Contents are unspecified
   // unless zero == true.
@@ -129,12 +137,14 @@ class Tensor {
   };
   void CheckType(DType want) const;
   [[noreturn]] void FailReadOnly() const;
+  [[noreturn]] void FailShapeOnly() const;
 
   DType dtype_ = DType::kF32;
   Shape shape_;
   size_t capacity_ = 0;
   std::unique_ptr<void, Free> data_;
   const void* borrowed_ = nullptr;
+  bool shape_only_ = false;
   std::shared_ptr<const void> owner_;
 };
 

@@ -1038,6 +1038,22 @@ void GgufWriter::AddTensorView(std::string name, GgmlType type, std::vector<int6
   Add(std::move(name), type, std::move(dims), data, nbytes, /*copy=*/false);
 }
 
+void GgufWriter::AddTensorLazy(std::string name, GgmlType type, std::vector<int64_t> dims,
+                               size_t nbytes, std::function<void(uint8_t*)> fill) {
+  if (!fill) Fail(kTag, "writer: tensor {} has no fill function", Quote(name));
+  static const uint8_t kPlaceholder = 0;
+  Add(std::move(name), type, std::move(dims), &kPlaceholder, nbytes, false);
+  tensors_.back()->data = nullptr;
+  tensors_.back()->fill = std::move(fill);
+}
+
+const uint8_t* GgufWriter::DataOf(const Entry& e, std::vector<uint8_t>& buffer) const {
+  if (!e.fill) return e.data;
+  buffer.assign(e.nbytes, 0);
+  e.fill(buffer.data());
+  return buffer.data();
+}
+
 void GgufWriter::Add(std::string name, GgmlType type, std::vector<int64_t> dims, const void* data,
                      size_t nbytes, bool copy) {
   if (name.empty()) Fail(kTag, "writer: empty tensor name");
@@ -1104,9 +1120,10 @@ std::vector<uint8_t> GgufWriter::Head() const {
 }
 
 std::vector<uint8_t> GgufWriter::Serialize() const {
-  std::vector<uint8_t> out = Head();
+  std::vector<uint8_t> out = Head(), buffer;
   for (const auto& e : tensors_) {
-    out.insert(out.end(), e->data, e->data + e->nbytes);
+    const uint8_t* data = DataOf(*e, buffer);
+    out.insert(out.end(), data, data + e->nbytes);
     out.resize(AlignUp(out.size(), alignment_), 0);
   }
   return out;
@@ -1117,8 +1134,9 @@ void GgufWriter::Write(const std::string& path) const {
   const std::vector<uint8_t> head = Head();
   w.Append(head.data(), head.size());
   static constexpr uint8_t kZeros[4096] = {};
+  std::vector<uint8_t> buffer;
   for (const auto& e : tensors_) {
-    w.Append(e->data, e->nbytes);
+    w.Append(DataOf(*e, buffer), e->nbytes);
     for (uint64_t pad = AlignUp(e->nbytes, alignment_) - e->nbytes; pad > 0;) {
       const uint64_t n = std::min<uint64_t>(pad, sizeof kZeros);
       w.Append(kZeros, n);

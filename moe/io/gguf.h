@@ -20,6 +20,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <span>
@@ -313,6 +314,12 @@ class GgufWriter {
   void AddTensorView(std::string name, GgmlType type, std::vector<int64_t> dims, const void* data,
                      size_t nbytes);
 
+  // Same, with the bytes produced when the file is written: fill(out) writes exactly nbytes at
+  // out. Serialize/Write call each fill once, in order, one tensor's buffer at a time, so a model
+  // can be converted tensor by tensor without holding the output (or the input) in memory.
+  void AddTensorLazy(std::string name, GgmlType type, std::vector<int64_t> dims, size_t nbytes,
+                     std::function<void(uint8_t*)> fill);
+
   uint64_t alignment() const { return alignment_; }
 
   // The whole file in memory.
@@ -325,10 +332,12 @@ class GgufWriter {
     std::string name;
     GgmlType type;
     std::vector<int64_t> dims;
-    const uint8_t* data;  // into `owned` or the caller's buffer
+    const uint8_t* data;  // into `owned` or the caller's buffer (null for a lazy tensor)
     uint64_t nbytes;
     std::vector<uint8_t> owned;
+    std::function<void(uint8_t*)> fill;  // lazy tensors
   };
+  const uint8_t* DataOf(const Entry& e, std::vector<uint8_t>& buffer) const;
   void Add(std::string name, GgmlType type, std::vector<int64_t> dims, const void* data,
            size_t nbytes, bool copy);
   std::vector<uint8_t> Head() const;  // header, metadata, tensor infos and padding

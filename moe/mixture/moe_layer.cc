@@ -10,21 +10,24 @@
 
 namespace moe::mixture {
 
-void MoeWeights::Allocate(const MoeConfig& cfg, DType dtype) {
+void MoeWeights::Allocate(const MoeConfig& cfg, DType dtype, bool storage) {
+  auto make = [&](Shape shape) {
+    return storage ? Tensor(dtype, shape) : Tensor::ShapeOnly(dtype, shape);
+  };
   cfg.Validate();
   const int64_t d = cfg.d_model, f = cfg.d_ff, e = cfg.n_experts;
-  router = Tensor(dtype, {e, d});
-  bias = cfg.selection_bias ? Tensor(dtype, {e}) : Tensor();
-  w13 = Tensor(dtype, {e, 2 * f, d});
-  w2 = Tensor(dtype, {e, d, f});
+  router = make({e, d});
+  bias = cfg.selection_bias ? make({e}) : Tensor();
+  w13 = make({e, 2 * f, d});
+  w2 = make({e, d, f});
   if (cfg.shared_d_ff > 0) {
-    shared_w13 = Tensor(dtype, {2 * cfg.shared_d_ff, d});
-    shared_w2 = Tensor(dtype, {d, cfg.shared_d_ff});
+    shared_w13 = make({2 * cfg.shared_d_ff, d});
+    shared_w2 = make({d, cfg.shared_d_ff});
   } else {
     shared_w13 = Tensor();
     shared_w2 = Tensor();
   }
-  shared_gate = cfg.shared_gate ? Tensor(dtype, {1, d}) : Tensor();
+  shared_gate = cfg.shared_gate ? make({1, d}) : Tensor();
 }
 
 namespace {

@@ -34,7 +34,7 @@ struct MoeWeights {
   bool inference_layout() const { return !experts.empty(); }
 
   // Allocates zeroed tensors of the right shapes for cfg.
-  void Allocate(const MoeConfig& cfg, DType dtype);
+  void Allocate(const MoeConfig& cfg, DType dtype, bool storage = true);
   // N(0, std^2) for router and experts (std = 1/sqrt(fan_in) when std <= 0); bias zero.
   void InitRandom(const MoeConfig& cfg, DType dtype, Rng& rng, double std = 0.0);
 

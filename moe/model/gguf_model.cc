@@ -4,11 +4,13 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <functional>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <set>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "moe/core/dtype.h"
@@ -871,42 +873,101 @@ GgufModel LoadGgufModel(const std::string& path, const GgufLoadOptions& opts) {
             "{}: {:.4g} parameters take {:.4g} bytes as f32, more than moe allocates ({}); run "
             "it mapped (moe run / chat / perplexity do)",
             path, params, params * 4, kMaxAllocBytes);
+  const GgufWeightReader reader = GgufWeightReader::Open(path);
   out.weights.Allocate(cfg, DType::kF32);
-  const std::vector<Part> parts = PlanParts(cfg, out.weights, arch == "llama", [&](int64_t l) {
+  out.weights.ForEachTensor([&](const std::string& name, Tensor& t) { reader.Fill(name, t); });
+  DeriveInferenceWeights(out.config, out.weights);
+  out.tokenizer = tokenizer::TokenizerSpecFromGguf(f);
+  out.chat_template = f.GetString("tokenizer.chat_template", "");
+  return out;
+}
+
+struct GgufWeightReader::Impl {
+  io::GgufFile file;
+  std::string path, arch;
+  ModelConfig config;
+  ModelWeights shapes;  // shape-only: what the parts below point into
+  std::vector<Part> parts;
+  std::map<std::string, std::vector<size_t>> parts_of;  // canonical name -> its parts
+  std::set<size_t> from_split;  // kv_b parts rebuilt from attn_k_b + attn_v_b
+};
+
+GgufWeightReader GgufWeightReader::Open(const std::string& path) {
+  auto impl = std::make_shared<Impl>(Impl{io::GgufFile::Open(path), path, "", {}, {}, {}, {}, {}});
+  Impl& m = *impl;
+  const io::GgufFile& f = m.file;
+  m.config = GgufModelConfig(f, path, &m.arch);
+  const ModelConfig& cfg = m.config;
+  m.shapes.Allocate(cfg, DType::kF32, /*storage=*/false);
+  m.parts = PlanParts(cfg, m.shapes, m.arch == "llama", [&](int64_t l) {
     return !f.HasTensor("blk." + std::to_string(l) + ".ffn_gate.0.weight");
   });
+  // Every tensor is checked (present, shape) and every file tensor accounted for before any data
+  // is read.
   std::set<std::string> used;
-  for (const Part& p : parts) {
+  for (size_t i = 0; i < m.parts.size(); ++i) {
+    const Part& p = m.parts[i];
     if (p.name.ends_with(kKvB)) {
       const std::string prefix = p.name.substr(0, p.name.size() - kKvB.size());
-      if (std::optional<std::vector<float>> split = ReadSplitKvB(
-              f, cfg, prefix, path, [&](const std::string& name) { used.insert(name); })) {
-        std::memcpy(p.dst->raw(), split->data(), split->size() * sizeof(float));
-        continue;
+      if (HasSplitKvB(f, prefix)) {
+        const SplitKvB sp = FindSplitKvB(f, cfg, prefix, path);
+        used.insert(sp.k->name);
+        used.insert(sp.v->name);
+        if (!f.HasTensor(p.name)) {
+          m.from_split.insert(i);
+          continue;
+        }
       }
     }
     const io::GgufTensorInfo* t = f.FindTensor(p.name);
     MOE_CHECK(t != nullptr, kTag, "{}: tensor '{}' is missing ({} with this config needs it)", path,
-              p.name, arch);
+              p.name, m.arch);
+    f.RequireSupported(*t);
     std::vector<int64_t> shape = t->RowMajorShape();
     // Vectors may be stored as [1, D] (shared-expert gate).
     while (shape.size() > p.shape.size() && shape.front() == 1) shape.erase(shape.begin());
     MOE_CHECK(shape == p.shape, kTag, "{}: tensor '{}' has shape {}, expected [{}] (ggml order)",
               path, p.name, t->ShapeStr(),
               fmt::join(std::vector<int64_t>(p.shape.rbegin(), p.shape.rend()), ","));
-    std::vector<float> v = ToF32(f, *t);
-    if (p.permute_rope)
-      PermuteRows(v, p.rope_heads, p.shape.size() == 1 ? 1 : p.shape.back(), false);
-    float* dst = static_cast<float*>(p.dst->raw());
-    for (const Copy& c : p.copies)
-      std::memcpy(dst + c.canon_off, v.data() + c.gguf_off, c.n * sizeof(float));
     used.insert(p.name);
   }
-  RequireAllUsed(f, used, arch, path);
-  DeriveInferenceWeights(out.config, out.weights);
-  out.tokenizer = tokenizer::TokenizerSpecFromGguf(f);
-  out.chat_template = f.GetString("tokenizer.chat_template", "");
-  return out;
+  RequireAllUsed(f, used, m.arch, path);
+  std::map<const Tensor*, std::string> names;
+  m.shapes.ForEachTensor([&](const std::string& n, Tensor& t) { names[&t] = n; });
+  for (size_t i = 0; i < m.parts.size(); ++i) m.parts_of[names[m.parts[i].dst]].push_back(i);
+  GgufWeightReader r;
+  r.impl_ = std::move(impl);
+  return r;
+}
+
+const ModelConfig& GgufWeightReader::config() const { return impl_->config; }
+const std::string& GgufWeightReader::architecture() const { return impl_->arch; }
+const io::GgufFile& GgufWeightReader::file() const { return impl_->file; }
+
+void GgufWeightReader::Fill(const std::string& name, Tensor& t) const {
+  const Impl& m = *impl_;
+  const auto it = m.parts_of.find(name);
+  MOE_CHECK(it != m.parts_of.end(), kTag, "{}: no tensor of the file fills '{}'", m.path, name);
+  const Tensor& want = *m.parts[it->second.front()].dst;
+  MOE_CHECK(t.dtype() == DType::kF32 && t.shape() == want.shape(), kTag,
+            "{}: '{}' is {} {}, the file's is F32 {}", m.path, name, DTypeName(t.dtype()),
+            t.shape().str(), want.shape().str());
+  if (t.shape_only()) t.Resize(t.dtype(), t.shape());
+  float* dst = static_cast<float*>(t.raw());
+  for (const size_t i : it->second) {
+    const Part& p = m.parts[i];
+    if (m.from_split.contains(i)) {
+      const std::string prefix = p.name.substr(0, p.name.size() - kKvB.size());
+      const std::vector<float> kv = KvBFromSplit(m.file, FindSplitKvB(m.file, m.config, prefix, m.path), m.config);
+      std::memcpy(dst, kv.data(), kv.size() * sizeof(float));
+      continue;
+    }
+    std::vector<float> v = ToF32(m.file, *m.file.FindTensor(p.name));
+    if (p.permute_rope)
+      PermuteRows(v, p.rope_heads, p.shape.size() == 1 ? 1 : p.shape.back(), false);
+    for (const Copy& c : p.copies)
+      std::memcpy(dst + c.canon_off, v.data() + c.gguf_off, c.n * sizeof(float));
+  }
 }
 
 void SaveGgufModel(const ModelConfig& cfg, ModelWeights& weights, const std::string& path,
@@ -1069,60 +1130,103 @@ void SaveGgufModel(const ModelConfig& cfg, ModelWeights& weights, const std::str
       PlanParts(cfg, weights, arch == "llama", [](int64_t) { return true; });
   // The split form writes attn_k_b + attn_v_b in place of each layer's attn_kv_b.
   const size_t n_tensors = parts.size() + (split ? static_cast<size_t>(cfg.n_layers) : 0);
-  size_t index = 0;
-  // Writes one tensor of p's name, shape, role and layer with the values v (row-major p.shape).
-  auto add = [&](const Part& p, const std::vector<float>& v) {
-    const size_t numel = v.size();
-    const GgmlType type = ChooseType(opts.scheme, p, cfg.n_layers);
-    if (opts.progress) opts.progress(index++, n_tensors, p.name, io::GgmlTypeName(type));
-    std::vector<int64_t> dims(p.shape.rbegin(), p.shape.rend());
+  // Every tensor is produced when the writer reaches it (gathered from the canonical tensor,
+  // permuted, converted), so the output is never whole in memory; with opts.load the canonical
+  // tensors are loaded on first use and released after their last part as well.
+  std::map<const Tensor*, std::string> names;
+  weights.ForEachTensor([&](const std::string& n, Tensor& t) { names[&t] = n; });
+  std::map<const Tensor*, size_t> last_use;
+  for (size_t i = 0; i < parts.size(); ++i) last_use[parts[i].dst] = i;
+  // The values of part i in GGUF order (row-major p.shape).
+  auto values = [&](size_t i) {
+    const Part& p = parts[i];
+    if (p.dst->shape_only()) {
+      MOE_CHECK(opts.load != nullptr, kTag, "SaveGgufModel: '{}' has no data and no loader",
+                names[p.dst]);
+      opts.load(names[p.dst], *p.dst);
+    }
+    MOE_CHECK(p.dst->dtype() == DType::kF32, kTag, "SaveGgufModel needs f32 weights");
+    size_t numel = 1;
+    for (int64_t d : p.shape) numel *= static_cast<size_t>(d);
+    std::vector<float> v(numel);
+    const float* src = static_cast<const float*>(std::as_const(*p.dst).raw());
+    for (const Copy& c : p.copies)
+      std::memcpy(v.data() + c.gguf_off, src + c.canon_off, c.n * sizeof(float));
+    if (p.permute_rope)
+      PermuteRows(v, p.rope_heads, p.shape.size() == 1 ? 1 : p.shape.back(), true);
+    return v;
+  };
+  auto release = [&](size_t i) {
+    Tensor* t = parts[i].dst;
+    if (opts.load && last_use[t] == i) *t = Tensor::ShapeOnly(t->dtype(), t->shape());
+  };
+  // Converts v (row-major p.shape) to the tensor's type at out.
+  auto convert = [&](const Part& p, GgmlType type, const std::vector<float>& v, uint8_t* out) {
     if (type == GgmlType::kF32) {
-      w.AddTensor(p.name, type, dims, v.data(), v.size() * sizeof(float));
+      std::memcpy(out, v.data(), v.size() * sizeof(float));
     } else if (type == GgmlType::kF16) {
-      std::vector<uint16_t> h(v.size());
-      for (size_t j = 0; j < v.size(); ++j) h[j] = ToF16(v[j]);
-      w.AddTensor(p.name, type, dims, h.data(), h.size() * 2);
+      for (size_t j = 0; j < v.size(); ++j) {
+        const uint16_t h = ToF16(v[j]);
+        std::memcpy(out + 2 * j, &h, 2);
+      }
     } else {
       const kernels::QuantType q = kernels::QuantTypeFromGgml(static_cast<int>(type));
-      const int64_t cols = p.shape.back(), rows = static_cast<int64_t>(numel) / cols;
+      const int64_t cols = p.shape.back(), rows = static_cast<int64_t>(v.size()) / cols;
       const int64_t row_bytes = kernels::QuantRowBytes(q, cols);
-      std::vector<uint8_t> bytes(static_cast<size_t>(kernels::QuantMatrixBytes(q, rows, cols)));
       auto rows_fn = [&](int64_t b, int64_t e, int) {
-        kernels::Quantize(q, v.data() + b * cols, bytes.data() + b * row_bytes, (e - b) * cols);
+        kernels::Quantize(q, v.data() + b * cols, out + b * row_bytes, (e - b) * cols);
       };
       if (opts.ctx != nullptr) {
         ParallelForRange(rows, *opts.ctx, rows_fn, 16);
       } else {
         rows_fn(0, rows, 0);
       }
-      w.AddTensor(p.name, type, dims, bytes.data(), bytes.size());
     }
   };
-  for (const Part& p : parts) {
-    size_t numel = 1;
-    for (int64_t d : p.shape) numel *= static_cast<size_t>(d);
-    std::vector<float> v(numel);
-    const float* src = static_cast<const float*>(p.dst->raw());
-    MOE_CHECK(p.dst->dtype() == DType::kF32, kTag, "SaveGgufModel needs f32 weights");
-    for (const Copy& c : p.copies)
-      std::memcpy(v.data() + c.gguf_off, src + c.canon_off, c.n * sizeof(float));
-    if (p.permute_rope)
-      PermuteRows(v, p.rope_heads, p.shape.size() == 1 ? 1 : p.shape.back(), true);
+  size_t index = 0;
+  // Adds one lazy tensor with p's name, shape, role and layer; produce() returns its values.
+  auto add = [&](const Part& p, std::function<std::vector<float>()> produce) {
+    const GgmlType type = ChooseType(opts.scheme, p, cfg.n_layers);
+    std::vector<int64_t> dims(p.shape.rbegin(), p.shape.rend());
+    const auto bytes = io::GgmlTensorBytes(type, dims);
+    MOE_CHECK(bytes.has_value(), kTag, "tensor '{}' is too large", p.name);
+    const size_t at = index++;
+    w.AddTensorLazy(p.name, type, dims, static_cast<size_t>(*bytes),
+                    [&, p, type, at, produce = std::move(produce)](uint8_t* out) {
+                      if (opts.progress)
+                        opts.progress(at, n_tensors, p.name, io::GgmlTypeName(type));
+                      convert(p, type, produce(), out);
+                    });
+  };
+  for (size_t i = 0; i < parts.size(); ++i) {
+    const Part& p = parts[i];
     if (split && p.name.ends_with(kKvB)) {
       const std::string prefix = p.name.substr(0, p.name.size() - kKvB.size());
       const MlaConfig& m = cfg.mla;
-      std::vector<float> k, vb;
-      SplitKvBRows(v.data(), cfg, k, vb);
       Part pk = p, pv = p;
       pk.name = prefix + std::string(kKB);
       pk.shape = {cfg.n_heads, m.kv_lora_rank, m.qk_nope_head_dim};
       pv.name = prefix + std::string(kVB);
       pv.shape = {cfg.n_heads, m.v_head_dim, m.kv_lora_rank};
-      add(pk, k);
-      add(pv, vb);
+      // Both halves come from the same rows: each split runs once per half (cheap next to I/O).
+      add(pk, [&, i] {
+        std::vector<float> k, vb;
+        SplitKvBRows(values(i).data(), cfg, k, vb);
+        return k;
+      });
+      add(pv, [&, i] {
+        std::vector<float> k, vb;
+        SplitKvBRows(values(i).data(), cfg, k, vb);
+        release(i);
+        return vb;
+      });
       continue;
     }
-    add(p, v);
+    add(p, [&, i] {
+      std::vector<float> v = values(i);
+      release(i);
+      return v;
+    });
   }
   w.Write(path);
 }

@@ -23,11 +23,13 @@
 #pragma once
 
 #include <functional>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
 
 #include "moe/core/context.h"
+#include "moe/io/gguf.h"
 #include "moe/model/config.h"
 #include "moe/model/weights.h"
 #include "moe/tokenizer/spec.h"
@@ -47,6 +49,24 @@ struct GgufLoadOptions {
 };
 
 GgufModel LoadGgufModel(const std::string& path, const GgufLoadOptions& opts = {});
+
+// The canonical f32 tensors of a GGUF file (ModelWeights::ForEachTensor names), dequantised one
+// at a time: what the f32 LoadGgufModel fills a model from, and what `moe quantize` of a .gguf
+// streams through. Open checks every tensor (present, supported type, shape) and that the file
+// holds none the model does not use, before any tensor data is read.
+class GgufWeightReader {
+ public:
+  static GgufWeightReader Open(const std::string& path);
+  const ModelConfig& config() const;
+  const std::string& architecture() const;  // general.architecture
+  const io::GgufFile& file() const;
+  // Fills t (F32 of the canonical shape; shape-only tensors get storage here).
+  void Fill(const std::string& name, Tensor& t) const;
+
+ private:
+  struct Impl;
+  std::shared_ptr<const Impl> impl_;
+};
 
 // The GGUF architectures LoadGgufModel reads, joined by ", ".
 std::string GgufArchitectureNames();
@@ -71,6 +91,11 @@ struct GgufSaveOptions {
   // key_length_mla / value_length_mla metadata of newer llama.cpp converters instead of the older
   // attn_kv_b (docs/FORMATS.md); an Error for other models. Off by default (`moe quantize`).
   bool split_mla_kv_b = false;
+  // Streams the weights: when set, `weights` may hold shape-only tensors (ModelWeights::Allocate
+  // with storage = false); load(name, tensor) fills each (a ForEachTensor name) when the first
+  // GGUF tensor that needs it is written, and it is released after the last. Memory then holds a
+  // few tensors, not the model (`moe quantize` of a folder).
+  std::function<void(const std::string& name, Tensor& t)> load;
 };
 
 // Writes cfg + weights as a GGUF file (atomic: path.tmp then rename). The GGUF architecture comes

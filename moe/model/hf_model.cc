@@ -102,15 +102,16 @@ ModelConfig ReadHfConfig(const std::string& dir, const Architecture** arch) {
   return ParseHfConfig(ReadJson(path), path, arch);
 }
 
-HfModel LoadHfModel(const std::string& dir, DType dtype) {
+HfWeightReader HfWeightReader::Open(const std::string& dir, DType dtype) {
   MOE_CHECK(dtype == DType::kF32 || dtype == DType::kF64, kTag,
-            "LoadHfModel: dtype must be F32 or F64");
-  const Architecture* arch = nullptr;
-  HfModel out;
-  out.config = ReadHfConfig(dir, &arch);
-  const ModelConfig& cfg = out.config;
-  out.architecture = std::string(arch->name);
-  const HfTensorFiles files = HfTensorFiles::Open(dir);
+            "loading {}: dtype must be F32 or F64", dir);
+  HfWeightReader r;
+  r.dir_ = dir;
+  r.dtype_ = dtype;
+  r.config_ = ReadHfConfig(dir, &r.arch_);
+  const ModelConfig& cfg = r.config_;
+  r.files_ = std::make_shared<const HfTensorFiles>(HfTensorFiles::Open(dir));
+  const HfTensorFiles& files = *r.files_;
 
   // Sizes first: every parameter takes at least 2 bytes in the files (F16/BF16), so a config that
   // describes more than that is wrong, and nothing is allocated for it.
@@ -128,30 +129,57 @@ HfModel LoadHfModel(const std::string& dir, DType dtype) {
             cfg.d_model, cfg.n_layers, cfg.n_heads, cfg.moe.n_experts, cfg.moe.d_ff,
             cfg.dense_d_ff);
 
-  out.weights.Allocate(cfg, dtype);
+  // Every tensor the layout needs is present with its shape, and none is left over: checked on
+  // the shapes alone, before any data is read.
+  ModelWeights shapes;
+  shapes.Allocate(cfg, dtype, /*storage=*/false);
   std::set<std::string> used;
-  out.weights.ForEachTensor([&](const std::string& name, Tensor& t) {
-    for (const HfPiece& pc : LayoutNames(arch->layout, cfg, name)) {
+  shapes.ForEachTensor([&](const std::string& name, Tensor& t) {
+    for (const HfPiece& pc : LayoutNames(r.arch_->layout, cfg, name)) {
       const HfPieceSpan sp = SpanOf(t, pc);
       const io::StTensorInfo* info = files.Find(pc.name);
       MOE_CHECK(info != nullptr, kTag, "{}/{}: tensor '{}' is missing ({} needs it for '{}')", dir,
-                files.origin(), pc.name, arch->name, name);
+                files.origin(), pc.name, r.arch_->name, name);
       MOE_CHECK(info->shape == sp.shape, kTag, "{}/{}: tensor '{}' has shape {}, expected [{}]",
                 dir, files.FileOf(pc.name), pc.name, info->ShapeStr(), fmt::join(sp.shape, ","));
-      const Tensor piece = files.Load(pc.name, dtype);
-      std::memcpy(static_cast<char*>(t.raw()) + sp.offset * DTypeSize(dtype), piece.raw(),
-                  piece.nbytes());
       used.insert(pc.name);
     }
   });
   std::vector<std::string> unexpected;
   const std::vector<std::string> names = files.Names();
   for (const std::string& n : names)
-    if (!used.contains(n) && !(arch->skippable != nullptr && arch->skippable(cfg, n)))
+    if (!used.contains(n) && !(r.arch_->skippable != nullptr && r.arch_->skippable(cfg, n)))
       unexpected.push_back(n);
   MOE_CHECK(
       unexpected.empty(), kTag, "{}/{}: has {} tensors, the config needs {} (first unexpected: {})",
       dir, files.origin(), names.size(), used.size(), unexpected.empty() ? "" : unexpected.front());
+  return r;
+}
+
+std::string_view HfWeightReader::architecture() const { return arch_->name; }
+
+void HfWeightReader::Fill(const std::string& name, Tensor& t) const {
+  MOE_CHECK(t.dtype() == dtype_, kTag, "{}: '{}' is {}, the reader loads {}", dir_, name,
+            DTypeName(t.dtype()), DTypeName(dtype_));
+  if (t.shape_only()) t.Resize(t.dtype(), t.shape());
+  for (const HfPiece& pc : LayoutNames(arch_->layout, config_, name)) {
+    const HfPieceSpan sp = SpanOf(t, pc);
+    const Tensor piece = files_->Load(pc.name, dtype_);
+    MOE_CHECK(piece.nbytes() == sp.numel * DTypeSize(dtype_), kTag,
+              "{}/{}: tensor '{}' does not fit '{}'", dir_, files_->FileOf(pc.name), pc.name, name);
+    std::memcpy(static_cast<char*>(t.raw()) + sp.offset * DTypeSize(dtype_), piece.raw(),
+                piece.nbytes());
+  }
+}
+
+HfModel LoadHfModel(const std::string& dir, DType dtype) {
+  const HfWeightReader reader = HfWeightReader::Open(dir, dtype);
+  HfModel out;
+  out.config = reader.config();
+  out.architecture = std::string(reader.architecture());
+  out.weights.Allocate(out.config, dtype);
+  out.weights.ForEachTensor(
+      [&](const std::string& name, Tensor& t) { reader.Fill(name, t); });
   if (dtype == DType::kF32) DeriveInferenceWeights(out.config, out.weights);
   out.tokenizer_path = io::PathExists(dir + "/tokenizer.json") ? dir + "/tokenizer.json" : "";
   return out;

@@ -15,6 +15,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "moe/io/safetensors.h"
@@ -59,6 +60,27 @@ struct HfModel {
   ModelWeights weights;
   std::string architecture;
   std::string tokenizer_path;  // dir/tokenizer.json when present, else empty
+};
+
+// The canonical tensors of a folder (ModelWeights::ForEachTensor names), loaded one at a time:
+// what LoadHfModel fills a whole model from, and what `moe quantize` streams a model larger than
+// memory through. Open checks the config, the shards, the presence and shape of every tensor the
+// architecture's layout needs and that none is left over, before any tensor data is read.
+class HfWeightReader {
+ public:
+  static HfWeightReader Open(const std::string& dir, DType dtype = DType::kF32);
+  const ModelConfig& config() const { return config_; }
+  std::string_view architecture() const;
+  // Fills t, of the canonical shape and the reader's dtype (shape-only tensors get storage here),
+  // with the canonical tensor `name`, converted from the file's float type.
+  void Fill(const std::string& name, Tensor& t) const;
+
+ private:
+  std::string dir_;
+  const Architecture* arch_ = nullptr;
+  ModelConfig config_;
+  DType dtype_ = DType::kF32;
+  std::shared_ptr<const HfTensorFiles> files_;
 };
 
 // Loads a folder; dtype F32 (inference, training) or F64 (gradient checks).

@@ -9,57 +9,60 @@
 
 namespace moe::model {
 
-void ModelWeights::Allocate(const ModelConfig& cfg, DType dtype) {
+void ModelWeights::Allocate(const ModelConfig& cfg, DType dtype, bool storage) {
+  auto make = [&](Shape shape) {
+    return storage ? Tensor(dtype, shape) : Tensor::ShapeOnly(dtype, shape);
+  };
   cfg.Validate();
   const int64_t d = cfg.d_model;
-  embed = Tensor(dtype, {cfg.vocab_size, d});
+  embed = make({cfg.vocab_size, d});
   layers.clear();
   layers.resize(static_cast<size_t>(cfg.n_layers));
   for (int64_t l = 0; l < cfg.n_layers; ++l) {
     LayerWeights& L = layers[static_cast<size_t>(l)];
-    L.attn_norm = Tensor(dtype, {d});
+    L.attn_norm = make({d});
     if (cfg.mla.enabled()) {
       const MlaConfig& m = cfg.mla;
       if (m.q_lora_rank > 0) {
-        L.wq_a = Tensor(dtype, {m.q_lora_rank, d});
-        L.q_a_norm = Tensor(dtype, {m.q_lora_rank});
-        L.wq_b = Tensor(dtype, {cfg.q_dim(), m.q_lora_rank});
+        L.wq_a = make({m.q_lora_rank, d});
+        L.q_a_norm = make({m.q_lora_rank});
+        L.wq_b = make({cfg.q_dim(), m.q_lora_rank});
       } else {
-        L.wq = Tensor(dtype, {cfg.q_dim(), d});
+        L.wq = make({cfg.q_dim(), d});
       }
-      L.wkv_a = Tensor(dtype, {m.kv_lora_rank + m.qk_rope_head_dim, d});
-      L.kv_a_norm = Tensor(dtype, {m.kv_lora_rank});
-      L.wkv_b = Tensor(dtype, {cfg.n_heads * (m.qk_nope_head_dim + m.v_head_dim), m.kv_lora_rank});
+      L.wkv_a = make({m.kv_lora_rank + m.qk_rope_head_dim, d});
+      L.kv_a_norm = make({m.kv_lora_rank});
+      L.wkv_b = make({cfg.n_heads * (m.qk_nope_head_dim + m.v_head_dim), m.kv_lora_rank});
     } else {
-      L.wq = Tensor(dtype, {cfg.q_dim(), d});
-      L.wk = Tensor(dtype, {cfg.kv_dim(), d});
-      L.wv = Tensor(dtype, {cfg.kv_dim(), d});
+      L.wq = make({cfg.q_dim(), d});
+      L.wk = make({cfg.kv_dim(), d});
+      L.wv = make({cfg.kv_dim(), d});
       if (cfg.qkv_bias) {
-        L.bq = Tensor(dtype, {cfg.q_dim()});
-        L.bk = Tensor(dtype, {cfg.kv_dim()});
-        L.bv = Tensor(dtype, {cfg.kv_dim()});
+        L.bq = make({cfg.q_dim()});
+        L.bk = make({cfg.kv_dim()});
+        L.bv = make({cfg.kv_dim()});
       }
       if (cfg.qk_norm == QkNorm::kPerHead) {
-        L.q_norm = Tensor(dtype, {cfg.head_dim});
-        L.k_norm = Tensor(dtype, {cfg.head_dim});
+        L.q_norm = make({cfg.head_dim});
+        L.k_norm = make({cfg.head_dim});
       } else if (cfg.qk_norm == QkNorm::kFull) {
-        L.q_norm = Tensor(dtype, {cfg.q_dim()});
-        L.k_norm = Tensor(dtype, {cfg.kv_dim()});
+        L.q_norm = make({cfg.q_dim()});
+        L.k_norm = make({cfg.kv_dim()});
       }
     }
-    L.wo = Tensor(dtype, {d, cfg.n_heads * cfg.v_head_dim()});
-    if (cfg.o_bias) L.bo = Tensor(dtype, {d});
-    L.ffn_norm = Tensor(dtype, {d});
+    L.wo = make({d, cfg.n_heads * cfg.v_head_dim()});
+    if (cfg.o_bias) L.bo = make({d});
+    L.ffn_norm = make({d});
     L.is_moe = cfg.IsMoeLayer(l);
     if (L.is_moe) {
-      L.moe.Allocate(cfg.moe, dtype);
+      L.moe.Allocate(cfg.moe, dtype, storage);
     } else {
-      L.w13 = Tensor(dtype, {2 * cfg.dense_d_ff, d});
-      L.w2 = Tensor(dtype, {d, cfg.dense_d_ff});
+      L.w13 = make({2 * cfg.dense_d_ff, d});
+      L.w2 = make({d, cfg.dense_d_ff});
     }
   }
-  final_norm = Tensor(dtype, {d});
-  lm_head = cfg.tie_embeddings ? Tensor() : Tensor(dtype, {cfg.vocab_size, d});
+  final_norm = make({d});
+  lm_head = cfg.tie_embeddings ? Tensor() : make({cfg.vocab_size, d});
 }
 
 namespace {

@@ -63,7 +63,8 @@ struct ModelWeights {
   Tensor lm_head;     // [V, D] (undefined when tied to embed)
 
   // Zeroed tensors of the right shapes.
-  void Allocate(const ModelConfig& cfg, DType dtype);
+  // storage = false: shapes only (Tensor::ShapeOnly), for loading one tensor at a time.
+  void Allocate(const ModelConfig& cfg, DType dtype, bool storage = true);
   // GPT-2-style init: N(0, 0.02) for matrices, output projections (wo, w2) scaled by
   // 1/sqrt(2L), norms = 1, router N(0, 0.02), selection bias 0.
   void InitRandom(const ModelConfig& cfg, DType dtype, Rng& rng);

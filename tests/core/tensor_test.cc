@@ -72,6 +72,20 @@ TEST(Tensor, ResizeReusesALargeEnoughAllocation) {
   for (int64_t i = 0; i < 4096; ++i) ASSERT_EQ(t.view<float>()[i], 0.0f);
 }
 
+TEST(Tensor, ShapeOnlyHasNoDataUntilResized) {
+  Tensor t = Tensor::ShapeOnly(DType::kF32, {3, 4});
+  EXPECT_TRUE(t.defined());
+  EXPECT_TRUE(t.shape_only());
+  EXPECT_EQ(t.nbytes(), 48u);
+  EXPECT_THROW((void)t.raw(), Error);
+  EXPECT_THROW((void)std::as_const(t).view<float>(), Error);
+  t.Resize(t.dtype(), t.shape());
+  EXPECT_FALSE(t.shape_only());
+  EXPECT_EQ(t.view<float>()[11], 0.0f);
+  // Absurd shapes are refused as for an allocation.
+  EXPECT_THROW(Tensor::ShapeOnly(DType::kF32, {int64_t{1} << 40, int64_t{1} << 30}), Error);
+}
+
 TEST(Tensor, SetZero) {
   Tensor t(DType::kF32, {3});
   t.view<float>()[1] = 5.0f;

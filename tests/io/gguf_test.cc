@@ -2,9 +2,11 @@
 
 #include <gtest/gtest.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 #include <cmath>
 #include <cstdint>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -16,6 +18,7 @@
 #include "moe/core/dtype.h"
 #include "moe/core/error.h"
 #include "moe/core/rng.h"
+#include "moe/io/file.h"
 #include "moe/testing/compare.h"
 
 namespace moe::io {
@@ -729,6 +732,53 @@ TEST_F(GgufTest, WriteReplacesAtomicallyAndViewsAreNotCopied) {
   std::memcpy(&v, t.data + 10, 2);
   EXPECT_EQ(FromF16(v), -5.0f);
   EXPECT_EQ(ReadAll(p), w.Serialize());
+}
+
+}  // namespace
+}  // namespace moe::io
+
+namespace moe::io {
+namespace {
+
+TEST(GgufWriter, LazyTensorsWriteWhatTheirFillProduces) {
+  // The same tensors added eagerly and lazily give the same bytes; fills run once each, in order,
+  // when the file is written; a fill that throws leaves no file behind.
+  std::vector<float> a(64), b(40);
+  for (size_t i = 0; i < a.size(); ++i) a[i] = static_cast<float>(i) * 0.5f;
+  for (size_t i = 0; i < b.size(); ++i) b[i] = -static_cast<float>(i);
+  GgufWriter eager, lazy;
+  eager.AddMetadata("general.architecture", GgufValue::String("llama"));
+  lazy.AddMetadata("general.architecture", GgufValue::String("llama"));
+  eager.AddTensor("a", GgmlType::kF32, {64}, a.data(), a.size() * 4);
+  eager.AddTensor("b", GgmlType::kF32, {8, 5}, b.data(), b.size() * 4);
+  std::vector<std::string> order;
+  lazy.AddTensorLazy("a", GgmlType::kF32, {64}, a.size() * 4, [&](uint8_t* out) {
+    order.push_back("a");
+    std::memcpy(out, a.data(), a.size() * 4);
+  });
+  lazy.AddTensorLazy("b", GgmlType::kF32, {8, 5}, b.size() * 4, [&](uint8_t* out) {
+    order.push_back("b");
+    std::memcpy(out, b.data(), b.size() * 4);
+  });
+  EXPECT_TRUE(order.empty());
+  const std::vector<uint8_t> want = eager.Serialize();
+  EXPECT_EQ(want, lazy.Serialize());
+  EXPECT_EQ(order, (std::vector<std::string>{"a", "b"}));
+  order.clear();
+  const std::string path = ::testing::TempDir() + "/moe_gguf_lazy_" + std::to_string(::getpid());
+  lazy.Write(path);
+  EXPECT_EQ(order, (std::vector<std::string>{"a", "b"}));
+  EXPECT_EQ(ReadFile(path, 1 << 20), std::string(want.begin(), want.end()));
+  std::remove(path.c_str());
+
+  GgufWriter bad;
+  bad.AddTensorLazy("x", GgmlType::kF32, {4}, 16, [](uint8_t*) { Fail("test", "fill failed"); });
+  EXPECT_THROW(bad.Write(path), Error);
+  EXPECT_FALSE(PathExists(path));
+  EXPECT_FALSE(PathExists(path + ".tmp"));
+  // Sizes are checked when the tensor is added, as for eager tensors.
+  EXPECT_THROW(bad.AddTensorLazy("y", GgmlType::kF32, {4}, 15, [](uint8_t*) {}), Error);
+  EXPECT_THROW(bad.AddTensorLazy("z", GgmlType::kF32, {4}, 16, nullptr), Error);
 }
 
 }  // namespace

@@ -16,6 +16,7 @@
 #include <filesystem>
 #include <functional>
 #include <nlohmann/json.hpp>
+#include <set>
 
 #include "moe/core/error.h"
 #include "moe/core/rng.h"
@@ -174,6 +175,84 @@ TEST(GgufModel, LinearAndYarnRopeScalingRoundTrip) {
               1e-5);
     fs::remove(path);
   }
+}
+
+TEST_P(GgufFixture, StreamedSaveWritesTheSameFile) {
+  // `moe quantize` of a folder: shape-only weights, each tensor loaded when the writer needs it
+  // and released after its last use. The file is byte-identical to saving the loaded model, each
+  // tensor is loaded once, and only a couple are in memory at any time.
+  const Case cs = GetParam();
+  const std::string dir = Data(std::string("arch/") + cs.dir);
+  const HfModel hf = LoadHfModel(dir);
+  for (const GgufScheme scheme : {GgufScheme::kF32, GgufScheme::kQ8_0}) {
+    for (const bool split : {false, true}) {
+      if (split && !hf.config.mla.enabled()) continue;
+      SCOPED_TRACE(::testing::Message() << cs.dir << " " << Name(scheme) << " split " << split);
+      GgufSaveOptions opts;
+      opts.scheme = scheme;
+      opts.split_mla_kv_b = split;
+      HfModel whole = LoadHfModel(dir);
+      const std::string a = TmpPath(std::string(cs.dir) + "_whole.gguf");
+      const std::string b = TmpPath(std::string(cs.dir) + "_streamed.gguf");
+      SaveGgufModel(whole.config, whole.weights, a, opts);
+
+      const HfWeightReader reader = HfWeightReader::Open(dir);
+      ModelWeights lazy;
+      lazy.Allocate(reader.config(), DType::kF32, /*storage=*/false);
+      std::set<std::string> loaded;
+      size_t max_resident = 0;
+      opts.load = [&](const std::string& name, Tensor& t) {
+        EXPECT_TRUE(loaded.insert(name).second) << name << " loaded twice";
+        size_t resident = 0;
+        lazy.ForEachTensor([&](const std::string&, Tensor& u) {
+          resident += u.defined() && !u.shape_only();
+        });
+        max_resident = std::max(max_resident, resident);
+        reader.Fill(name, t);
+      };
+      SaveGgufModel(reader.config(), lazy, b, opts);
+      EXPECT_EQ(io::ReadFile(a, 1 << 30), io::ReadFile(b, 1 << 30));
+      EXPECT_LE(max_resident, 2u);
+      size_t still = 0, total = 0;
+      lazy.ForEachTensor([&](const std::string&, Tensor& u) {
+        total += u.defined();
+        still += u.defined() && !u.shape_only();
+      });
+      EXPECT_EQ(still, 0u) << "every streamed tensor is released";
+      EXPECT_EQ(loaded.size(), total);
+      fs::remove(a);
+      fs::remove(b);
+    }
+  }
+  // From a GGUF file (requantising): GgufWeightReader streams what LoadGgufModel loads whole.
+  {
+    const std::string src = TmpPath(std::string(cs.dir) + "_src.gguf");
+    const std::string a = TmpPath(std::string(cs.dir) + "_whole.gguf");
+    const std::string b = TmpPath(std::string(cs.dir) + "_streamed.gguf");
+    HfModel m = LoadHfModel(dir);
+    SaveGgufModel(m.config, m.weights, src, {.scheme = GgufScheme::kF16});
+    GgufModel whole = LoadGgufModel(src);
+    GgufSaveOptions opts{.scheme = GgufScheme::kQ8_0};
+    SaveGgufModel(whole.config, whole.weights, a, opts);
+    const GgufWeightReader reader = GgufWeightReader::Open(src);
+    ModelWeights lazy;
+    lazy.Allocate(reader.config(), DType::kF32, /*storage=*/false);
+    int loads = 0;
+    opts.load = [&](const std::string& name, Tensor& t) {
+      ++loads;
+      reader.Fill(name, t);
+    };
+    SaveGgufModel(reader.config(), lazy, b, opts);
+    EXPECT_GT(loads, 0);
+    EXPECT_EQ(io::ReadFile(a, 1 << 30), io::ReadFile(b, 1 << 30)) << "from GGUF";
+    for (const std::string& f : {src, a, b}) fs::remove(f);
+  }
+  // A shape-only model without a loader is an Error, not a crash.
+  ModelWeights lazy;
+  lazy.Allocate(hf.config, DType::kF32, /*storage=*/false);
+  const std::string c = TmpPath(std::string(cs.dir) + "_noloader.gguf");
+  EXPECT_THAT(ErrorOf([&] { SaveGgufModel(hf.config, lazy, c); }), HasSubstr("no loader"));
+  EXPECT_FALSE(fs::exists(c));
 }
 
 INSTANTIATE_TEST_SUITE_P(Families, GgufFixture,
