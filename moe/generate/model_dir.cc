@@ -1,5 +1,7 @@
 #include "moe/generate/model_dir.h"
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <nlohmann/json.hpp>
 
@@ -7,6 +9,7 @@
 #include "moe/io/file.h"
 #include "moe/model/checkpoint.h"
 #include "moe/model/gguf_model.h"
+#include "moe/model/hf_model.h"
 #include "moe/train/trainer.h"
 
 namespace moe::generate {
@@ -115,6 +118,23 @@ ModelDir OpenGguf(const std::string& path) {
 
 }  // namespace
 
+// A folder runs as f32 in memory (4 bytes per parameter). One that cannot fit this machine's RAM
+// is refused with the way out, instead of swapping or being killed half-way through loading
+// (a config whose sizes the files cannot hold is left to the loader's own error).
+void CheckFolderFitsInMemory(const std::string& path, double ram_bytes) {
+  const model::ModelConfig cfg = model::ReadHfConfig(path);
+  const double params = model::CountParams(cfg).total();
+  const double need = params * 4;
+  const double have = ram_bytes;
+  if (have <= 0 || need <= have) return;
+  if (params * 2 > static_cast<double>(model::HfTensorFiles::Open(path).DataBytes())) return;
+  Fail(kTag,
+       "{}: {:.4g} parameters take {:.1f} GB as f32 in memory, more than this machine's {:.1f} "
+       "GB of RAM. Convert the folder once with `moe quantize {} model.gguf --type Q4_K_M` "
+       "(streamed: little memory) and run model.gguf, which is mapped and read as needed",
+       path, params, need / 1e9, have / 1e9, path);
+}
+
 ModelDir OpenModelDir(const std::string& dir) {
   MOE_CHECK(io::PathExists(dir), kTag, "'{}' does not exist", dir);
   if (!io::IsDirectory(dir)) {
@@ -133,6 +153,8 @@ ModelDir OpenModelDir(const std::string& dir) {
             path);
   ModelDir m;
   m.path = path;
+  CheckFolderFitsInMemory(path, static_cast<double>(::sysconf(_SC_PHYS_PAGES)) *
+                                    static_cast<double>(::sysconf(_SC_PAGE_SIZE)));
   model::LoadedModel lm = model::LoadModel(path);
   m.config = std::move(lm.config);
   m.weights = std::move(lm.weights);

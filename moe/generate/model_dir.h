@@ -36,6 +36,11 @@ struct ModelDir {
 // and the field.
 ModelDir OpenModelDir(const std::string& path);
 
+// A Hugging Face folder runs as f32 in memory (4 bytes per parameter): an Error, naming the sizes
+// and `moe quantize` as the way out, when that is more than ram_bytes (OpenModelDir passes the
+// machine's physical memory) and the files are consistent with the config. Exposed for tests.
+void CheckFolderFitsInMemory(const std::string& path, double ram_bytes);
+
 // generation_config.json: eos_token_id (int or list) and the sampling fields (do_sample,
 // temperature, top_k, top_p, min_p, repetition_penalty) into `so`/`eos`. Exposed for tests.
 void ReadGenerationConfig(const std::string& json_text, const std::string& origin,

@@ -313,5 +313,14 @@ TEST(ModelDirTest, MissingFoldersAndConfigsAreClearErrors) {
               ThrowsMessage<Error>(HasSubstr("no config.json")));
 }
 
+TEST(ModelDirTest, FolderLargerThanMemoryPointsToQuantize) {
+  using ::testing::HasSubstr;
+  using ::testing::ThrowsMessage;
+  const std::string dir = std::string(MOE_TEST_DATA_DIR) + "/arch/mixtral";
+  EXPECT_NO_THROW(CheckFolderFitsInMemory(dir, 1e12));
+  EXPECT_THAT([&] { CheckFolderFitsInMemory(dir, 1000.0); },
+              ThrowsMessage<Error>(HasSubstr("moe quantize " + dir)));
+}
+
 }  // namespace
 }  // namespace moe::generate
