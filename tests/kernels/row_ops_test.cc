@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <functional>
 #include <limits>
 #include <vector>
 
@@ -157,44 +158,51 @@ TEST_P(RowOpsTest, SoftmaxMatchesReference) {
   }
 }
 
+// y[m, n] (+)= x[m, k] * op(w) through `run`, against RefGemm in double: w is [n, k] when
+// trans_w (NT), else [k, n] (NN). Padded leading dimensions; y's padding must not be touched and,
+// without accumulate, its old values must not be read.
+using FewRowProduct = std::function<void(const float* x, int64_t ldx, const float* w, int64_t ldw,
+                                         float* y, int64_t ldy)>;
+void CheckFewRowProduct(Rng& rng, bool trans_w, int64_t m, int64_t k, int64_t n, double scale,
+                        bool accumulate, const FewRowProduct& run, const char* what) {
+  SCOPED_TRACE(::testing::Message()
+               << what << " m=" << m << " k=" << k << " n=" << n << " accumulate=" << accumulate);
+  const int64_t ldx = k + 3, ldw = (trans_w ? k : n) + 1, ldy = n + 2;
+  const std::vector<float> x = RandomNormal<float>(rng, m * ldx, scale);
+  const std::vector<float> w = RandomNormal<float>(rng, (trans_w ? n : k) * ldw);
+  std::vector<float> y = RandomNormal<float>(rng, m * ldy);
+  for (int64_t i = 0; i < m; ++i)
+    for (int64_t j = 0; j < ldy; ++j) {
+      float& v = y[static_cast<size_t>(i * ldy + j)];
+      if (j >= n)
+        v = kSentinel;
+      else if (!accumulate)
+        v = kNaN;  // must be overwritten, not read
+    }
+  std::vector<double> want = ToDouble(y.data(), Size(y));
+  const std::vector<double> xd = ToDouble(x.data(), Size(x)), wd = ToDouble(w.data(), Size(w));
+  testing::RefGemm(false, trans_w, m, n, k, 1.0, xd.data(), ldx, wd.data(), ldw,
+                   accumulate ? 1.0 : 0.0, want.data(), ldy);
+  run(x.data(), ldx, w.data(), ldw, y.data(), ldy);
+  Tolerance tol = MatMulTolerance(k, MaxAbs(x), MaxAbs(w));
+  tol.atol += 1e-6;  // the accumulated old value
+  ASSERT_TRUE(ExpectClose(y.data(), want.data(), Size(y), tol, what));
+}
+
 TEST_P(RowOpsTest, MatMulNtSmallMatchesReference) {
   Rng rng(63);
   // k = 64, 256 with n >= 16: the short-row path (16 rows of w reduced together), with a tail.
   const int64_t ks[] = {1, 7, 15, 16, 17, 64, 100, 256, 513};
   const int64_t ns[] = {1, 2, 3, 5, 7, 13, 16, 37};
-  for (int64_t m = 1; m <= kSmallM + 1; ++m) {
-    for (int64_t k : ks) {
-      for (int64_t n : ns) {
-        for (bool accumulate : {false, true}) {
-          SCOPED_TRACE(::testing::Message()
-                       << "m=" << m << " k=" << k << " n=" << n << " accumulate=" << accumulate);
-          // Padded leading dimensions; the padding of y must not be touched.
-          const int64_t ldx = k + 3, ldw = k + 1, ldy = n + 2;
-          const double scale = (k == 17) ? 50.0 : 1.0;  // one large-magnitude case
-          const std::vector<float> x = RandomNormal<float>(rng, m * ldx, scale);
-          const std::vector<float> w = RandomNormal<float>(rng, n * ldw);
-          std::vector<float> y = RandomNormal<float>(rng, m * ldy);
-          for (int64_t i = 0; i < m; ++i)
-            for (int64_t j = 0; j < ldy; ++j) {
-              float& v = y[static_cast<size_t>(i * ldy + j)];
-              if (j >= n)
-                v = kSentinel;
-              else if (!accumulate)
-                v = kNaN;  // must be overwritten, not read
-            }
-          std::vector<double> want = ToDouble(y.data(), Size(y));
-          const std::vector<double> xd = ToDouble(x.data(), Size(x)),
-                                    wd = ToDouble(w.data(), Size(w));
-          testing::RefGemm(false, true, m, n, k, 1.0, xd.data(), ldx, wd.data(), ldw,
-                           accumulate ? 1.0 : 0.0, want.data(), ldy);
-          ops().matmul_nt_small(x.data(), ldx, m, w.data(), ldw, n, k, y.data(), ldy, accumulate);
-          Tolerance tol = MatMulTolerance(k, MaxAbs(x), MaxAbs(w));
-          tol.atol += 1e-6;  // the accumulated old value
-          ASSERT_TRUE(ExpectClose(y.data(), want.data(), Size(y), tol, "matmul_nt_small"));
-        }
-      }
-    }
-  }
+  for (int64_t m = 1; m <= kSmallM + 1; ++m)
+    for (int64_t k : ks)
+      for (int64_t n : ns)
+        for (bool acc : {false, true})
+          CheckFewRowProduct(
+              rng, true, m, k, n, k == 17 ? 50.0 : 1.0, acc,  // one large-magnitude case
+              [&](const float* x, int64_t ldx, const float* w, int64_t ldw, float* y,
+                  int64_t ldy) { ops().matmul_nt_small(x, ldx, m, w, ldw, n, k, y, ldy, acc); },
+              "matmul_nt_small");
 }
 
 TEST_P(RowOpsTest, MatMulNnSmallMatchesReference) {
@@ -202,37 +210,15 @@ TEST_P(RowOpsTest, MatMulNnSmallMatchesReference) {
   // n around the vector widths (8, 16) and the column chunks (32, 64), with masked tails.
   const int64_t ks[] = {1, 3, 32, 57};
   const int64_t ns[] = {1, 7, 8, 9, 16, 31, 33, 64, 65, 130};
-  for (int64_t m = 1; m <= kSmallM; ++m) {
-    for (int64_t k : ks) {
-      for (int64_t n : ns) {
-        for (bool accumulate : {false, true}) {
-          SCOPED_TRACE(::testing::Message()
-                       << "m=" << m << " k=" << k << " n=" << n << " accumulate=" << accumulate);
-          const int64_t ldx = k + 2, ldw = n + 3, ldy = n + 2;
-          const std::vector<float> x = RandomNormal<float>(rng, m * ldx);
-          const std::vector<float> w = RandomNormal<float>(rng, k * ldw);
-          std::vector<float> y = RandomNormal<float>(rng, m * ldy);
-          for (int64_t i = 0; i < m; ++i)
-            for (int64_t j = 0; j < ldy; ++j) {
-              float& v = y[static_cast<size_t>(i * ldy + j)];
-              if (j >= n)
-                v = kSentinel;
-              else if (!accumulate)
-                v = kNaN;
-            }
-          std::vector<double> want = ToDouble(y.data(), Size(y));
-          const std::vector<double> xd = ToDouble(x.data(), Size(x)),
-                                    wd = ToDouble(w.data(), Size(w));
-          testing::RefGemm(false, false, m, n, k, 1.0, xd.data(), ldx, wd.data(), ldw,
-                           accumulate ? 1.0 : 0.0, want.data(), ldy);
-          ops().matmul_nn_small(x.data(), ldx, m, w.data(), ldw, k, n, y.data(), ldy, accumulate);
-          Tolerance tol = MatMulTolerance(k, MaxAbs(x), MaxAbs(w));
-          tol.atol += 1e-6;
-          ASSERT_TRUE(ExpectClose(y.data(), want.data(), Size(y), tol, "matmul_nn_small"));
-        }
-      }
-    }
-  }
+  for (int64_t m = 1; m <= kSmallM; ++m)
+    for (int64_t k : ks)
+      for (int64_t n : ns)
+        for (bool acc : {false, true})
+          CheckFewRowProduct(
+              rng, false, m, k, n, 1.0, acc,
+              [&](const float* x, int64_t ldx, const float* w, int64_t ldw, float* y,
+                  int64_t ldy) { ops().matmul_nn_small(x, ldx, m, w, ldw, k, n, y, ldy, acc); },
+              "matmul_nn_small");
 }
 
 TEST_P(RowOpsTest, MatMulNtSmallWithNoRowsOrColumnsWritesNothing) {
