@@ -113,84 +113,73 @@ void SmallNN(const T* x, int64_t ldx, int64_t m, const T* w, int64_t ldw, int64_
   }
 }
 
-// Decode (one query per sequence) where (sequence, kv head) pairs are too few to share out: MLA's
-// latent (all heads over one cached head) and MQA. The keys are cut into chunks whose length
-// depends on the geometry only (so the result does not depend on the thread count); each
-// (sequence, chunk) unit computes the scores of all heads in blocks of kDecodeKeys positions, its
-// own softmax and a partial output, and a merge weights the chunks by their log-sum-exp
+// Decode (one query per sequence) of a single (sequence, kv head) unit, which the per-head path
+// would leave on one thread: MLA's latent (all heads over one cached head) and MQA. The keys are
+// cut into chunks whose length depends on the geometry only (so the result does not depend on the
+// thread count); each chunk computes the scores of all heads in blocks of kDecodeKeys positions,
+// its own softmax and a partial output, and a merge weights the chunks by their log-sum-exp
 // (flash-decoding). One chunk writes the output directly. For several kv heads the per-head
-// products below read the cache as well and need no merge (measured: this path was slower there).
+// products read the cache as well and need no merge (measured: this path was slower there).
 constexpr int64_t kDecodeKeys = 32;
 
-// Asks for rows [0, n) of ld elements each (one contiguous run: all heads of n positions) to be
-// brought into the cache while the current block is computed.
 template <typename T>
 void DecodeAttention(CView<T> q, CView<T> k, CView<T> v, const Geometry& g, int64_t window,
                      T scale, View<T> out, View<T> lse, Context& ctx) {
-  const int64_t gs = g.group(), max_keys = g.pos0 + 1;
+  const int64_t h = g.h, max_keys = g.pos0 + 1;  // b = hkv = 1: the head group is all h heads
   const int64_t j0 = window > 0 ? std::max<int64_t>(0, g.pos0 - window + 1) : 0;
   const int64_t n = max_keys - j0;
   // Chunks long enough that the partial outputs (H * Dv per chunk) stay within ~1/8 of the key
   // and value bytes the chunk reads (MLA: many heads over one wide latent head).
   int64_t chunk = kDecodeKeys;
-  while (chunk * g.hkv * (g.dk + g.dv) < 8 * g.h * g.dv) chunk *= 2;
-  const int64_t nchunks = (n + chunk - 1) / chunk;
+  while (chunk * (g.dk + g.dv) < 8 * h * g.dv) chunk *= 2;
+  const int64_t nchunks = (n + chunk - 1) / chunk, span = std::min(chunk, n);
   const bool direct = nchunks == 1;
-  std::vector<T> scores(static_cast<size_t>(ctx.threads() * g.h * std::min(chunk, n)));
-  // Per (sequence, chunk): the partial output [H, Dv] and log-sum-exp [H].
-  std::vector<T> part_out(direct ? 0 : static_cast<size_t>(g.b * nchunks * g.h * g.dv));
-  std::vector<T> part_lse(direct ? 0 : static_cast<size_t>(g.b * nchunks * g.h));
-  ParallelFor(g.b * nchunks, ctx, [&](int64_t unit, int w) {
-    const int64_t b = unit / nchunks, c = unit % nchunks;
+  std::vector<T> scores(static_cast<size_t>(ctx.threads() * h * span));
+  // Per chunk: the partial output [H, Dv] and log-sum-exp [H].
+  std::vector<T> part_out(direct ? 0 : static_cast<size_t>(nchunks * h * g.dv));
+  std::vector<T> part_lse(direct ? 0 : static_cast<size_t>(nchunks * h));
+  ParallelFor(nchunks, ctx, [&](int64_t c, int w) {
     const int64_t c0 = j0 + c * chunk, cn = std::min(chunk, max_keys - c0);
-    T* sc = scores.data() + w * g.h * std::min(chunk, n);
+    T* sc = scores.data() + w * h * span;
     for (int64_t jb = 0; jb < cn; jb += kDecodeKeys) {
       const int64_t nb = std::min(kDecodeKeys, cn - jb);
-      for (int64_t kv = 0; kv < g.hkv; ++kv) {
-        for (int64_t r = 0; r < gs; r += kSmallM)
-          MatMulNT<T>(q.data + g.Q(b, 0, kv * gs + r), g.dk, std::min(kSmallM, gs - r),
-                      k.data + g.K(b, c0 + jb, kv), g.ldk(), nb, g.dk, sc + (kv * gs + r) * cn + jb,
-                      cn, false);
-      }
+      for (int64_t r = 0; r < h; r += kSmallM)
+        MatMulNT<T>(q.data + g.Q(0, 0, r), g.dk, std::min(kSmallM, h - r),
+                    k.data + g.K(0, c0 + jb, 0), g.ldk(), nb, g.dk, sc + r * cn + jb, cn, false);
     }
-    T* o = direct ? out.data + g.O(b, 0, 0) : part_out.data() + unit * g.h * g.dv;
-    for (int64_t h = 0; h < g.h; ++h) {
-      const T l = MaskedSoftmaxRow<T>(sc + h * cn, cn, cn, scale);
+    for (int64_t i = 0; i < h; ++i) {
+      const T l = MaskedSoftmaxRow<T>(sc + i * cn, cn, cn, scale);
       if (!direct)
-        part_lse[static_cast<size_t>(unit * g.h + h)] = l;
+        part_lse[static_cast<size_t>(c * h + i)] = l;
       else if (!lse.empty())
-        lse[g.L(b, h, 0)] = l;
+        lse[g.L(0, i, 0)] = l;
     }
-    for (int64_t jb = 0; jb < cn; jb += kDecodeKeys) {
-      const int64_t nb = std::min(kDecodeKeys, cn - jb);
-      for (int64_t kv = 0; kv < g.hkv; ++kv) {
-        SmallNN<T>(sc + kv * gs * cn + jb, cn, gs, v.data + g.V(b, c0 + jb, kv), g.ldv(), nb, g.dv,
-                   o + kv * gs * g.dv, g.dv, jb > 0);
-      }
-    }
+    T* o = direct ? out.data + g.O(0, 0, 0) : part_out.data() + c * h * g.dv;
+    for (int64_t jb = 0; jb < cn; jb += kDecodeKeys)
+      SmallNN<T>(sc + jb, cn, h, v.data + g.V(0, c0 + jb, 0), g.ldv(),
+                 std::min(kDecodeKeys, cn - jb), g.dv, o, g.dv, jb > 0);
   });
   if (direct) return;
   // The merge is small next to the chunks (inline unless there are many heads' worth).
-  const int64_t min_units = std::max<int64_t>(1, (1 << 15) / (nchunks * g.dv));
-  ParallelForRange(g.b * g.h, ctx, [&](int64_t u0, int64_t u1, int) {
-   for (int64_t unit = u0; unit < u1; ++unit) {
-    const int64_t b = unit / g.h, h = unit % g.h;
-    const T* pl = part_lse.data() + b * nchunks * g.h + h;
-    T mx = -std::numeric_limits<T>::infinity();
-    for (int64_t c = 0; c < nchunks; ++c) mx = std::max(mx, pl[c * g.h]);
-    T sum = 0;
-    for (int64_t c = 0; c < nchunks; ++c) sum += std::exp(pl[c * g.h] - mx);
-    const T total = mx + std::log(sum);
-    T* o = out.data + g.O(b, 0, h);
-    std::fill(o, o + g.dv, T(0));
-    for (int64_t c = 0; c < nchunks; ++c) {
-      const T wgt = std::exp(pl[c * g.h] - total);
-      const T* po = part_out.data() + ((b * nchunks + c) * g.h + h) * g.dv;
-      for (int64_t d = 0; d < g.dv; ++d) o[d] += wgt * po[d];
+  const int64_t min_heads = std::max<int64_t>(1, (1 << 15) / (nchunks * g.dv));
+  ParallelForRange(h, ctx, [&](int64_t h0, int64_t h1, int) {
+    for (int64_t i = h0; i < h1; ++i) {
+      const T* pl = part_lse.data() + i;
+      T mx = -std::numeric_limits<T>::infinity();
+      for (int64_t c = 0; c < nchunks; ++c) mx = std::max(mx, pl[c * h]);
+      T sum = 0;
+      for (int64_t c = 0; c < nchunks; ++c) sum += std::exp(pl[c * h] - mx);
+      const T total = mx + std::log(sum);
+      T* o = out.data + g.O(0, 0, i);
+      std::fill(o, o + g.dv, T(0));
+      for (int64_t c = 0; c < nchunks; ++c) {
+        const T wgt = std::exp(pl[c * h] - total);
+        const T* po = part_out.data() + (c * h + i) * g.dv;
+        for (int64_t d = 0; d < g.dv; ++d) o[d] += wgt * po[d];
+      }
+      if (!lse.empty()) lse[g.L(0, i, 0)] = total;
     }
-    if (!lse.empty()) lse[g.L(b, h, 0)] = total;
-   }
-  }, min_units);
+  }, min_heads);
 }
 
 }  // namespace
