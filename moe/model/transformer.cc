@@ -89,6 +89,14 @@ void CheckTrainable(const ModelConfig& c) {
             "training (Forward/Backward) does not support: {} (inference only)", bad);
 }
 
+// Rows [first, first + count) of w (whole rows: the same bytes per row for every dtype).
+kernels::WeightRef WeightRows(const kernels::WeightRef& w, int64_t first, int64_t count) {
+  kernels::WeightRef r = w;
+  r.n = count;
+  r.data = static_cast<const uint8_t*>(w.data) + first * (kernels::WeightBytes(w) / w.n);
+  return r;
+}
+
 }  // namespace
 
 Transformer::Transformer(const ModelConfig& cfg) : cfg_(cfg), rope_(MakeRope(cfg)) {
@@ -375,14 +383,9 @@ void Transformer::InferLatentAttention(const LayerWeights& lw, int64_t n, int64_
     const kernels::WeightRef kt_all = kernels::AsWeight(lw.wkv_b_kt, "wkv_b_kt");
     MOE_CHECK(kt_all.n == h * rkv && kt_all.k == dn, "model", "MLA wkv_b_kt {} is not [{}, {}]",
               lw.wkv_b_kt.shape().str(), h * rkv, dn);
-    const int64_t row_bytes = kernels::WeightBytes(kt_all) / kt_all.n;
     std::vector<kernels::WeightProduct> products;
-    for (int64_t hh = 0; hh < h; ++hh) {
-      kernels::WeightRef wr = kt_all;
-      wr.n = rkv;
-      wr.data = static_cast<const uint8_t*>(kt_all.data) + hh * rkv * row_bytes;
-      products.push_back({qn + hh * n * dn, n, wr, ql + hh * n * rkv});
-    }
+    for (int64_t hh = 0; hh < h; ++hh)
+      products.push_back({qn + hh * n * dn, n, WeightRows(kt_all, hh * rkv, rkv), ql + hh * n * rkv});
     kernels::WeightMatMul(products, ctx);
   } else {
     MOE_CHECK(lw.wkv_b.dtype() == DType::kF32, "model",
@@ -422,14 +425,10 @@ void Transformer::InferLatentAttention(const LayerWeights& lw, int64_t n, int64_
   const kernels::WeightRef kvb_all = kernels::AsWeight(lw.wkv_b, "wkv_b");
   MOE_CHECK(kvb_all.n == h * (dn + dv) && kvb_all.k == rkv, "model", "MLA wkv_b {} is not [{}, {}]",
             lw.wkv_b.shape().str(), h * (dn + dv), rkv);
-  const int64_t kvb_row = kernels::WeightBytes(kvb_all) / kvb_all.n;
   std::vector<kernels::WeightProduct> outs;
-  for (int64_t hh = 0; hh < h; ++hh) {
-    kernels::WeightRef wr = kvb_all;
-    wr.n = dv;
-    wr.data = static_cast<const uint8_t*>(kvb_all.data) + (hh * (dn + dv) + dn) * kvb_row;
-    outs.push_back({on + hh * n * rkv, n, wr, oh + hh * n * dv});
-  }
+  for (int64_t hh = 0; hh < h; ++hh)
+    outs.push_back({on + hh * n * rkv, n, WeightRows(kvb_all, hh * (dn + dv) + dn, dv),
+                    oh + hh * n * dv});
   kernels::WeightMatMul(outs, ctx);
   float* att = V<float>(st.att).data;
   for (int64_t t = 0; t < n; ++t)
