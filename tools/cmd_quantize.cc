@@ -2,6 +2,7 @@
 // file in the llama.cpp layout (moe/model/gguf_model.h), with the tokenizer when it has a GGUF
 // form (tokenizer.json of a byte-level BPE or SentencePiece family; else a warning).
 #include <cstdio>
+#include <functional>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -9,7 +10,6 @@
 #include "moe/core/context.h"
 #include "moe/core/error.h"
 #include "moe/io/file.h"
-#include "moe/model/checkpoint.h"
 #include "moe/model/gguf_model.h"
 #include "moe/model/hf_model.h"
 #include "moe/tokenizer/gguf_vocab.h"
@@ -27,29 +27,26 @@ struct QuantizeArgs {
 void RunQuantize(const QuantizeArgs& a) {
   const model::GgufScheme scheme = model::ParseGgufScheme(a.type);
   model::ModelConfig cfg;
-  model::ModelWeights weights;
   std::optional<tokenizer::TokenizerSpec> tok;
-  std::unique_ptr<model::HfWeightReader> reader;
-  std::unique_ptr<model::GgufWeightReader> gguf;
   std::string chat_template;
+  // Streamed: the input is checked whole, then each tensor is read (converted or dequantised to
+  // f32) when the writer needs it and dropped after, so a model larger than memory converts.
+  std::function<void(const std::string&, Tensor&)> load;
   if (!io::IsDirectory(a.in) && a.in.ends_with(".gguf")) {
-    // Streamed like a folder: each tensor is dequantised when the writer needs it.
-    gguf = std::make_unique<model::GgufWeightReader>(model::GgufWeightReader::Open(a.in));
-    cfg = gguf->config();
-    weights.Allocate(cfg, DType::kF32, /*storage=*/false);
-    tok = tokenizer::TokenizerSpecFromGguf(gguf->file());
-    chat_template = gguf->file().GetString("tokenizer.chat_template", "");
+    const model::GgufWeightReader reader = model::GgufWeightReader::Open(a.in);
+    cfg = reader.config();
+    tok = tokenizer::TokenizerSpecFromGguf(reader.file());
+    chat_template = reader.file().GetString("tokenizer.chat_template", "");
+    load = [reader](const std::string& name, Tensor& t) { reader.Fill(name, t); };
   } else {
     // A training run's folder: its newest checkpoint.
     const std::string dir =
         !io::PathExists(a.in + "/config.json") && io::PathExists(a.in + "/LATEST")
             ? train::LatestCheckpoint(a.in)
             : a.in;
-    // Streamed: the folder is checked whole, then each tensor is read (and converted to f32)
-    // when the writer needs it and dropped after, so a model larger than memory converts.
-    reader = std::make_unique<model::HfWeightReader>(model::HfWeightReader::Open(dir));
-    cfg = reader->config();
-    weights.Allocate(cfg, DType::kF32, /*storage=*/false);
+    const model::HfWeightReader reader = model::HfWeightReader::Open(dir);
+    cfg = reader.config();
+    load = [reader](const std::string& name, Tensor& t) { reader.Fill(name, t); };
     const std::string tj = dir + "/tokenizer.json";
     if (io::PathExists(tj)) tok = tokenizer::ParseHfTokenizerJson(io::ReadFile(tj, 256 << 20), tj);
     const std::string tc = dir + "/tokenizer_config.json";
@@ -59,14 +56,14 @@ void RunQuantize(const QuantizeArgs& a) {
         chat_template = j["chat_template"].get<std::string>();
     }
   }
+  model::ModelWeights weights;
+  weights.Allocate(cfg, DType::kF32, /*storage=*/false);
   std::fprintf(stderr, "quantize: %s -> %s as %s\n", a.in.c_str(), a.out.c_str(), a.type.c_str());
   model::GgufSaveOptions opts;
   opts.scheme = scheme;
   opts.tokenizer = tok ? &*tok : nullptr;
   opts.chat_template = chat_template;
-  if (reader)
-    opts.load = [&](const std::string& name, Tensor& t) { reader->Fill(name, t); };
-  if (gguf) opts.load = [&](const std::string& name, Tensor& t) { gguf->Fill(name, t); };
+  opts.load = std::move(load);
   Context ctx;
   opts.ctx = &ctx;
   opts.progress = [](size_t i, size_t n, const std::string& name, std::string_view type) {

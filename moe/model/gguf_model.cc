@@ -853,33 +853,33 @@ ModelConfig GgufModelConfig(const io::GgufFile& f, const std::string& path, std:
 }
 
 GgufModel LoadGgufModel(const std::string& path, const GgufLoadOptions& opts) {
-  const io::GgufFile f = io::GgufFile::Open(path);
   GgufModel out;
-  out.config = GgufModelConfig(f, path, &out.architecture);
-  const std::string& arch = out.architecture;
-  const ModelConfig& cfg = out.config;
-  if (opts.mapped) {
-    // Weights stay in the file: only vectors and F16/BF16 matrices are allocated (each checked).
-    if (arch == "llama") out.config.rope_pairing = kernels::RopePairing::kInterleaved;
-    RequireAllUsed(f, LoadMapped(f, out.config, out.weights, path), arch, path);
+  auto finish = [&](const io::GgufFile& f) {
     DeriveInferenceWeights(out.config, out.weights);
     out.tokenizer = tokenizer::TokenizerSpecFromGguf(f);
     out.chat_template = f.GetString("tokenizer.chat_template", "");
-    return out;
+    return std::move(out);
+  };
+  if (opts.mapped) {
+    // Weights stay in the file: only vectors and F16/BF16 matrices are allocated (each checked).
+    const io::GgufFile f = io::GgufFile::Open(path);
+    out.config = GgufModelConfig(f, path, &out.architecture);
+    if (out.architecture == "llama") out.config.rope_pairing = kernels::RopePairing::kInterleaved;
+    RequireAllUsed(f, LoadMapped(f, out.config, out.weights, path), out.architecture, path);
+    return finish(f);
   }
+  const GgufWeightReader reader = GgufWeightReader::Open(path);
+  out.config = reader.config();
+  out.architecture = reader.architecture();
   // Nothing is allocated for a model beyond what moe allocates (f32, 4 bytes per parameter).
-  const double params = CountParams(cfg).total();
+  const double params = CountParams(out.config).total();
   MOE_CHECK(params * 4 <= static_cast<double>(kMaxAllocBytes), kTag,
             "{}: {:.4g} parameters take {:.4g} bytes as f32, more than moe allocates ({}); run "
             "it mapped (moe run / chat / perplexity do)",
             path, params, params * 4, kMaxAllocBytes);
-  const GgufWeightReader reader = GgufWeightReader::Open(path);
-  out.weights.Allocate(cfg, DType::kF32);
+  out.weights.Allocate(out.config, DType::kF32);
   out.weights.ForEachTensor([&](const std::string& name, Tensor& t) { reader.Fill(name, t); });
-  DeriveInferenceWeights(out.config, out.weights);
-  out.tokenizer = tokenizer::TokenizerSpecFromGguf(f);
-  out.chat_template = f.GetString("tokenizer.chat_template", "");
-  return out;
+  return finish(reader.file());
 }
 
 struct GgufWeightReader::Impl {
