@@ -89,6 +89,21 @@ void CheckTrainable(const ModelConfig& c) {
             "training (Forward/Backward) does not support: {} (inference only)", bad);
 }
 
+// The first `width` floats of each (token, head) row of token-major src ([n][h] rows of ld
+// floats) into head-major dst ([h][n][width]), and back.
+void ToHeadMajor(const float* src, int64_t ld, float* dst, int64_t n, int64_t h, int64_t width) {
+  for (int64_t t = 0; t < n; ++t)
+    for (int64_t hh = 0; hh < h; ++hh)
+      std::memcpy(dst + (hh * n + t) * width, src + (t * h + hh) * ld,
+                  static_cast<size_t>(width) * sizeof(float));
+}
+void ToTokenMajor(const float* src, float* dst, int64_t ld, int64_t n, int64_t h, int64_t width) {
+  for (int64_t t = 0; t < n; ++t)
+    for (int64_t hh = 0; hh < h; ++hh)
+      std::memcpy(dst + (t * h + hh) * ld, src + (hh * n + t) * width,
+                  static_cast<size_t>(width) * sizeof(float));
+}
+
 // Rows [first, first + count) of w (whole rows: the same bytes per row for every dtype).
 kernels::WeightRef WeightRows(const kernels::WeightRef& w, int64_t first, int64_t count) {
   kernels::WeightRef r = w;
@@ -375,10 +390,7 @@ void Transformer::InferLatentAttention(const LayerWeights& lw, int64_t n, int64_
   st.lat_n.Resize(dt, {h * n, dn + rkv});
   float* qn = V<float>(st.lat_n).data;
   float* ql = qn + h * n * dn;
-  for (int64_t t = 0; t < n; ++t)
-    for (int64_t hh = 0; hh < h; ++hh)
-      std::memcpy(qn + (hh * n + t) * dn, q + (t * h + hh) * dk,
-                  static_cast<size_t>(dn) * sizeof(float));
+  ToHeadMajor(q, dk, qn, n, h, dn);
   if (lw.wkv_b_kt.defined()) {
     const kernels::WeightRef kt_all = kernels::AsWeight(lw.wkv_b_kt, "wkv_b_kt");
     MOE_CHECK(kt_all.n == h * rkv && kt_all.k == dn, "model", "MLA wkv_b_kt {} is not [{}, {}]",
@@ -397,12 +409,9 @@ void Transformer::InferLatentAttention(const LayerWeights& lw, int64_t n, int64_
                            kvb + hh * (dn + dv) * rkv, rkv, 0.0f, ql + hh * n * rkv, rkv);
     });
   }
-  for (int64_t t = 0; t < n; ++t)
-    for (int64_t hh = 0; hh < h; ++hh) {
-      float* dst = qc + (t * h + hh) * lk;
-      std::memcpy(dst, ql + (hh * n + t) * rkv, static_cast<size_t>(rkv) * sizeof(float));
-      std::memcpy(dst + rkv, q + (t * h + hh) * dk + dn, static_cast<size_t>(dr) * sizeof(float));
-    }
+  ToTokenMajor(ql, qc, lk, n, h, rkv);
+  for (int64_t th = 0; th < n * h; ++th)
+    std::memcpy(qc + th * lk + rkv, q + th * dk + dn, static_cast<size_t>(dr) * sizeof(float));
   // Attention of the H heads over the one latent head, then each head's output through its W_uv
   // rows of wkv_b (as stored: f32 or quantised), all heads in one WeightMatMul.
   const int64_t total = pos0 + n;
@@ -418,10 +427,7 @@ void Transformer::InferLatentAttention(const LayerWeights& lw, int64_t n, int64_
   st.lat_n.Resize(dt, {h * n, rkv + dv});
   float* on = V<float>(st.lat_n).data;
   float* oh = on + h * n * rkv;
-  for (int64_t t = 0; t < n; ++t)
-    for (int64_t hh = 0; hh < h; ++hh)
-      std::memcpy(on + (hh * n + t) * rkv, olat + (t * h + hh) * rkv,
-                  static_cast<size_t>(rkv) * sizeof(float));
+  ToHeadMajor(olat, rkv, on, n, h, rkv);
   const kernels::WeightRef kvb_all = kernels::AsWeight(lw.wkv_b, "wkv_b");
   MOE_CHECK(kvb_all.n == h * (dn + dv) && kvb_all.k == rkv, "model", "MLA wkv_b {} is not [{}, {}]",
             lw.wkv_b.shape().str(), h * (dn + dv), rkv);
@@ -430,11 +436,7 @@ void Transformer::InferLatentAttention(const LayerWeights& lw, int64_t n, int64_
     outs.push_back({on + hh * n * rkv, n, WeightRows(kvb_all, hh * (dn + dv) + dn, dv),
                     oh + hh * n * dv});
   kernels::WeightMatMul(outs, ctx);
-  float* att = V<float>(st.att).data;
-  for (int64_t t = 0; t < n; ++t)
-    for (int64_t hh = 0; hh < h; ++hh)
-      std::memcpy(att + (t * h + hh) * dv, oh + (hh * n + t) * dv,
-                  static_cast<size_t>(dv) * sizeof(float));
+  ToTokenMajor(oh, V<float>(st.att).data, dv, n, h, dv);
 }
 
 void Transformer::InferAttention(const LayerWeights& lw, int64_t layer, int64_t n, int64_t pos0,
