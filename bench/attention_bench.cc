@@ -1,11 +1,14 @@
 // Decode attention (one query per sequence) over a KV cache, at the geometries of the benchmark
 // models: OLMoE-like (16 query / 16 kv heads of 64), Mixtral-like (16 / 4) and DeepSeek-like MLA
-// latent attention (16 heads over one latent head: keys 576 wide, values 512). Sixteen layers'
-// caches are visited in turn so that each call reads its keys and values from memory, as a model's
-// decode does. Name: DecodeAttention/<geometry>/ctx:N/threads:T; counter GB/s = key and value
-// bytes read per second (compare it with the read bandwidth of `moe bench model`).
+// latent attention (16 heads over one latent head: keys 576 wide, values 512), in the inference
+// cache's head-major layout. Enough layers' caches (at least 64 MB, twice a large L3) are visited
+// in turn that each call reads its keys and values from memory, as a model's decode does (the
+// weights stream through the caches between two visits of a layer). Name:
+// DecodeAttention/<geometry>/ctx:N/threads:T; counter GB/s = key and value bytes read per second
+// (compare it with the read bandwidth of `moe bench model`).
 #include <benchmark/benchmark.h>
 
+#include <algorithm>
 #include <cmath>
 #include <vector>
 
@@ -22,7 +25,8 @@ struct AttnGeometry {
 void BM_DecodeAttention(benchmark::State& state, AttnGeometry geo) {
   const int64_t ctx_len = state.range(0);
   moe::Context ctx({.threads = static_cast<int>(state.range(1))});
-  constexpr int kLayers = 16;
+  const int64_t layer_bytes = 4 * ctx_len * geo.hkv * (geo.dk + geo.dv);
+  const int kLayers = static_cast<int>(std::max<int64_t>(2, ((int64_t{64} << 20) + layer_bytes - 1) / layer_bytes));
   moe::Rng rng(11);
   auto fill = [&](std::vector<float>& v, int64_t n) {
     v.resize(static_cast<size_t>(n));
@@ -41,9 +45,10 @@ void BM_DecodeAttention(benchmark::State& state, AttnGeometry geo) {
   for (auto _ : state) {
     moe::kernels::AttentionForward<float>(
         moe::CView<float>(q.data(), {1, geo.h, geo.dk}),
-        moe::CView<float>(k[layer].data(), {ctx_len, geo.hkv, geo.dk}),
-        moe::CView<float>(v[layer].data(), {ctx_len, geo.hkv, geo.dv}), ctx_len - 1, scale,
-        moe::View<float>(out.data(), {1, geo.h, geo.dv}), moe::View<float>(), ctx);
+        moe::CView<float>(k[layer].data(), {geo.hkv, ctx_len, geo.dk}),
+        moe::CView<float>(v[layer].data(), {geo.hkv, ctx_len, geo.dv}), ctx_len - 1, scale,
+        moe::View<float>(out.data(), {1, geo.h, geo.dv}), moe::View<float>(), ctx, 0,
+        moe::kernels::KvLayout::kHeadMajor);
     benchmark::DoNotOptimize(out.data());
     layer = (layer + 1) % kLayers;
   }

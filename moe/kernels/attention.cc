@@ -26,17 +26,22 @@ Dims Dims4(const Shape& s) {
 
 struct Geometry {
   int64_t b, t, s, h, hkv, dk, dv, pos0;
+  bool head_major = false;  // k, v as [B, Hkv, S, D]
   int64_t group() const { return h / hkv; }
   // Element offsets of (b, t, h) rows and their leading dims.
   int64_t Q(int64_t bi, int64_t ti, int64_t hi) const { return ((bi * t + ti) * h + hi) * dk; }
   int64_t O(int64_t bi, int64_t ti, int64_t hi) const { return ((bi * t + ti) * h + hi) * dv; }
-  int64_t K(int64_t bi, int64_t si, int64_t gi) const { return ((bi * s + si) * hkv + gi) * dk; }
-  int64_t V(int64_t bi, int64_t si, int64_t gi) const { return ((bi * s + si) * hkv + gi) * dv; }
+  int64_t K(int64_t bi, int64_t si, int64_t gi) const { return KvRow(bi, si, gi) * dk; }
+  int64_t V(int64_t bi, int64_t si, int64_t gi) const { return KvRow(bi, si, gi) * dv; }
   int64_t L(int64_t bi, int64_t hi, int64_t ti) const { return (bi * h + hi) * t + ti; }
   int64_t ldq() const { return h * dk; }
   int64_t ldo() const { return h * dv; }
-  int64_t ldk() const { return hkv * dk; }
-  int64_t ldv() const { return hkv * dv; }
+  int64_t ldk() const { return head_major ? dk : hkv * dk; }
+  int64_t ldv() const { return head_major ? dv : hkv * dv; }
+  // Row index of key/value (bi, si, gi) in units of the head dim.
+  int64_t KvRow(int64_t bi, int64_t si, int64_t gi) const {
+    return head_major ? (bi * hkv + gi) * s + si : (bi * s + si) * hkv + gi;
+  }
   // Rows of the full-row passes: bounded so that rows * keys stays within the budget.
   int64_t RowBlock() const { return std::clamp<int64_t>(kScoreBudget / (pos0 + t), 1, kBlock); }
 };
@@ -49,17 +54,24 @@ Shape LseShape(int rank, int64_t b, int64_t h, int64_t t) {
 }
 
 template <typename T>
-Geometry CheckInputs(const char* op, CView<T> q, CView<T> k, CView<T> v, int64_t pos0) {
+Geometry CheckInputs(const char* op, CView<T> q, CView<T> k, CView<T> v, int64_t pos0,
+                     KvLayout layout = KvLayout::kTokenMajor) {
   const int rank = q.rank();
+  const bool head_major = layout == KvLayout::kHeadMajor;
   MOE_CHECK((rank == 3 || rank == 4) && k.rank() == rank && v.rank() == rank, "attention",
             "{}: q {}, k {}, v {} must all be [B,T,H,D] or all [T,H,D]", op, q.shape.str(),
             k.shape.str(), v.shape.str());
-  const Dims qd = Dims4(q.shape), kd = Dims4(k.shape), vd = Dims4(v.shape);
+  const Dims qd = Dims4(q.shape);
+  Dims kd = Dims4(k.shape), vd = Dims4(v.shape);
+  if (head_major) {  // stored [B, Hkv, S, D]: swap into the logical (S, Hkv)
+    std::swap(kd.t, kd.h);
+    std::swap(vd.t, vd.h);
+  }
   MOE_CHECK(kd.b == qd.b && vd.b == qd.b && vd.t == kd.t && vd.h == kd.h && kd.d == qd.d,
             "attention",
-            "{}: q {}, k {}, v {} do not fit (k must be [B,S,Hkv,Dk], v [B,S,Hkv,Dv] with q's B "
-            "and Dk)",
-            op, q.shape.str(), k.shape.str(), v.shape.str());
+            "{}: q {}, k {}, v {} do not fit (k must be {}, v {} with q's B and Dk)", op,
+            q.shape.str(), k.shape.str(), v.shape.str(),
+            head_major ? "[B,Hkv,S,Dk]" : "[B,S,Hkv,Dk]", head_major ? "[B,Hkv,S,Dv]" : "[B,S,Hkv,Dv]");
   MOE_CHECK(kd.h > 0 && qd.h % kd.h == 0 && qd.d > 0 && vd.d > 0, "attention",
             "{}: q {} has {} heads, not a positive multiple of k {}'s {} heads (or a head dim "
             "is 0; v {})",
@@ -67,7 +79,7 @@ Geometry CheckInputs(const char* op, CView<T> q, CView<T> k, CView<T> v, int64_t
   MOE_CHECK(pos0 >= 0 && kd.t >= pos0 + qd.t, "attention",
             "{}: {} keys in k {} cannot hold pos0 {} + {} queries of q {}", op, kd.t, k.shape.str(),
             pos0, qd.t, q.shape.str());
-  return Geometry{qd.b, qd.t, kd.t, qd.h, kd.h, qd.d, vd.d, pos0};
+  return Geometry{qd.b, qd.t, kd.t, qd.h, kd.h, qd.d, vd.d, pos0, head_major};
 }
 
 template <typename T>
@@ -186,8 +198,8 @@ void DecodeAttention(CView<T> q, CView<T> k, CView<T> v, const Geometry& g, int6
 
 template <typename T>
 void AttentionForward(CView<T> q, CView<T> k, CView<T> v, int64_t pos0, T scale, View<T> out,
-                      View<T> lse, Context& ctx, int64_t window) {
-  const Geometry g = CheckInputs("AttentionForward", q, k, v, pos0);
+                      View<T> lse, Context& ctx, int64_t window, KvLayout layout) {
+  const Geometry g = CheckInputs("AttentionForward", q, k, v, pos0, layout);
   const int rank = q.rank();
   CheckShape<T>("AttentionForward", "out", out.shape, Make(rank, g.b, g.t, g.h, g.dv));
   if (!lse.empty())
@@ -218,8 +230,8 @@ void AttentionForward(CView<T> q, CView<T> k, CView<T> v, int64_t pos0, T scale,
         const T l = MaskedSoftmaxRow<T>(sc + i * n, n, n, scale);
         if (!lse.empty()) lse[g.L(b, h0 + i, 0)] = l;
       }
-      Gemm<T>(false, false, gs, g.dv, n, T(1), sc, n, v.data + g.V(b, j0, kv), g.ldv(), T(0),
-              out.data + g.O(b, 0, h0), g.dv);
+      SmallNN<T>(sc, n, gs, v.data + g.V(b, j0, kv), g.ldv(), n, g.dv, out.data + g.O(b, 0, h0),
+                 g.dv, false);
     });
     return;
   }
@@ -349,7 +361,7 @@ void AttentionBackward(CView<T> q, CView<T> k, CView<T> v, CView<T> out, CView<T
 
 #define MOE_INSTANTIATE(T)                                                                       \
   template void AttentionForward<T>(CView<T>, CView<T>, CView<T>, int64_t, T, View<T>, View<T>,  \
-                                    Context&, int64_t);                                          \
+                                    Context&, int64_t, KvLayout);                                \
   template void AttentionBackward<T>(CView<T>, CView<T>, CView<T>, CView<T>, CView<T>, CView<T>, \
                                      int64_t, T, View<T>, View<T>, View<T>, Context&);
 MOE_INSTANTIATE(float)

@@ -312,8 +312,8 @@ void KvCache::Allocate(const ModelConfig& cfg, int64_t max_tokens) {
       k.emplace_back(DType::kF32, Shape{max_tokens, 1, m.kv_lora_rank + m.qk_rope_head_dim});
       v.emplace_back(DType::kF32, Shape{max_tokens, 1, m.kv_lora_rank});
     } else {
-      k.emplace_back(DType::kF32, Shape{max_tokens, cfg.n_kv_heads, cfg.head_dim});
-      v.emplace_back(DType::kF32, Shape{max_tokens, cfg.n_kv_heads, cfg.v_head_dim()});
+      k.emplace_back(DType::kF32, Shape{cfg.n_kv_heads, max_tokens, cfg.head_dim});
+      v.emplace_back(DType::kF32, Shape{cfg.n_kv_heads, max_tokens, cfg.v_head_dim()});
     }
   }
   length = 0;
@@ -454,9 +454,10 @@ void Transformer::InferAttention(const LayerWeights& lw, int64_t layer, int64_t 
   if (c.mla.enabled()) {
     InferLatentAttention(lw, n, pos0, kt, vt, st, ctx);
   } else {
-    float* kc = kt.view<float>().data + pos0 * hkv * dk;
-    float* vc = vt.view<float>().data + pos0 * hkv * dv;
-    const View<float> kview(kc, {n, hkv * dk}), vview(vc, {n, hkv * dv});
+    // This call's keys and values, token-major: stored into the head-major cache after RoPE.
+    st.kn.Resize(dt, {n, hkv * dk});
+    st.vn.Resize(dt, {n, hkv * dv});
+    const View<float> kview = V<float>(st.kn), vview = V<float>(st.vn);
     const kernels::WeightProduct qkv[] = {
         {C<float>(st.n).data, n, kernels::AsWeight(lw.wq, "wq"), V<float>(st.q).data},
         {C<float>(st.n).data, n, kernels::AsWeight(lw.wk, "wk"), kview.data},
@@ -491,13 +492,19 @@ void Transformer::InferAttention(const LayerWeights& lw, int64_t layer, int64_t 
     const View<float> k3 = kview.Reshape({n, hkv, dk});
     kernels::RopeForward<float>(q3, pos, rope_, c.rope_pairing, 0, q3, ctx);
     kernels::RopeForward<float>(k3, pos, rope_, c.rope_pairing, 0, k3, ctx);
-    const int64_t total = pos0 + n;
-    kernels::AttentionForward<float>(C<float>(st.q).Reshape({1, n, h, dk}),
-                                     CView<float>(kt.view<float>().data, {1, total, hkv, dk}),
-                                     CView<float>(vt.view<float>().data, {1, total, hkv, dv}), pos0,
-                                     static_cast<float>(c.softmax_scale()),
-                                     V<float>(st.att).Reshape({1, n, h, dv}), View<float>(), ctx,
-                                     c.sliding_window);
+    const int64_t cap = kt.shape()[1];
+    float* kc = kt.view<float>().data;
+    float* vc = vt.view<float>().data;
+    for (int64_t g = 0; g < hkv; ++g)
+      for (int64_t i = 0; i < n; ++i) {
+        std::memcpy(kc + (g * cap + pos0 + i) * dk, kview.row(i) + g * dk, sizeof(float) * dk);
+        std::memcpy(vc + (g * cap + pos0 + i) * dv, vview.row(i) + g * dv, sizeof(float) * dv);
+      }
+    kernels::AttentionForward<float>(
+        C<float>(st.q).Reshape({1, n, h, dk}), CView<float>(kc, {1, hkv, cap, dk}),
+        CView<float>(vc, {1, hkv, cap, dv}), pos0, static_cast<float>(c.softmax_scale()),
+        V<float>(st.att).Reshape({1, n, h, dv}), View<float>(), ctx, c.sliding_window,
+        kernels::KvLayout::kHeadMajor);
   }
   st.x2.Resize(dt, {n, d});
   kernels::WeightMatMul(C<float>(st.att), lw.wo, V<float>(st.x2), ctx);

@@ -68,9 +68,11 @@ struct ForwardState {
   Tensor dx, dx2, dn, dq, dk, dv, datt, dh, da, dlogits, tmp;
 };
 
-// Keys and values of one sequence, per layer: k [max_tokens, Hkv, Dh] (after RoPE), v [max_tokens,
-// Hkv, Dv]. MLA caches the latent instead: k [max_tokens, 1, R + Dr] (the normalised compressed kv
-// c and the rotated k_pe), v [max_tokens, 1, R] (c); see Transformer::InferLatentAttention.
+// Keys and values of one sequence, per layer, head-major (kernels::KvLayout::kHeadMajor: decode
+// streams each kv head's keys and values sequentially): k [Hkv, max_tokens, Dh] (after RoPE),
+// v [Hkv, max_tokens, Dv]. MLA caches the latent instead: k [max_tokens, 1, R + Dr] (the
+// normalised compressed kv c and the rotated k_pe), v [max_tokens, 1, R] (c), one head, so either
+// layout; see Transformer::InferLatentAttention.
 struct KvCache {
   std::vector<Tensor> k, v;
   int64_t length = 0;      // tokens cached
@@ -82,6 +84,7 @@ struct KvCache {
 // Inference scratch of one sequence, reused across calls.
 struct InferState {
   Tensor x, n, q, att, x2, f, h, a, rstd, logits;
+  Tensor kn, vn;                        // this call's keys and values [T, Hkv * D]
   Tensor rstd_qk, lat, lat_n, kv, kpe;  // q/k norm and MLA scratch
   std::vector<int32_t> positions;
   mixture::MoeState<float> moe;

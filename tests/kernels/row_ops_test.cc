@@ -191,9 +191,11 @@ void CheckFewRowProduct(Rng& rng, bool trans_w, int64_t m, int64_t k, int64_t n,
 
 TEST_P(RowOpsTest, MatMulNtSmallMatchesReference) {
   Rng rng(63);
-  // k = 64, 256 with n >= 16: the short-row path (16 rows of w reduced together), with a tail.
-  const int64_t ks[] = {1, 7, 15, 16, 17, 64, 100, 256, 513};
-  const int64_t ns[] = {1, 2, 3, 5, 7, 13, 16, 37};
+  // k = 16..256 in whole vectors with n >= 16: the short-row path (16 dot products reduced
+  // together; rows of x in pairs for k <= 64, x in registers for k / 16 = 1..4 and 8), then the
+  // tail rows of w.
+  const int64_t ks[] = {1, 7, 15, 16, 17, 32, 48, 64, 100, 128, 256, 513};
+  const int64_t ns[] = {1, 2, 3, 5, 7, 13, 16, 24, 37};
   for (int64_t m = 1; m <= kSmallM + 1; ++m)
     for (int64_t k : ks)
       for (int64_t n : ns)

@@ -230,9 +230,12 @@ TEST_P(GgufFixture, StreamedSaveWritesTheSameFile) {
     const std::string a = TmpPath(std::string(cs.dir) + "_whole.gguf");
     const std::string b = TmpPath(std::string(cs.dir) + "_streamed.gguf");
     HfModel m = LoadHfModel(dir);
-    SaveGgufModel(m.config, m.weights, src, {.scheme = GgufScheme::kF16});
+    GgufSaveOptions f16;
+    f16.scheme = GgufScheme::kF16;
+    SaveGgufModel(m.config, m.weights, src, f16);
     GgufModel whole = LoadGgufModel(src);
-    GgufSaveOptions opts{.scheme = GgufScheme::kQ8_0};
+    GgufSaveOptions opts;
+    opts.scheme = GgufScheme::kQ8_0;
     SaveGgufModel(whole.config, whole.weights, a, opts);
     const GgufWeightReader reader = GgufWeightReader::Open(src);
     ModelWeights lazy;
