@@ -15,11 +15,13 @@
 #include "moe/core/context.h"
 #include "moe/core/rng.h"
 #include "moe/kernels/attention.h"
+#include "moe/kernels/isa/row_ops.h"
 
 namespace {
 
 struct AttnGeometry {
   int64_t h, hkv, dk, dv;
+  moe::kernels::KvLayout layout = moe::kernels::KvLayout::kHeadMajor;
 };
 
 void BM_DecodeAttention(benchmark::State& state, AttnGeometry geo) {
@@ -42,13 +44,14 @@ void BM_DecodeAttention(benchmark::State& state, AttnGeometry geo) {
   }
   const float scale = 1.0f / std::sqrt(static_cast<float>(geo.dk));
   int layer = 0;
+  const bool hm = geo.layout == moe::kernels::KvLayout::kHeadMajor;
+  const moe::Shape ks = hm ? moe::Shape{geo.hkv, ctx_len, geo.dk} : moe::Shape{ctx_len, geo.hkv, geo.dk};
+  const moe::Shape vs = hm ? moe::Shape{geo.hkv, ctx_len, geo.dv} : moe::Shape{ctx_len, geo.hkv, geo.dv};
   for (auto _ : state) {
     moe::kernels::AttentionForward<float>(
-        moe::CView<float>(q.data(), {1, geo.h, geo.dk}),
-        moe::CView<float>(k[layer].data(), {geo.hkv, ctx_len, geo.dk}),
-        moe::CView<float>(v[layer].data(), {geo.hkv, ctx_len, geo.dv}), ctx_len - 1, scale,
-        moe::View<float>(out.data(), {1, geo.h, geo.dv}), moe::View<float>(), ctx, 0,
-        moe::kernels::KvLayout::kHeadMajor);
+        moe::CView<float>(q.data(), {1, geo.h, geo.dk}), moe::CView<float>(k[layer].data(), ks),
+        moe::CView<float>(v[layer].data(), vs), ctx_len - 1, scale,
+        moe::View<float>(out.data(), {1, geo.h, geo.dv}), moe::View<float>(), ctx, 0, geo.layout);
     benchmark::DoNotOptimize(out.data());
     layer = (layer + 1) % kLayers;
   }
@@ -67,5 +70,43 @@ void Args(benchmark::internal::Benchmark* b) {
 BENCHMARK_CAPTURE(BM_DecodeAttention, olmoe, AttnGeometry{16, 16, 64, 64})->Apply(Args);
 BENCHMARK_CAPTURE(BM_DecodeAttention, mixtral, AttnGeometry{16, 4, 64, 64})->Apply(Args);
 BENCHMARK_CAPTURE(BM_DecodeAttention, mla, AttnGeometry{16, 1, 576, 512})->Apply(Args);
+// The token-major layout (training's, and the cache's before head-major), for comparison.
+BENCHMARK_CAPTURE(BM_DecodeAttention, olmoe_token_major,
+                  AttnGeometry{16, 16, 64, 64, moe::kernels::KvLayout::kTokenMajor})
+    ->Apply(Args);
+BENCHMARK_CAPTURE(BM_DecodeAttention, mixtral_token_major,
+                  AttnGeometry{16, 4, 64, 64, moe::kernels::KvLayout::kTokenMajor})
+    ->Apply(Args);
+
+// The same bytes read as one plain stream per thread (the limit the attention rows compare with).
+void BM_KvStream(benchmark::State& state) {
+  const int64_t floats = state.range(0) / 4;
+  moe::Context ctx({.threads = static_cast<int>(state.range(1))});
+  const int layers = static_cast<int>(std::max<int64_t>(2, (int64_t{64} << 20) / state.range(0)));
+  std::vector<std::vector<float>> buf(static_cast<size_t>(layers),
+                                      std::vector<float>(static_cast<size_t>(floats), 1.0f));
+  const moe::kernels::RowOps& ops = moe::kernels::ActiveRowOps();
+  std::vector<float> part(64);
+  int layer = 0;
+  for (auto _ : state) {
+    const float* b = buf[static_cast<size_t>(layer)].data();
+    moe::ParallelForRange(floats / 16, ctx, [&](int64_t lo, int64_t hi, int w) {
+      part[static_cast<size_t>(16 * w)] += ops.sum(b + 16 * lo, 16 * (hi - lo));
+    });
+    benchmark::DoNotOptimize(part.data());
+    layer = (layer + 1) % layers;
+  }
+  state.counters["GB/s"] = benchmark::Counter(static_cast<double>(state.range(0)) * 1e-9,
+                                              benchmark::Counter::kIsIterationInvariantRate);
+}
+// The KV bytes of one mixtral-like layer at ctx 540 and 4096 (olmoe-like: x4).
+BENCHMARK(BM_KvStream)
+    ->ArgNames({"bytes", "threads"})
+    ->Args({540 * 4 * 128 * 4, 1})
+    ->Args({540 * 4 * 128 * 4, 2})
+    ->Args({4096 * 4 * 128 * 4, 1})
+    ->Args({4096 * 4 * 128 * 4, 2})
+    ->Unit(benchmark::kMicrosecond)
+    ->UseRealTime();
 
 }  // namespace
