@@ -12,6 +12,8 @@
 //       xSgemm = GFLOP/s_best / Sgemm.
 //   QuantDecodeInCache/<type>/<isa>   m = 1, one thread, 384 KB of weights that stay in L2: the
 //       kernel's compute ceiling in weight GB/s (what a thread could stream if memory kept up).
+//   QuantDecode[InCache]/Q4_0x16/avx512vnni   the same for Q4_0 repacked in tiles of 16 rows
+//       (moe/kernels/quant_repack.h), split over tiles; only where the CPU has AVX512-VNNI.
 // Weights are random bytes with finite f16 scales: every byte pattern is a valid encoding, and the
 // kernels' speed does not depend on the values. Benchmarks never assert. See docs/QUANT.md.
 #include <benchmark/benchmark.h>
@@ -28,6 +30,7 @@
 #include "moe/core/rng.h"
 #include "moe/core/tensor.h"
 #include "moe/kernels/isa/quant_ops.h"
+#include "moe/kernels/quant_repack.h"
 #include "moe/kernels/quant.h"
 #include "moe/kernels/roofline.h"
 
@@ -91,14 +94,44 @@ std::vector<float> RandomX(int64_t m, int64_t k) {
   return x;
 }
 
+// y = x W^T for W [n, kK] in the Q4_0x16 layout at w: activations quantised once, tiles split
+// over the threads (what QuantMatMulWith does for the mapped layout).
+void X16MatMul(const void* w, int64_t n, const float* x, int64_t m, float* y, Context& ctx) {
+  thread_local moe::kernels::QuantActsBuffer buf;
+  const moe::kernels::QuantActs& a = buf.Reset(m, kK, 32, moe::kernels::ActLayout::kNatural);
+  moe::kernels::ActiveQuantOps().quantize_acts(x, 0, m, a);
+  const moe::kernels::Q4_0x16DotFn fn = moe::kernels::Q4_0x16Kernel();
+  moe::ParallelForRange(n / 16, ctx, [&](int64_t t0, int64_t t1, int) {
+    fn(static_cast<const uint8_t*>(w), kK, t0, t1, a, m, y, n);
+  });
+}
+
+// ops == nullptr: Q4_0 weights repacked as Q4_0x16.
+void MatMul(const QuantOps* ops, QuantType t, const void* w, int64_t n, const float* x, int64_t m,
+            float* y, Context& ctx) {
+  if (ops) {
+    moe::kernels::QuantMatMulWith(*ops, t, w, n, kK, x, m, y, ctx);
+  } else {
+    X16MatMul(w, n, x, m, y, ctx);
+  }
+}
+
+void Repack(const QuantOps* ops, int64_t n, Buffer& w) {
+  if (ops) return;
+  Buffer tmp(moe::kernels::QuantMatrixBytes(QuantType::kQ4_0, n, kK));
+  std::memcpy(tmp.p, w.p, static_cast<size_t>(moe::kernels::QuantMatrixBytes(QuantType::kQ4_0, n, kK)));
+  moe::kernels::RepackQ4_0x16(tmp.p, n, kK, w.p);
+}
+
 void BM_Decode(benchmark::State& state, QuantType t, const QuantOps* ops) {
   const int64_t m = state.range(0);
   const int threads = static_cast<int>(state.range(1));
   Context& ctx = Ctx(threads);
   const int64_t rb = moe::kernels::QuantRowBytes(t, kK);
-  const int64_t n = kDecodeBytes / rb;
+  const int64_t n = kDecodeBytes / rb / 16 * 16;
   Buffer w(n * rb);
   FillWeights(t, n, kK, static_cast<uint8_t*>(w.p), ctx);
+  Repack(ops, n, w);
   const std::vector<float> x = RandomX(m, kK);
   std::vector<float> y(static_cast<size_t>(m * n));
   // The probe's buffer, first-touched by the workers that read it.
@@ -111,11 +144,11 @@ void BM_Decode(benchmark::State& state, QuantType t, const QuantOps* ops) {
   for (int r = 0; r < kRounds; ++r) {
     bw = std::max(bw, moe::kernels::MeasureReadBandwidthGBs(ctx, pf, kProbeFloats, 1));
     const double t0 = moe::kernels::NowSeconds();
-    moe::kernels::QuantMatMulWith(*ops, t, w.p, n, kK, x.data(), m, y.data(), ctx);
+    MatMul(ops, t, w.p, n, x.data(), m, y.data(), ctx);
     best = std::min(best, moe::kernels::NowSeconds() - t0);
   }
   for (auto _ : state) {
-    moe::kernels::QuantMatMulWith(*ops, t, w.p, n, kK, x.data(), m, y.data(), ctx);
+    MatMul(ops, t, w.p, n, x.data(), m, y.data(), ctx);
     benchmark::DoNotOptimize(y.data());
   }
   const double bytes = static_cast<double>(n * rb);
@@ -130,13 +163,14 @@ void BM_Decode(benchmark::State& state, QuantType t, const QuantOps* ops) {
 void BM_DecodeInCache(benchmark::State& state, QuantType t, const QuantOps* ops) {
   Context& ctx = Ctx(1);
   const int64_t rb = moe::kernels::QuantRowBytes(t, kK);
-  const int64_t n = (int64_t{384} << 10) / rb;
+  const int64_t n = (int64_t{384} << 10) / rb / 16 * 16;
   Buffer w(n * rb);
   FillWeights(t, n, kK, static_cast<uint8_t*>(w.p), ctx);
+  Repack(ops, n, w);
   const std::vector<float> x = RandomX(1, kK);
   std::vector<float> y(static_cast<size_t>(n));
   for (auto _ : state) {
-    moe::kernels::QuantMatMulWith(*ops, t, w.p, n, kK, x.data(), 1, y.data(), ctx);
+    MatMul(ops, t, w.p, n, x.data(), 1, y.data(), ctx);
     benchmark::DoNotOptimize(y.data());
   }
   state.counters["GB"] = benchmark::Counter(static_cast<double>(n * rb) * 1e-9,
@@ -173,6 +207,20 @@ void BM_Prefill(benchmark::State& state, QuantType t, const QuantOps* ops) {
 }
 
 void Register() {
+  if (moe::kernels::Q4_0x16Kernel()) {
+    benchmark::RegisterBenchmark("QuantDecode/Q4_0x16/avx512vnni", BM_Decode, QuantType::kQ4_0,
+                                 nullptr)
+        ->ArgNames({"m", "threads"})
+        ->ArgsProduct({{1, 8}, {1, 2}})
+        ->Unit(benchmark::kMillisecond)
+        ->UseRealTime()
+        ->MinTime(1.0);
+    benchmark::RegisterBenchmark("QuantDecodeInCache/Q4_0x16/avx512vnni", BM_DecodeInCache,
+                                 QuantType::kQ4_0, nullptr)
+        ->Unit(benchmark::kMicrosecond)
+        ->UseRealTime()
+        ->MinTime(0.5);
+  }
   for (const QuantOps* ops : moe::kernels::AvailableQuantOps()) {
     for (QuantType t : moe::kernels::kAllQuantTypes) {
       const std::string tag =

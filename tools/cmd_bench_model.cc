@@ -208,6 +208,7 @@ int RunModelBench(const ModelBenchOptions& opt) {
   model::ModelConfig cfg;
   model::ModelWeights w;
   std::string what;
+  int64_t repacked = 0;
   const double ti = NowSeconds();
   // With --type, the GGUF file to run (written below unless it exists).
   std::string gguf;
@@ -232,6 +233,7 @@ int RunModelBench(const ModelBenchOptions& opt) {
     generate::ModelDir m = generate::OpenModelDir(opt.model);
     cfg = m.config;
     w = std::move(m.weights);
+    repacked = m.repacked_bytes;
     what = opt.model;
     std::printf("model: %s: %s\n", what.c_str(), cfg.Summary().c_str());
   } else {
@@ -263,6 +265,7 @@ int RunModelBench(const ModelBenchOptions& opt) {
     generate::ModelDir m = generate::OpenModelDir(gguf);
     cfg = m.config;
     w = std::move(m.weights);
+    repacked = m.repacked_bytes;
     what = fmt::format("{} ({})", gguf, model::Name(scheme));
     std::printf("model: %s: %s\n", what.c_str(), cfg.Summary().c_str());
   }
@@ -270,6 +273,10 @@ int RunModelBench(const ModelBenchOptions& opt) {
   const auto [rss_load, hwm_load] = ResidentBytes();
   std::printf("weights: %.2f GB as stored, ready in %.1f s; resident %.2f GB (peak %.2f GB)\n",
               weight_bytes / 1e9, NowSeconds() - ti, rss_load / 1e9, hwm_load / 1e9);
+  if (repacked > 0)
+    std::printf("  of which %.2f GB of Q4_0 regrouped as Q4_0x16 in memory for decode (MOE_REPACK=0: "
+                "keep them mapped)\n",
+                static_cast<double>(repacked) / 1e9);
   MOE_CHECK(opt.prefill + opt.decode < cfg.max_seq, "bench",
             "prefill + decode = {} exceeds the context of {}", opt.prefill + opt.decode,
             cfg.max_seq);

@@ -17,6 +17,7 @@ std::string_view DTypeName(DType t) {
     case DType::kQ4_K: return "Q4_K";
     case DType::kQ5_K: return "Q5_K";
     case DType::kQ6_K: return "Q6_K";
+    case DType::kQ4_0x16: return "Q4_0x16";
   }
   return "?";
 }

@@ -1,12 +1,16 @@
 #include "moe/generate/model_dir.h"
 
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdlib>
+#include <exception>
 #include <nlohmann/json.hpp>
 
 #include "moe/core/error.h"
 #include "moe/io/file.h"
+#include "moe/kernels/quant_repack.h"
 #include "moe/model/checkpoint.h"
 #include "moe/model/gguf_model.h"
 #include "moe/model/hf_model.h"
@@ -93,10 +97,36 @@ void UseBytes(ModelDir& m, const std::string& path) {
   for (int32_t id = 256; id < m.config.vocab_size; ++id) m.stop_ids.push_back(id);
 }
 
+// MemAvailable of /proc/meminfo (bytes), else the free physical pages.
+double AvailableMemory() {
+  try {
+    const std::string info = io::ReadFile("/proc/meminfo", 1 << 16);
+    const size_t at = info.find("MemAvailable:");
+    if (at != std::string::npos) return std::stod(info.substr(at + 13)) * 1024.0;
+  } catch (const std::exception&) {
+  }
+  return static_cast<double>(::sysconf(_SC_AVPHYS_PAGES)) *
+         static_cast<double>(::sysconf(_SC_PAGE_SIZE));
+}
+
 ModelDir OpenGguf(const std::string& path) {
   // Mapped: weights stay in the file as stored (quantised blocks run QuantMatMul).
   model::GgufModel g = model::LoadGgufModel(path, {.mapped = true});
   ModelDir m;
+  if (kernels::Q4_0x16Kernel() != nullptr) {
+    const int64_t bytes = model::RepackableBytes(g.weights);
+    if (bytes > 0 && ShouldRepack(bytes, AvailableMemory())) {
+      Context ctx;
+      // The copied originals' pages leave the resident set (they stay in the page cache, which
+      // the kernel may reclaim): resident memory stays about the file's size.
+      const long page = ::sysconf(_SC_PAGE_SIZE);
+      m.repacked_bytes = model::RepackForDecode(g.weights, ctx, [&](const void* p, int64_t n) {
+        const auto a = reinterpret_cast<uintptr_t>(p);
+        const uintptr_t lo = (a + page - 1) / page * page, hi = (a + n) / page * page;
+        if (hi > lo) ::madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_DONTNEED);
+      });
+    }
+  }
   m.path = path;
   m.config = std::move(g.config);
   m.weights = std::move(g.weights);
@@ -117,6 +147,16 @@ ModelDir OpenGguf(const std::string& path) {
 }
 
 }  // namespace
+
+bool ShouldRepack(int64_t bytes, double available_bytes) {
+  if (const char* env = std::getenv("MOE_REPACK"); env && *env) {
+    const std::string v = env;
+    MOE_CHECK(v == "0" || v == "1", kTag, "MOE_REPACK='{}' must be 0 (never regroup Q4_0 for "
+              "decode) or 1 (when it fits in memory)", v);
+    if (v == "0") return false;
+  }
+  return static_cast<double>(bytes) <= available_bytes / 2;
+}
 
 // A folder runs as f32 in memory (4 bytes per parameter). One that cannot fit this machine's RAM
 // is refused with the way out, instead of swapping or being killed half-way through loading

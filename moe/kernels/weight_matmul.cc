@@ -9,6 +9,7 @@
 #include "moe/kernels/isa/quant_ops.h"
 #include "moe/kernels/matmul.h"
 #include "moe/kernels/quant.h"
+#include "moe/kernels/quant_repack.h"
 
 namespace moe::kernels {
 namespace {
@@ -18,7 +19,27 @@ namespace {
 constexpr int64_t kFewRows = 8;
 
 int64_t RowBytes(const WeightRef& w) {
+  if (w.dtype == DType::kQ4_0x16) return QuantRowBytes(QuantType::kQ4_0, w.k);
   return w.dtype == DType::kF32 ? 4 * w.k : QuantRowBytes(QuantTypeOf(w.dtype), w.k);
+}
+
+// The Q4_0x16 kernel; an Error on a CPU without it (such weights are only made where it runs).
+Q4_0x16DotFn X16Kernel() {
+  const Q4_0x16DotFn fn = Q4_0x16Kernel();
+  MOE_CHECK(fn != nullptr, "linear",
+            "Q4_0x16 weights need AVX-512 VNNI (and MOE_ISA not below avx512)");
+  return fn;
+}
+
+// Rows [0, m) of a at x16 tiles [t0, t1): the kernel takes at most 8 rows of x at a time.
+void X16Rows(Q4_0x16DotFn fn, const WeightRef& w, int64_t t0, int64_t t1, const QuantActs& a,
+             int64_t m, float* y) {
+  for (int64_t i = 0; i < m; i += 8) {
+    QuantActs rows = a;
+    rows.base += i * a.row_bytes;
+    fn(static_cast<const uint8_t*>(w.data), w.k, t0, t1, rows, std::min<int64_t>(8, m - i),
+       y + i * w.n, w.n);
+  }
 }
 
 void CheckProduct(const WeightProduct& p) {
@@ -32,9 +53,21 @@ void CheckProduct(const WeightProduct& p) {
             "null pointer in the product of x [{}, {}] and {} w [{}, {}]", p.m, p.w.k,
             DTypeName(p.w.dtype), p.w.n, p.w.k);
   (void)RowBytes(p.w);  // names k when it is not a whole number of blocks
+  MOE_CHECK(p.w.dtype != DType::kQ4_0x16 || p.w.n % kQ4_0x16Rows == 0, "linear",
+            "Q4_0x16 weight [{}, {}]: rows must come in tiles of 16", p.w.n, p.w.k);
 }
 
 void RunAlone(const WeightProduct& p, Context& ctx) {
+  if (p.w.dtype == DType::kQ4_0x16) {
+    const Q4_0x16DotFn fn = X16Kernel();
+    QuantActsBuffer buf;
+    const QuantActs& a = buf.Reset(p.m, p.w.k, 32, ActLayout::kNatural);
+    ActiveQuantOps().quantize_acts(p.x, 0, p.m, a);
+    ParallelForRange(p.w.n / kQ4_0x16Rows, ctx, [&](int64_t t0, int64_t t1, int) {
+      X16Rows(fn, p.w, t0, t1, a, p.m, p.y);
+    });
+    return;
+  }
   if (p.w.dtype == DType::kF32) {
     LinearForward<float>(CView<float>(p.x, {p.m, p.w.k}),
                          CView<float>(static_cast<const float*>(p.w.data), {p.w.n, p.w.k}),
@@ -103,9 +136,11 @@ void WeightMatMul(std::span<const WeightProduct> products, Context& ctx) {
     const WeightProduct& p = products[i];
     Job j{&p, nullptr, RowBytes(p.w), 0, total};
     if (p.w.dtype != DType::kF32) {
-      const QuantType t = QuantTypeOf(p.w.dtype);
+      const bool x16 = p.w.dtype == DType::kQ4_0x16;
+      if (x16) (void)X16Kernel();  // the Error here, not in a worker
+      const QuantType t = x16 ? QuantType::kQ4_0 : QuantTypeOf(p.w.dtype);
       const int block = static_cast<int>(QuantBlockSize(t));
-      const ActLayout layout = ops.layout[static_cast<int>(t)];
+      const ActLayout layout = x16 ? ActLayout::kNatural : ops.layout[static_cast<int>(t)];
       for (const Job& o : jobs)
         if (o.acts && o.p->x == p.x && o.p->m == p.m && o.p->w.k == p.w.k && o.acts->block == block &&
             o.acts->layout == layout) {
@@ -132,18 +167,24 @@ void WeightMatMul(std::span<const WeightProduct> products, Context& ctx) {
   const int workers = ctx.threads();
   const MatmulPrecision prec = ctx.matmul_precision();
   std::atomic<int64_t> cursor{0};
+  const Q4_0x16DotFn x16 = Q4_0x16Kernel();
   auto run_bytes = [&](int64_t lo_byte, int64_t hi_byte) {
     for (const Job& j : jobs) {
       const WeightProduct& p = *j.p;
       const int64_t end = j.begin + j.row_cost * p.w.n;
       if (end <= lo_byte || j.begin >= hi_byte) continue;
+      // Q4_0x16 rows go in whole tiles: a tile belongs to the claim that holds its first byte.
+      const int64_t unit = p.w.dtype == DType::kQ4_0x16 ? kQ4_0x16Rows : 1;
       auto first_row = [&](int64_t byte) {
-        return std::clamp<int64_t>((byte - j.begin + j.row_cost - 1) / j.row_cost, 0, p.w.n);
+        const int64_t cost = j.row_cost * unit;
+        return std::clamp<int64_t>((byte - j.begin + cost - 1) / cost * unit, 0, p.w.n);
       };
       const int64_t r0 = lo_byte <= j.begin ? 0 : first_row(lo_byte);
       const int64_t r1 = hi_byte >= end ? p.w.n : first_row(hi_byte);
       if (r0 >= r1) continue;
-      if (j.acts) {
+      if (unit > 1) {
+        X16Rows(x16, p.w, r0 / unit, r1 / unit, *j.acts, p.m, p.y);
+      } else if (j.acts) {
         QuantDotRows(ops, QuantTypeOf(p.w.dtype), static_cast<const uint8_t*>(p.w.data),
                      j.row_bytes, r0, r1, *j.acts, p.m, p.y, p.w.n);
       } else {

@@ -2,10 +2,12 @@
 
 #include <cmath>
 #include <cstring>
+#include <utility>
 #include <vector>
 
 #include "moe/core/error.h"
 #include "moe/kernels/quant.h"
+#include "moe/kernels/quant_repack.h"
 
 namespace moe::model {
 
@@ -127,6 +129,60 @@ void DeriveInferenceWeights(const ModelConfig& cfg, ModelWeights& w) {
       std::memcpy(L.wkv_b_kt.raw(), kt.data(), kt.size() * sizeof(float));
     }
   }
+}
+
+}  // namespace moe::model
+
+namespace moe::model {
+namespace {
+
+// Calls fn(tensor) for each matrix RepackForDecode may regroup (whatever its dtype).
+template <typename W, typename Fn>
+void ForEachDecodeMatrix(W& w, Fn&& fn) {
+  for (auto& L : w.layers) {
+    for (auto* t : {&L.wq, &L.wk, &L.wv, &L.wo, &L.wq_a, &L.wq_b, &L.wkv_a, &L.ffn.gate, &L.ffn.up,
+                    &L.ffn.down, &L.moe.shared.gate, &L.moe.shared.up, &L.moe.shared.down})
+      fn(*t);
+    for (auto& e : L.moe.experts)
+      for (auto* t : {&e.gate, &e.up, &e.down}) fn(*t);
+  }
+  fn(w.lm_head);
+}
+
+bool Repackable(const Tensor& t) {
+  return t.defined() && t.dtype() == DType::kQ4_0 && t.shape().rank == 2 &&
+         t.shape()[0] % kernels::kQ4_0x16Rows == 0 && t.shape()[1] % 32 == 0;
+}
+
+}  // namespace
+
+int64_t RepackableBytes(const ModelWeights& w) {
+  int64_t bytes = 0;
+  ForEachDecodeMatrix(w, [&](const Tensor& t) {
+    if (Repackable(t)) bytes += static_cast<int64_t>(t.nbytes());
+  });
+  return bytes;
+}
+
+int64_t RepackForDecode(ModelWeights& w, Context& ctx,
+                        const std::function<void(const void*, int64_t)>& copied) {
+  int64_t bytes = 0;
+  ForEachDecodeMatrix(w, [&](Tensor& t) {
+    if (!Repackable(t)) return;
+    const int64_t n = t.shape()[0], k = t.shape()[1];
+    const int64_t tile_bytes = kernels::kQ4_0x16Rows * kernels::QuantRowBytes(kernels::QuantType::kQ4_0, k);
+    Tensor out(DType::kQ4_0x16, t.shape());
+    const auto* src = static_cast<const uint8_t*>(std::as_const(t).raw());
+    auto* dst = static_cast<uint8_t*>(out.raw());
+    ParallelForRange(n / kernels::kQ4_0x16Rows, ctx, [&](int64_t t0, int64_t t1, int) {
+      kernels::RepackQ4_0x16(src + t0 * tile_bytes, (t1 - t0) * kernels::kQ4_0x16Rows, k,
+                             dst + t0 * tile_bytes);
+    }, 64);
+    bytes += static_cast<int64_t>(out.nbytes());
+    if (copied && t.borrowed()) copied(src, static_cast<int64_t>(t.nbytes()));
+    t = std::move(out);
+  });
+  return bytes;
 }
 
 }  // namespace moe::model

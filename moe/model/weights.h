@@ -4,6 +4,7 @@
 // the Hugging Face Mixtral names.
 #pragma once
 
+#include <functional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -55,6 +56,20 @@ struct ModelWeights;
 // Fills the derived inference tensors (LayerWeights::wkv_b_kt of MLA layers) from the weights;
 // the loaders for inference call it. Infer works without them, only slower.
 void DeriveInferenceWeights(const ModelConfig& cfg, ModelWeights& w);
+
+// The Q4_0 matrices of a model loaded for inference that `Repack` regroups as Q4_0x16
+// (moe/kernels/quant_repack.h): attention projections (not MLA's kv_b and its derived kt, which
+// are sliced per head), the dense FFN, every routed and shared expert, and an untied lm_head,
+// each with rows in multiples of 16. The embedding table stays (rows are looked up by token).
+// Bytes they hold:
+int64_t RepackableBytes(const ModelWeights& w);
+// Replaces each of them with an owned Q4_0x16 copy (the borrowed original is released) and
+// returns the bytes repacked; rows are split over ctx's threads. Call only where the kernel runs
+// (kernels::Q4_0x16Kernel() non-null): elsewhere the products of such weights are an Error.
+// `copied(data, bytes)`, when set, is called with each borrowed original once it is copied (the
+// GGUF loader drops those pages of its mapping from the resident set).
+int64_t RepackForDecode(ModelWeights& w, Context& ctx,
+                        const std::function<void(const void*, int64_t)>& copied = {});
 
 struct ModelWeights {
   Tensor embed;       // [V, D]

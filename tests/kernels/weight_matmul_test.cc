@@ -16,6 +16,7 @@
 #include "moe/core/context.h"
 #include "moe/core/error.h"
 #include "moe/kernels/quant.h"
+#include "moe/kernels/quant_repack.h"
 #include "moe/testing/compare.h"
 #include "tests/kernels/kernel_test_util.h"
 
@@ -106,6 +107,61 @@ TEST(WeightMatMul, EachTypeMatchesItsKernelForAnyRowsAndThreads) {
       }
     }
   }
+}
+
+// w's Q4_0 blocks regrouped as an owned Q4_0x16 tensor.
+Tensor Repacked(const TestWeight& w) {
+  Tensor t(DType::kQ4_0x16, {w.n, w.k});
+  RepackQ4_0x16(w.q.data(), w.n, w.k, t.raw());
+  return t;
+}
+
+TEST(WeightMatMul, Q4_0x16MatchesQ4_0ForAnyRowsAndThreads) {
+  if (!Q4_0x16Kernel()) GTEST_SKIP() << "no AVX-512 VNNI: Q4_0x16 weights are never made here";
+  Rng rng(6);
+  const TestWeight w(DType::kQ4_0, 48, 512, rng);
+  const Tensor x16 = Repacked(w);
+  const TestWeight other(DType::kQ8_0, 24, 512, rng);
+  for (int64_t m : {1, 3, 8, 9, 21}) {  // few rows share a region; 9 and 21 run alone
+    const std::vector<float> x = RandomNormal<float>(rng, m * w.k);
+    Context one({.threads = 1});
+    std::vector<float> q40(static_cast<size_t>(m * w.n)), first;
+    WeightMatMul(CView<float>(x.data(), {m, w.k}), w.tensor, View<float>(q40.data(), {m, w.n}), one);
+    const std::vector<double> ref = Reference(x, m, w);
+    for (int threads : {1, 2, 3}) {
+      Context ctx({.threads = threads});
+      std::vector<float> y(static_cast<size_t>(m * w.n), -1.0f);
+      WeightMatMul(CView<float>(x.data(), {m, w.k}), x16, View<float>(y.data(), {m, w.n}), ctx);
+      const std::string what = "m=" + std::to_string(m) + " threads=" + std::to_string(threads);
+      // The same integer sums and scales as Q4_0, in another f32 order.
+      EXPECT_TRUE(testing::ExpectClose(y.data(), q40.data(), Size(y),
+                                       {.atol = 1e-5, .rtol = 1e-5, .nmse = 1e-12}, what));
+      if (first.empty()) first = y;
+      EXPECT_EQ(y, first) << what << ": the split over threads changed bits";
+      // Together with another product sharing x (quantised once per layout): the same bits.
+      std::vector<float> y2(static_cast<size_t>(m * w.n), -1.0f), yo(static_cast<size_t>(m * other.n));
+      const WeightProduct both[] = {{x.data(), m, AsWeight(x16), y2.data()},
+                                    {x.data(), m, other.ref(), yo.data()}};
+      WeightMatMul(both, ctx);
+      EXPECT_EQ(y2, first) << what << " (with a Q8_0 product)";
+      EXPECT_EQ(yo, Alone(x, m, other, one)) << what << " (the Q8_0 product)";
+    }
+    double se = 0, sr = 0;
+    for (size_t i = 0; i < first.size(); ++i) {
+      se += (first[i] - ref[i]) * (first[i] - ref[i]);
+      sr += ref[i] * ref[i];
+    }
+    EXPECT_LE(se / sr, 1e-4) << "m=" << m;
+  }
+  // Rows that are not whole tiles are refused.
+  const TestWeight odd(DType::kQ4_0, 40, 64, rng);
+  const Tensor bad = Tensor::Borrow(DType::kQ4_0x16, {40, 64}, odd.q.data(), nullptr);
+  std::vector<float> x(64, 1.0f), y(40);
+  Context ctx({.threads = 1});
+  EXPECT_THAT(ErrorOf([&] {
+                WeightMatMul(CView<float>(x.data(), {1, 64}), bad, View<float>(y.data(), {1, 40}), ctx);
+              }),
+              HasSubstr("tiles of 16"));
 }
 
 TEST(WeightMatMul, QuantisedProductsStayCloseToTheDoubleReference) {

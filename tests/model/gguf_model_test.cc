@@ -23,6 +23,7 @@
 #include "moe/generate/model_dir.h"
 #include "moe/io/file.h"
 #include "moe/io/gguf.h"
+#include "moe/kernels/quant_repack.h"
 #include "moe/model/hf_model.h"
 #include "moe/model/transformer.h"
 #include "moe/tokenizer/gguf_vocab.h"
@@ -581,6 +582,58 @@ TEST(GgufModel, MappedQuantisedFilesMatchTheirDequantisedWeights) {
       fs::remove(path);
     }
   }
+}
+
+TEST(GgufModel, Q4_0RegroupedForDecodeMatchesTheMappedFile) {
+  // RepackForDecode turns the mapped Q4_0 matrices into owned Q4_0x16 ones: the same integer sums
+  // and scales, summed in another f32 order, so the logits stay within rounding of the mapped
+  // model's; the embedding and matrices whose rows are not whole tiles (lm_head: 300 rows) stay.
+  if (!kernels::Q4_0x16Kernel()) GTEST_SKIP() << "no AVX-512 VNNI: nothing is regrouped here";
+  for (bool shared : {false, true}) {
+    Random r = RandomMoeModel(shared);
+    const std::vector<int32_t> toks = Tokens(r.cfg.vocab_size, 9);
+    const std::string name = shared ? "qwen2moe" : "llama-moe";
+    const std::string path = TmpPath("q4x16.gguf");
+    GgufSaveOptions o;
+    o.scheme = GgufScheme::kQ4_0;
+    SaveGgufModel(r.cfg, r.w, path, o);
+    GgufModel mapped = LoadGgufModel(path, {.mapped = true});
+    GgufModel packed = LoadGgufModel(path, {.mapped = true});
+    const int64_t bytes = RepackableBytes(packed.weights);
+    EXPECT_GT(bytes, 0) << name;
+    Context ctx({.threads = 2});
+    EXPECT_EQ(RepackForDecode(packed.weights, ctx), bytes) << name;
+    EXPECT_EQ(RepackableBytes(packed.weights), 0) << name;
+    const LayerWeights& L0 = packed.weights.layers[0];
+    for (const Tensor* t : {&L0.wq, &L0.wk, &L0.wv, &L0.wo, &L0.moe.experts[0].gate,
+                            &L0.moe.experts[3].down}) {
+      EXPECT_EQ(t->dtype(), DType::kQ4_0x16) << name;
+      EXPECT_FALSE(t->borrowed()) << name;
+    }
+    if (shared) {
+      EXPECT_EQ(L0.moe.shared.up.dtype(), DType::kQ4_0x16);
+    }
+    EXPECT_NE(packed.weights.embed.dtype(), DType::kQ4_0x16) << name;
+    EXPECT_EQ(packed.weights.lm_head.dtype(), mapped.weights.lm_head.dtype()) << name;
+    const std::vector<float> want = Logits(mapped.config, mapped.weights, toks);
+    const std::vector<float> got = Logits(packed.config, packed.weights, toks);
+    EXPECT_LE(RelMaxErr(got, want), 1e-5) << name;
+    EXPECT_LE(RelMaxErr(Logits(packed.config, packed.weights, toks, true),
+                        LastRow(got, r.cfg.vocab_size)),
+              1e-5)
+        << name;
+    // OpenModelDir regroups by default; MOE_REPACK=0 keeps the mapped layout.
+    EXPECT_EQ(generate::OpenModelDir(path).repacked_bytes, bytes) << name;
+    ::setenv("MOE_REPACK", "0", 1);
+    EXPECT_EQ(generate::OpenModelDir(path).repacked_bytes, 0) << name;
+    ::setenv("MOE_REPACK", "yes", 1);
+    EXPECT_THAT(ErrorOf([&] { generate::OpenModelDir(path); }), HasSubstr("MOE_REPACK='yes'"));
+    ::unsetenv("MOE_REPACK");
+    fs::remove(path);
+  }
+  // Only when the copies take at most half of the available memory.
+  EXPECT_TRUE(generate::ShouldRepack(500, 1000.0));
+  EXPECT_FALSE(generate::ShouldRepack(501, 1000.0));
 }
 
 TEST(GgufModel, MappedPerExpertTensorsAndBadFiles) {

@@ -1,0 +1,107 @@
+// Q4_0x16 (moe/kernels/quant_repack.h): the repack is a lossless permutation of the bytes, the
+// scalar kernel equals QuantMatMul on the original layout up to float summation order (the same
+// integer sums and scales) and the dequantise-then-multiply reference within the activation
+// rounding, and the AVX-512 VNNI kernel equals the scalar one bit for bit.
+#include "moe/kernels/quant_repack.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#include "moe/kernels/quant.h"
+#include "tests/kernels/kernel_test_util.h"
+
+namespace moe::kernels {
+namespace {
+
+std::vector<uint8_t> RandomQ4_0(Rng& rng, int64_t n, int64_t k) {
+  std::vector<uint8_t> w(static_cast<size_t>(QuantMatrixBytes(QuantType::kQ4_0, n, k)));
+  const int64_t rb = QuantRowBytes(QuantType::kQ4_0, k);
+  for (int64_t j = 0; j < n; ++j) {
+    const std::vector<float> row = RandomNormal<float>(rng, k);
+    Quantize(QuantType::kQ4_0, row.data(), w.data() + j * rb, k);
+  }
+  return w;
+}
+
+TEST(QuantRepack, RepackIsALosslessPermutation) {
+  Rng rng(91);
+  for (const auto& [n, k] : {std::pair<int64_t, int64_t>{16, 32}, {32, 96}, {48, 1024}}) {
+    const std::vector<uint8_t> w = RandomQ4_0(rng, n, k);
+    std::vector<uint8_t> packed(w.size()), back(w.size());
+    RepackQ4_0x16(w.data(), n, k, packed.data());
+    UnpackQ4_0x16(packed.data(), n, k, back.data());
+    EXPECT_EQ(back, w) << n << "x" << k;
+    EXPECT_NE(packed, w) << n << "x" << k;
+    // Tile t starts where row 16 t started (the same bytes per 16 rows).
+    const int64_t rb = QuantRowBytes(QuantType::kQ4_0, k);
+    uint16_t d_row16, d_tile1;
+    std::memcpy(&d_row16, w.data() + 16 * rb * (n / 16 - 1), 2);
+    std::memcpy(&d_tile1, packed.data() + 16 * rb * (n / 16 - 1), 2);
+    EXPECT_EQ(d_row16, d_tile1);
+  }
+  std::vector<uint8_t> buf(4096);
+  EXPECT_THROW(RepackQ4_0x16(buf.data(), 15, 32, buf.data() + 2048), Error);
+  EXPECT_THROW(RepackQ4_0x16(buf.data(), 16, 48, buf.data() + 2048), Error);
+  EXPECT_THROW(UnpackQ4_0x16(buf.data(), 16, 40, buf.data() + 2048), Error);
+}
+
+TEST(QuantRepack, KernelsMatchTheMappedLayoutAndEachOther) {
+  Rng rng(92);
+  const Q4_0x16DotFn simd = Q4_0x16Kernel();
+  if (!simd) std::printf("[ info ] no AVX-512 VNNI here: the SIMD kernel is not compared\n");
+  Context ctx({.threads = 1});
+  // k: one block (odd count), odd and even block counts, the benchmark shapes' widths.
+  for (const int64_t k : {32, 96, 512, 704, 1024}) {
+    const int64_t n = 48;
+    const std::vector<uint8_t> w = RandomQ4_0(rng, n, k);
+    std::vector<uint8_t> packed(w.size());
+    RepackQ4_0x16(w.data(), n, k, packed.data());
+    for (int64_t m = 1; m <= 8; ++m) {
+      SCOPED_TRACE(::testing::Message() << "k=" << k << " m=" << m);
+      const std::vector<float> x = RandomNormal<float>(rng, m * k);
+      QuantActsBuffer buf;
+      const QuantActs& a = buf.Reset(m, k, 32, ActLayout::kNatural);
+      ScalarQuantOps().quantize_acts(x.data(), 0, m, a);
+      // Tiles 1..2 only: rows outside [16, 48) stay untouched.
+      std::vector<float> y(static_cast<size_t>(m * n), -7.0f), ys = y;
+      Q4_0x16DotScalar(packed.data(), k, 1, 3, a, m, y.data(), n);
+      std::vector<float> mapped(static_cast<size_t>(m * n));
+      QuantMatMulWith(ScalarQuantOps(), QuantType::kQ4_0, w.data(), n, k, x.data(), m,
+                      mapped.data(), ctx);
+      // The dequantised weights times x in double.
+      std::vector<float> wf(static_cast<size_t>(n * k));
+      Dequantize(QuantType::kQ4_0, w.data(), wf.data(), n * k);
+      for (int64_t i = 0; i < m; ++i)
+        for (int64_t j = 0; j < n; ++j) {
+          const float got = y[static_cast<size_t>(i * n + j)];
+          if (j < 16) {
+            EXPECT_EQ(got, -7.0f);
+            continue;
+          }
+          double want = 0, scale = 0, wsum = 0, xmax = 0;
+          for (int64_t p = 0; p < k; ++p) {
+            const double wv = wf[static_cast<size_t>(j * k + p)], xv = x[static_cast<size_t>(i * k + p)];
+            want += wv * xv;
+            scale += std::fabs(wv * xv);
+            wsum += std::fabs(wv);
+            xmax = std::max(xmax, std::fabs(xv));
+          }
+          // Same integer sums and scales as the mapped kernel: only the f32 summation order differs.
+          EXPECT_NEAR(got, mapped[static_cast<size_t>(i * n + j)], 1e-6 * scale + 1e-6) << i << "," << j;
+          // Activations rounded to 8 bits: each within half a step, amax / 254, of its value.
+          EXPECT_NEAR(got, want, wsum * xmax / 254 + 1e-5) << i << "," << j;
+        }
+      if (simd) {
+        simd(packed.data(), k, 1, 3, a, m, ys.data(), n);
+        EXPECT_EQ(0, std::memcmp(ys.data(), y.data(), sizeof(float) * y.size()));
+      }
+    }
+  }
+}
+
+}  // namespace
+}  // namespace moe::kernels
