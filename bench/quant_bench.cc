@@ -12,8 +12,8 @@
 //       xSgemm = GFLOP/s_best / Sgemm.
 //   QuantDecodeInCache/<type>/<isa>   m = 1, one thread, 384 KB of weights that stay in L2: the
 //       kernel's compute ceiling in weight GB/s (what a thread could stream if memory kept up).
-//   QuantDecode[InCache]/Q4_0x16/avx512vnni   the same for Q4_0 repacked in tiles of 16 rows
-//       (moe/kernels/quant_repack.h), split over tiles; only where the CPU has AVX512-VNNI.
+//   QuantDecode[InCache]/<Q4_0x16|Q6_Kx16>/avx512vnni   the same for Q4_0 / Q6_K regrouped in
+//       tiles of 16 rows (moe/kernels/quant_repack.h), split over tiles; only with AVX512-VNNI.
 // Weights are random bytes with finite f16 scales: every byte pattern is a valid encoding, and the
 // kernels' speed does not depend on the values. Benchmarks never assert. See docs/QUANT.md.
 #include <benchmark/benchmark.h>
@@ -96,31 +96,35 @@ std::vector<float> RandomX(int64_t m, int64_t k) {
 
 // y = x W^T for W [n, kK] in the Q4_0x16 layout at w: activations quantised once, tiles split
 // over the threads (what QuantMatMulWith does for the mapped layout).
-void X16MatMul(const void* w, int64_t n, const float* x, int64_t m, float* y, Context& ctx) {
+void X16MatMul(QuantType t, const void* w, int64_t n, const float* x, int64_t m, float* y,
+               Context& ctx) {
   thread_local moe::kernels::QuantActsBuffer buf;
-  const moe::kernels::QuantActs& a = buf.Reset(m, kK, 32, moe::kernels::ActLayout::kNatural);
+  const moe::kernels::QuantActs& a =
+      buf.Reset(m, kK, static_cast<int>(moe::kernels::QuantBlockSize(t)),
+                moe::kernels::ActLayout::kNatural);
   moe::kernels::ActiveQuantOps().quantize_acts(x, 0, m, a);
-  const moe::kernels::Q4_0x16DotFn fn = moe::kernels::Q4_0x16Kernel();
+  const moe::kernels::TiledDotFn fn = moe::kernels::TiledKernel(moe::kernels::TiledOf(t));
   moe::ParallelForRange(n / 16, ctx, [&](int64_t t0, int64_t t1, int) {
     fn(static_cast<const uint8_t*>(w), kK, t0, t1, a, m, y, n);
   });
 }
 
-// ops == nullptr: Q4_0 weights repacked as Q4_0x16.
+// ops == nullptr: the weights repacked in their tiled layout (Q4_0x16, Q6_Kx16).
 void MatMul(const QuantOps* ops, QuantType t, const void* w, int64_t n, const float* x, int64_t m,
             float* y, Context& ctx) {
   if (ops) {
     moe::kernels::QuantMatMulWith(*ops, t, w, n, kK, x, m, y, ctx);
   } else {
-    X16MatMul(w, n, x, m, y, ctx);
+    X16MatMul(t, w, n, x, m, y, ctx);
   }
 }
 
-void Repack(const QuantOps* ops, int64_t n, Buffer& w) {
+void Repack(const QuantOps* ops, QuantType t, int64_t n, Buffer& w) {
   if (ops) return;
-  Buffer tmp(moe::kernels::QuantMatrixBytes(QuantType::kQ4_0, n, kK));
-  std::memcpy(tmp.p, w.p, static_cast<size_t>(moe::kernels::QuantMatrixBytes(QuantType::kQ4_0, n, kK)));
-  moe::kernels::RepackQ4_0x16(tmp.p, n, kK, w.p);
+  const auto bytes = static_cast<size_t>(moe::kernels::QuantMatrixBytes(t, n, kK));
+  Buffer tmp(static_cast<int64_t>(bytes));
+  std::memcpy(tmp.p, w.p, bytes);
+  moe::kernels::RepackTiled(moe::kernels::TiledOf(t), tmp.p, n, kK, w.p);
 }
 
 void BM_Decode(benchmark::State& state, QuantType t, const QuantOps* ops) {
@@ -131,7 +135,7 @@ void BM_Decode(benchmark::State& state, QuantType t, const QuantOps* ops) {
   const int64_t n = kDecodeBytes / rb / 16 * 16;
   Buffer w(n * rb);
   FillWeights(t, n, kK, static_cast<uint8_t*>(w.p), ctx);
-  Repack(ops, n, w);
+  Repack(ops, t, n, w);
   const std::vector<float> x = RandomX(m, kK);
   std::vector<float> y(static_cast<size_t>(m * n));
   // The probe's buffer, first-touched by the workers that read it.
@@ -166,7 +170,7 @@ void BM_DecodeInCache(benchmark::State& state, QuantType t, const QuantOps* ops)
   const int64_t n = (int64_t{384} << 10) / rb / 16 * 16;
   Buffer w(n * rb);
   FillWeights(t, n, kK, static_cast<uint8_t*>(w.p), ctx);
-  Repack(ops, n, w);
+  Repack(ops, t, n, w);
   const std::vector<float> x = RandomX(1, kK);
   std::vector<float> y(static_cast<size_t>(n));
   for (auto _ : state) {
@@ -207,16 +211,18 @@ void BM_Prefill(benchmark::State& state, QuantType t, const QuantOps* ops) {
 }
 
 void Register() {
-  if (moe::kernels::Q4_0x16Kernel()) {
-    benchmark::RegisterBenchmark("QuantDecode/Q4_0x16/avx512vnni", BM_Decode, QuantType::kQ4_0,
-                                 nullptr)
+  for (QuantType t : {QuantType::kQ4_0, QuantType::kQ6_K}) {
+    const moe::DType tiled = moe::kernels::TiledOf(t);
+    if (!moe::kernels::TiledKernel(tiled)) continue;
+    const std::string tag = std::string(moe::DTypeName(tiled)) + "/avx512vnni";
+    benchmark::RegisterBenchmark(("QuantDecode/" + tag).c_str(), BM_Decode, t, nullptr)
         ->ArgNames({"m", "threads"})
         ->ArgsProduct({{1, 8}, {1, 2}})
         ->Unit(benchmark::kMillisecond)
         ->UseRealTime()
         ->MinTime(1.0);
-    benchmark::RegisterBenchmark("QuantDecodeInCache/Q4_0x16/avx512vnni", BM_DecodeInCache,
-                                 QuantType::kQ4_0, nullptr)
+    benchmark::RegisterBenchmark(("QuantDecodeInCache/" + tag).c_str(), BM_DecodeInCache, t,
+                                 nullptr)
         ->Unit(benchmark::kMicrosecond)
         ->UseRealTime()
         ->MinTime(0.5);

@@ -9,10 +9,13 @@
 
 namespace moe {
 
-// kQ4_0x16: Q4_0 regrouped in tiles of 16 rows for the decode kernel (moe/kernels/quant_repack.h),
-// an in-memory layout of inference weights only (never read from or written to a file); a
-// [rows, cols] matrix of it has the bytes of the Q4_0 one, and rows come in multiples of 16.
-enum class DType : uint8_t { kF32, kF64, kBF16, kF16, kQ8_0, kQ4_0, kQ4_K, kQ5_K, kQ6_K, kQ4_0x16 };
+// kQ4_0x16, kQ6_Kx16: Q4_0 and Q6_K regrouped in tiles of 16 rows for the decode kernels
+// (moe/kernels/quant_repack.h), in-memory layouts of inference weights only (never read from or
+// written to a file); a [rows, cols] matrix of one has the bytes of the original, and rows come
+// in multiples of 16.
+enum class DType : uint8_t {
+  kF32, kF64, kBF16, kF16, kQ8_0, kQ4_0, kQ4_K, kQ5_K, kQ6_K, kQ4_0x16, kQ6_Kx16
+};
 
 std::string_view DTypeName(DType t);
 bool IsQuantized(DType t);
@@ -28,7 +31,8 @@ constexpr int64_t DTypeBlockValues(DType t) {
     case DType::kQ4_0x16: return 32;
     case DType::kQ4_K:
     case DType::kQ5_K:
-    case DType::kQ6_K: return 256;
+    case DType::kQ6_K:
+    case DType::kQ6_Kx16: return 256;
     default: return 1;
   }
 }
@@ -39,7 +43,8 @@ constexpr int64_t DTypeBlockBytes(DType t) {
     case DType::kQ4_0x16: return 18;
     case DType::kQ4_K: return 144;
     case DType::kQ5_K: return 176;
-    case DType::kQ6_K: return 210;
+    case DType::kQ6_K:
+    case DType::kQ6_Kx16: return 210;
     default: return static_cast<int64_t>(DTypeSize(t));
   }
 }

@@ -25,7 +25,7 @@ struct ModelDir {
   SamplerOptions sampling;        // generation_config.json defaults (greedy when absent)
   std::string tokenizer_config;   // path of tokenizer_config.json ("" when absent)
   std::string chat_template;      // tokenizer.chat_template of a GGUF file ("" when absent)
-  int64_t repacked_bytes = 0;     // GGUF Q4_0 matrices regrouped for decode (see OpenModelDir)
+  int64_t repacked_bytes = 0;     // GGUF matrices regrouped for decode (see OpenModelDir)
 
   // Prompt text -> ids: the tokenizer's special tokens (BOS) for Hugging Face models, the
   // separator for byte-level ones.
@@ -34,13 +34,13 @@ struct ModelDir {
 
 // Loads `path`: a model folder, a `moe train` run folder (its newest checkpoint) or a .gguf file
 // (moe/model/gguf_model.h; its embedded tokenizer, else the byte tokenizer). Errors name the file
-// and the field. A .gguf is mapped; its Q4_0 matrices are then regrouped as Q4_0x16 for the
-// faster decode kernel (model::RepackForDecode: copies in memory, the same bytes) when this CPU
-// runs that kernel, MOE_REPACK is not 0 and the copies take at most half of the memory
-// available; otherwise (a file larger than RAM) they stay mapped and stream from disk.
+// and the field. A .gguf is mapped; its Q4_0 and Q6_K matrices are then regrouped in 16-row
+// tiles (Q4_0x16, Q6_Kx16) for the faster decode kernels (model::RepackForDecode: copies in
+// memory, the same bytes) when this CPU runs them, MOE_REPACK is not 0 and the copies take at
+// most half of the memory available; otherwise (a file larger than RAM) they stay mapped.
 ModelDir OpenModelDir(const std::string& path);
 
-// Whether OpenModelDir regroups `bytes` of Q4_0 matrices: MOE_REPACK (0 = never, unset or 1 =
+// Whether OpenModelDir regroups `bytes` of matrices: MOE_REPACK (0 = never, unset or 1 =
 // when they fit; anything else is an Error) and bytes <= available / 2. Exposed for tests.
 bool ShouldRepack(int64_t bytes, double available_bytes);
 

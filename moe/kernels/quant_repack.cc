@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <vector>
 
 #include "moe/core/cpu.h"
 #include "moe/core/error.h"
@@ -84,6 +85,131 @@ Q4_0x16DotFn Q4_0x16Kernel() {
   const CpuFeatures& f = GetCpuFeatures();
   if (ActiveIsa() == Isa::kAvx512 && f.avx512vnni) return &Q4_0x16DotAvx512Vnni;
   return nullptr;
+}
+
+}  // namespace moe::kernels
+
+// ---- Q6_Kx16 -------------------------------------------------------------------------------------
+
+namespace moe::kernels {
+namespace {
+
+constexpr int64_t kQ6TileBytes = kQ4_0x16Rows * qk::kQ6_KBytes;  // 3360
+constexpr int64_t kQ6Scales = 32;
+// Vectors in the order the kernel reads them: chunk c (0..3) = H[4c..4c+3], L[4c..4c+3],
+// L[16+4c..16+4c+3] (768 bytes each, after the d's and the scales).
+constexpr int64_t Q6High(int p) { return 288 + 768 * (p / 4) + 64 * (p % 4); }
+constexpr int64_t Q6Low(int p) {
+  return p < 16 ? 288 + 768 * (p / 4) + 256 + 64 * (p % 4)
+                : 288 + 768 * ((p - 16) / 4) + 512 + 64 * (p % 4);
+}
+
+void CheckQ6Dims(const char* op, int64_t n, int64_t k) {
+  MOE_CHECK(n >= 0 && k >= 0 && n % kQ4_0x16Rows == 0 && k % qk::kQK == 0, "quant",
+            "{}: a [{}, {}] matrix cannot be tiled as Q6_Kx16 (rows a multiple of 16, columns of "
+            "256)",
+            op, n, k);
+}
+
+// Value e (0..255) of a Q6_K block: its ql byte / nibble shift and qh byte / bit shift.
+struct Q6Pos {
+  int ql, ql_shift, qh, qh_shift;
+};
+Q6Pos Q6At(int e) {
+  const int h = e / 128, quad = e % 128 / 32, l = e % 32;
+  return {64 * h + l + (quad % 2) * 32, quad >= 2 ? 4 : 0, 128 + 32 * h + l, 2 * quad};
+}
+
+template <bool kToTiles>
+void MoveQ6(const uint8_t* src, int64_t n, int64_t k, uint8_t* dst) {
+  const int64_t nb = k / qk::kQK, row_bytes = nb * qk::kQ6_KBytes;
+  for (int64_t t = 0; t < n / kQ4_0x16Rows; ++t)
+    for (int64_t b = 0; b < nb; ++b) {
+      const int64_t tile = (t * nb + b) * kQ6TileBytes;
+      for (int64_t r = 0; r < kQ4_0x16Rows; ++r) {
+        const int64_t blk = (t * kQ4_0x16Rows + r) * row_bytes + b * qk::kQ6_KBytes;
+        if constexpr (kToTiles) {
+          const uint8_t* in = src + blk;
+          uint8_t* out = dst + tile;
+          std::memcpy(out + 2 * r, in + 208, 2);
+          for (int s = 0; s < 16; ++s) out[kQ6Scales + 16 * s + r] = in[192 + s];
+          for (int e = 0; e < 256; ++e) {
+            const Q6Pos q = Q6At(e);
+            const uint8_t lo = (in[q.ql] >> q.ql_shift) & 0xF, hi = (in[q.qh] >> q.qh_shift) & 3;
+            const int g = e / 4, u = e % 4;  // group of 4 values
+            uint8_t& l = out[Q6Low(g % 32) + 4 * r + u];
+            l = static_cast<uint8_t>(g < 32 ? (l & 0xF0) | lo : (l & 0x0F) | (lo << 4));
+            uint8_t& hb = out[Q6High(g % 16) + 4 * r + u];
+            const int sh = 2 * (g / 16);
+            hb = static_cast<uint8_t>((hb & ~(3 << sh)) | (hi << sh));
+          }
+        } else {
+          const uint8_t* in = src + tile;
+          uint8_t* out = dst + blk;
+          std::memset(out, 0, 208);
+          std::memcpy(out + 208, in + 2 * r, 2);
+          for (int s = 0; s < 16; ++s) out[192 + s] = in[kQ6Scales + 16 * s + r];
+          for (int e = 0; e < 256; ++e) {
+            const int g = e / 4, u = e % 4;
+            const uint8_t l = in[Q6Low(g % 32) + 4 * r + u];
+            const uint8_t lo = g < 32 ? l & 0xF : l >> 4;
+            const uint8_t hi = (in[Q6High(g % 16) + 4 * r + u] >> (2 * (g / 16))) & 3;
+            const Q6Pos q = Q6At(e);
+            out[q.ql] = static_cast<uint8_t>(out[q.ql] | (lo << q.ql_shift));
+            out[q.qh] = static_cast<uint8_t>(out[q.qh] | (hi << q.qh_shift));
+          }
+        }
+      }
+    }
+}
+
+}  // namespace
+
+void RepackQ6_Kx16(const void* src, int64_t n, int64_t k, void* dst) {
+  CheckQ6Dims("RepackQ6_Kx16", n, k);
+  MoveQ6<true>(static_cast<const uint8_t*>(src), n, k, static_cast<uint8_t*>(dst));
+}
+
+void UnpackQ6_Kx16(const void* src, int64_t n, int64_t k, void* dst) {
+  CheckQ6Dims("UnpackQ6_Kx16", n, k);
+  MoveQ6<false>(static_cast<const uint8_t*>(src), n, k, static_cast<uint8_t*>(dst));
+}
+
+void Q6_Kx16DotScalar(const uint8_t* w, int64_t k, int64_t t0, int64_t t1, const QuantActs& a,
+                      int64_t m, float* y, int64_t ldy) {
+  const int64_t tile_bytes = k / qk::kQK * kQ6TileBytes;
+  std::vector<uint8_t> rows(static_cast<size_t>(tile_bytes));
+  for (int64_t t = t0; t < t1; ++t) {
+    UnpackQ6_Kx16(w + t * tile_bytes, kQ4_0x16Rows, k, rows.data());
+    QuantDotRows(ScalarQuantOps(), QuantType::kQ6_K, rows.data(), tile_bytes / kQ4_0x16Rows, 0,
+                 kQ4_0x16Rows, a, m, y + t * kQ4_0x16Rows, ldy);
+  }
+}
+
+bool IsTiled(DType t) { return t == DType::kQ4_0x16 || t == DType::kQ6_Kx16; }
+
+QuantType TiledBase(DType t) {
+  MOE_CHECK(IsTiled(t), "quant", "{} is not a tiled type", DTypeName(t));
+  return t == DType::kQ4_0x16 ? QuantType::kQ4_0 : QuantType::kQ6_K;
+}
+
+DType TiledOf(QuantType t) {
+  return t == QuantType::kQ4_0 ? DType::kQ4_0x16 : t == QuantType::kQ6_K ? DType::kQ6_Kx16 : DType::kF32;
+}
+
+TiledDotFn TiledKernel(DType t) {
+  if (!Q4_0x16Kernel()) return nullptr;  // the same CPU requirement for both
+  return t == DType::kQ4_0x16 ? &Q4_0x16DotAvx512Vnni
+         : t == DType::kQ6_Kx16 ? &Q6_Kx16DotAvx512Vnni
+                                : nullptr;
+}
+
+void RepackTiled(DType t, const void* src, int64_t n, int64_t k, void* dst) {
+  if (TiledBase(t) == QuantType::kQ4_0) {
+    RepackQ4_0x16(src, n, k, dst);
+  } else {
+    RepackQ6_Kx16(src, n, k, dst);
+  }
 }
 
 }  // namespace moe::kernels

@@ -27,7 +27,7 @@
 
 namespace moe::kernels {
 
-inline constexpr int64_t kQ4_0x16Rows = 16;
+inline constexpr int64_t kQ4_0x16Rows = 16;  // rows per tile, every tiled type
 
 // dst = the [n, k] Q4_0 matrix at src (QuantMatrixBytes(kQ4_0, n, k) bytes) in the Q4_0x16
 // layout (the same number of bytes). n % 16 == 0, k % 32 == 0 (Error otherwise).
@@ -35,11 +35,12 @@ void RepackQ4_0x16(const void* src, int64_t n, int64_t k, void* dst);
 // The inverse: back to GGUF's row-major Q4_0.
 void UnpackQ4_0x16(const void* src, int64_t n, int64_t k, void* dst);
 
-// y[i * ldy + j] = row j of the Q4_0x16 matrix w ([n, k]) . row i of the activations, for rows
-// j in [16 t0, 16 t1) and i < m (1..8). acts: 32-value blocks in the natural order
-// (quantize_acts of the scalar table), a.k == k.
-using Q4_0x16DotFn = void (*)(const uint8_t* w, int64_t k, int64_t t0, int64_t t1,
-                              const QuantActs& a, int64_t m, float* y, int64_t ldy);
+// y[i * ldy + j] = row j of the tiled matrix w ([n, k]) . row i of the activations, for rows
+// j in [16 t0, 16 t1) and i < m (1..8). acts: in the natural order (ActLayout::kNatural), 32-value
+// blocks for Q4_0x16 and 256-value ones for Q6_Kx16, a.k == k.
+using TiledDotFn = void (*)(const uint8_t* w, int64_t k, int64_t t0, int64_t t1,
+                            const QuantActs& a, int64_t m, float* y, int64_t ldy);
+using Q4_0x16DotFn = TiledDotFn;
 void Q4_0x16DotScalar(const uint8_t* w, int64_t k, int64_t t0, int64_t t1, const QuantActs& a,
                       int64_t m, float* y, int64_t ldy);
 // AVX-512 VNNI (call only when the CPU has it: Q4_0x16Kernel() picks).
@@ -48,5 +49,34 @@ void Q4_0x16DotAvx512Vnni(const uint8_t* w, int64_t k, int64_t t0, int64_t t1,
 // The VNNI kernel when the active ISA (MOE_ISA) is AVX-512 and the CPU has AVX512-VNNI, else null
 // (callers keep the mapped layout then).
 Q4_0x16DotFn Q4_0x16Kernel();
+
+// ---- Q6_Kx16 -------------------------------------------------------------------------------------
+//
+// Q6_K (256-value super-blocks: 4 low bits in ql, 2 high bits in qh, an int8 scale per 16 values,
+// f16 d; see quant_ops.h) in tiles of 16 rows. Per tile and super-block (16 * 210 bytes, as the
+// rows held): the 16 rows' d (32 B); the scales as [16 sub-blocks][16 rows] int8 (256 B); then
+// 32 vectors L[p] of 64 B whose dword r holds row r's low 4 bits of values 4p..4p+3 (low nibbles)
+// and 128+4p..128+4p+3 (high nibbles), and 16 vectors H[p] whose dword r, byte u, holds the high 2
+// bits of values 4p+u (bits 0-1), 64+4p+u (2-3), 128+4p+u (4-5) and 192+4p+u (6-7), stored in the
+// order the kernel reads them: for c = 0..3, H[4c..4c+3], L[4c..4c+3], L[16+4c..16+4c+3] (read
+// out of order, the same block ran at a third of the mapped kernel's rate from memory). A super-block
+// of a row comes to the same exact integer as in the mapped kernels, scaled in the same f32
+// order: the results equal QuantMatMul's (every table) bit for bit.
+void RepackQ6_Kx16(const void* src, int64_t n, int64_t k, void* dst);  // n % 16, k % 256 == 0
+void UnpackQ6_Kx16(const void* src, int64_t n, int64_t k, void* dst);
+// Reference: each tile unpacked and run through the scalar mapped kernel.
+void Q6_Kx16DotScalar(const uint8_t* w, int64_t k, int64_t t0, int64_t t1, const QuantActs& a,
+                      int64_t m, float* y, int64_t ldy);
+void Q6_Kx16DotAvx512Vnni(const uint8_t* w, int64_t k, int64_t t0, int64_t t1,
+                          const QuantActs& a, int64_t m, float* y, int64_t ldy);
+
+// The tiled types: the GGUF type each regroups, and the SIMD kernel for one (null when the CPU
+// cannot run it, as for Q4_0x16Kernel).
+bool IsTiled(DType t);
+QuantType TiledBase(DType t);         // kQ4_0x16 -> kQ4_0, kQ6_Kx16 -> kQ6_K
+DType TiledOf(QuantType t);           // the reverse; DType::kF32 when t has no tiled form
+TiledDotFn TiledKernel(DType t);
+// src [n, k] of TiledBase(t) -> dst in t's layout (the same bytes).
+void RepackTiled(DType t, const void* src, int64_t n, int64_t k, void* dst);
 
 }  // namespace moe::kernels

@@ -19,20 +19,21 @@ namespace {
 constexpr int64_t kFewRows = 8;
 
 int64_t RowBytes(const WeightRef& w) {
-  if (w.dtype == DType::kQ4_0x16) return QuantRowBytes(QuantType::kQ4_0, w.k);
+  if (IsTiled(w.dtype)) return QuantRowBytes(TiledBase(w.dtype), w.k);
   return w.dtype == DType::kF32 ? 4 * w.k : QuantRowBytes(QuantTypeOf(w.dtype), w.k);
 }
 
-// The Q4_0x16 kernel; an Error on a CPU without it (such weights are only made where it runs).
-Q4_0x16DotFn X16Kernel() {
-  const Q4_0x16DotFn fn = Q4_0x16Kernel();
-  MOE_CHECK(fn != nullptr, "linear",
-            "Q4_0x16 weights need AVX-512 VNNI (and MOE_ISA not below avx512)");
+// The kernel of a tiled type; an Error on a CPU without it (such weights are only made where it
+// runs).
+TiledDotFn X16Kernel(DType t) {
+  const TiledDotFn fn = TiledKernel(t);
+  MOE_CHECK(fn != nullptr, "linear", "{} weights need AVX-512 VNNI (and MOE_ISA not below avx512)",
+            DTypeName(t));
   return fn;
 }
 
-// Rows [0, m) of a at x16 tiles [t0, t1): the kernel takes at most 8 rows of x at a time.
-void X16Rows(Q4_0x16DotFn fn, const WeightRef& w, int64_t t0, int64_t t1, const QuantActs& a,
+// Rows [0, m) of a at tiles [t0, t1): the kernels take at most 8 rows of x at a time.
+void X16Rows(TiledDotFn fn, const WeightRef& w, int64_t t0, int64_t t1, const QuantActs& a,
              int64_t m, float* y) {
   for (int64_t i = 0; i < m; i += 8) {
     QuantActs rows = a;
@@ -53,15 +54,16 @@ void CheckProduct(const WeightProduct& p) {
             "null pointer in the product of x [{}, {}] and {} w [{}, {}]", p.m, p.w.k,
             DTypeName(p.w.dtype), p.w.n, p.w.k);
   (void)RowBytes(p.w);  // names k when it is not a whole number of blocks
-  MOE_CHECK(p.w.dtype != DType::kQ4_0x16 || p.w.n % kQ4_0x16Rows == 0, "linear",
-            "Q4_0x16 weight [{}, {}]: rows must come in tiles of 16", p.w.n, p.w.k);
+  MOE_CHECK(!IsTiled(p.w.dtype) || p.w.n % kQ4_0x16Rows == 0, "linear",
+            "{} weight [{}, {}]: rows must come in tiles of 16", DTypeName(p.w.dtype), p.w.n, p.w.k);
 }
 
 void RunAlone(const WeightProduct& p, Context& ctx) {
-  if (p.w.dtype == DType::kQ4_0x16) {
-    const Q4_0x16DotFn fn = X16Kernel();
+  if (IsTiled(p.w.dtype)) {
+    const TiledDotFn fn = X16Kernel(p.w.dtype);
     QuantActsBuffer buf;
-    const QuantActs& a = buf.Reset(p.m, p.w.k, 32, ActLayout::kNatural);
+    const QuantActs& a = buf.Reset(p.m, p.w.k, static_cast<int>(QuantBlockSize(TiledBase(p.w.dtype))),
+                                   ActLayout::kNatural);
     ActiveQuantOps().quantize_acts(p.x, 0, p.m, a);
     ParallelForRange(p.w.n / kQ4_0x16Rows, ctx, [&](int64_t t0, int64_t t1, int) {
       X16Rows(fn, p.w, t0, t1, a, p.m, p.y);
@@ -136,9 +138,9 @@ void WeightMatMul(std::span<const WeightProduct> products, Context& ctx) {
     const WeightProduct& p = products[i];
     Job j{&p, nullptr, RowBytes(p.w), 0, total};
     if (p.w.dtype != DType::kF32) {
-      const bool x16 = p.w.dtype == DType::kQ4_0x16;
-      if (x16) (void)X16Kernel();  // the Error here, not in a worker
-      const QuantType t = x16 ? QuantType::kQ4_0 : QuantTypeOf(p.w.dtype);
+      const bool x16 = IsTiled(p.w.dtype);
+      if (x16) (void)X16Kernel(p.w.dtype);  // the Error here, not in a worker
+      const QuantType t = x16 ? TiledBase(p.w.dtype) : QuantTypeOf(p.w.dtype);
       const int block = static_cast<int>(QuantBlockSize(t));
       const ActLayout layout = x16 ? ActLayout::kNatural : ops.layout[static_cast<int>(t)];
       for (const Job& o : jobs)
@@ -167,14 +169,13 @@ void WeightMatMul(std::span<const WeightProduct> products, Context& ctx) {
   const int workers = ctx.threads();
   const MatmulPrecision prec = ctx.matmul_precision();
   std::atomic<int64_t> cursor{0};
-  const Q4_0x16DotFn x16 = Q4_0x16Kernel();
   auto run_bytes = [&](int64_t lo_byte, int64_t hi_byte) {
     for (const Job& j : jobs) {
       const WeightProduct& p = *j.p;
       const int64_t end = j.begin + j.row_cost * p.w.n;
       if (end <= lo_byte || j.begin >= hi_byte) continue;
       // Q4_0x16 rows go in whole tiles: a tile belongs to the claim that holds its first byte.
-      const int64_t unit = p.w.dtype == DType::kQ4_0x16 ? kQ4_0x16Rows : 1;
+      const int64_t unit = IsTiled(p.w.dtype) ? kQ4_0x16Rows : 1;
       auto first_row = [&](int64_t byte) {
         const int64_t cost = j.row_cost * unit;
         return std::clamp<int64_t>((byte - j.begin + cost - 1) / cost * unit, 0, p.w.n);
@@ -183,7 +184,7 @@ void WeightMatMul(std::span<const WeightProduct> products, Context& ctx) {
       const int64_t r1 = hi_byte >= end ? p.w.n : first_row(hi_byte);
       if (r0 >= r1) continue;
       if (unit > 1) {
-        X16Rows(x16, p.w, r0 / unit, r1 / unit, *j.acts, p.m, p.y);
+        X16Rows(TiledKernel(p.w.dtype), p.w, r0 / unit, r1 / unit, *j.acts, p.m, p.y);
       } else if (j.acts) {
         QuantDotRows(ops, QuantTypeOf(p.w.dtype), static_cast<const uint8_t*>(p.w.data),
                      j.row_bytes, r0, r1, *j.acts, p.m, p.y, p.w.n);

@@ -150,8 +150,11 @@ void ForEachDecodeMatrix(W& w, Fn&& fn) {
 }
 
 bool Repackable(const Tensor& t) {
-  return t.defined() && t.dtype() == DType::kQ4_0 && t.shape().rank == 2 &&
-         t.shape()[0] % kernels::kQ4_0x16Rows == 0 && t.shape()[1] % 32 == 0;
+  if (!t.defined() || !IsQuantized(t.dtype()) || kernels::IsTiled(t.dtype()) || t.shape().rank != 2)
+    return false;
+  const kernels::QuantType q = kernels::QuantTypeOf(t.dtype());
+  return kernels::TiledOf(q) != DType::kF32 && t.shape()[0] % kernels::kQ4_0x16Rows == 0 &&
+         t.shape()[1] % kernels::QuantBlockSize(q) == 0;
 }
 
 }  // namespace
@@ -170,13 +173,15 @@ int64_t RepackForDecode(ModelWeights& w, Context& ctx,
   ForEachDecodeMatrix(w, [&](Tensor& t) {
     if (!Repackable(t)) return;
     const int64_t n = t.shape()[0], k = t.shape()[1];
-    const int64_t tile_bytes = kernels::kQ4_0x16Rows * kernels::QuantRowBytes(kernels::QuantType::kQ4_0, k);
-    Tensor out(DType::kQ4_0x16, t.shape());
+    const kernels::QuantType q = kernels::QuantTypeOf(t.dtype());
+    const DType tiled = kernels::TiledOf(q);
+    const int64_t tile_bytes = kernels::kQ4_0x16Rows * kernels::QuantRowBytes(q, k);
+    Tensor out(tiled, t.shape());
     const auto* src = static_cast<const uint8_t*>(std::as_const(t).raw());
     auto* dst = static_cast<uint8_t*>(out.raw());
     ParallelForRange(n / kernels::kQ4_0x16Rows, ctx, [&](int64_t t0, int64_t t1, int) {
-      kernels::RepackQ4_0x16(src + t0 * tile_bytes, (t1 - t0) * kernels::kQ4_0x16Rows, k,
-                             dst + t0 * tile_bytes);
+      kernels::RepackTiled(tiled, src + t0 * tile_bytes, (t1 - t0) * kernels::kQ4_0x16Rows, k,
+                           dst + t0 * tile_bytes);
     }, 64);
     bytes += static_cast<int64_t>(out.nbytes());
     if (copied && t.borrowed()) copied(src, static_cast<int64_t>(t.nbytes()));

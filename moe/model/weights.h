@@ -57,13 +57,13 @@ struct ModelWeights;
 // the loaders for inference call it. Infer works without them, only slower.
 void DeriveInferenceWeights(const ModelConfig& cfg, ModelWeights& w);
 
-// The Q4_0 matrices of a model loaded for inference that `Repack` regroups as Q4_0x16
-// (moe/kernels/quant_repack.h): attention projections (not MLA's kv_b and its derived kt, which
-// are sliced per head), the dense FFN, every routed and shared expert, and an untied lm_head,
-// each with rows in multiples of 16. The embedding table stays (rows are looked up by token).
-// Bytes they hold:
+// The Q4_0 and Q6_K matrices of a model loaded for inference that RepackForDecode regroups as
+// Q4_0x16 / Q6_Kx16 (moe/kernels/quant_repack.h): attention projections (not MLA's kv_b and its
+// derived kt, which are sliced per head), the dense FFN, every routed and shared expert, and an
+// untied lm_head, each with rows in multiples of 16. The embedding table stays (rows are looked
+// up by token). Bytes they hold:
 int64_t RepackableBytes(const ModelWeights& w);
-// Replaces each of them with an owned Q4_0x16 copy (the borrowed original is released) and
+// Replaces each of them with an owned tiled copy (the borrowed original is released) and
 // returns the bytes repacked; rows are split over ctx's threads. Call only where the kernel runs
 // (kernels::Q4_0x16Kernel() non-null): elsewhere the products of such weights are an Error.
 // `copied(data, bytes)`, when set, is called with each borrowed original once it is copied (the

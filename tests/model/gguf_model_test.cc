@@ -597,6 +597,32 @@ TEST(GgufModel, Q4_0RegroupedForDecodeMatchesTheMappedFile) {
     GgufSaveOptions o;
     o.scheme = GgufScheme::kQ4_0;
     SaveGgufModel(r.cfg, r.w, path, o);
+    {
+      // Q4_K_M: its Q6_K matrices become Q6_Kx16 (the mapped kernels' bits), Q4_K ones stay.
+      const std::string km = TmpPath("q6x16.gguf");
+      GgufSaveOptions ok;
+      ok.scheme = GgufScheme::kQ4_K_M;
+      SaveGgufModel(r.cfg, r.w, km, ok);
+      GgufModel a = LoadGgufModel(km, {.mapped = true});
+      GgufModel b = LoadGgufModel(km, {.mapped = true});
+      Context ctx({.threads = 2});
+      const int64_t q6 = RepackableBytes(b.weights);
+      EXPECT_EQ(RepackForDecode(b.weights, ctx), q6) << name;
+      int tiled = 0;
+      b.weights.ForEachTensor([&](const std::string& tn, Tensor& t) {
+        tiled += t.defined() && t.dtype() == DType::kQ6_Kx16;
+        // The embedding (looked up by row) and lm_head (300 rows: not whole tiles) stay.
+        if (t.defined() && tn != "embed" && t.shape()[0] % 16 == 0) {
+          EXPECT_NE(t.dtype(), DType::kQ6_K) << tn << ": a Q6_K matrix of whole tiles stayed";
+        }
+      });
+      for (const LayerWeights& L : b.weights.layers)
+        for (const auto& e : L.moe.experts)
+          for (const Tensor* t : {&e.gate, &e.up, &e.down}) tiled += t->dtype() == DType::kQ6_Kx16;
+      EXPECT_EQ(tiled > 0, q6 > 0) << name;
+      EXPECT_EQ(Logits(b.config, b.weights, toks), Logits(a.config, a.weights, toks)) << name;
+      fs::remove(km);
+    }
     GgufModel mapped = LoadGgufModel(path, {.mapped = true});
     GgufModel packed = LoadGgufModel(path, {.mapped = true});
     const int64_t bytes = RepackableBytes(packed.weights);

@@ -63,7 +63,98 @@ void Tiles(const uint8_t* w, int64_t k, int64_t t0, int64_t t1, const QuantActs&
     Tile<M>(w + t * nb * kTileBlockBytes, nb, a, y + t * kQ4_0x16Rows, ldy);
 }
 
+// ---- Q6_Kx16 ----
+
+constexpr int64_t kQ6TileBytes = kQ4_0x16Rows * qk::kQ6_KBytes;
+
+// One tile against M activation rows. Per super-block and chunk c: H[4c..4c+3] give the high bits
+// of L[4c..4c+3] (sub-blocks c and c + 8: low and high nibbles) and of L[16+4c..] (sub-blocks
+// c + 4 and c + 12), read in storage order. Each activation row adds 8 vpdpbusd per half chunk,
+// takes off 32 * its 16-value sums and multiplies by the rows' scales (int32 lanes): the
+// super-block's exact integer, then (d_w * d_x) * float(isum) into acc[b % 4], and at the end
+// (acc0 + acc2) + (acc1 + acc3): the mapped kernels' order.
+template <int M>
+void Q6Tile(const uint8_t* w, int64_t nb, const QuantActs& a, float* y, int64_t ldy) {
+  const __m512i m4 = _mm512_set1_epi8(0x0F), m30 = _mm512_set1_epi8(0x30);
+  __m512 acc[4][M];
+  for (int p = 0; p < 4; ++p)
+    for (int i = 0; i < M; ++i) acc[p][i] = _mm512_setzero_ps();
+  for (int64_t b = 0; b < nb; ++b) {
+    const uint8_t* tile = w + b * kQ6TileBytes;
+    __m512i isum[M];
+    for (int i = 0; i < M; ++i) isum[i] = _mm512_setzero_si512();
+    for (int c = 0; c < 4; ++c) {
+      const uint8_t* chunk = tile + 288 + 768 * c;
+      for (int half = 0; half < 2; ++half) {
+        // Sub-blocks s_lo (low nibbles) and s_lo + 8 (high nibbles).
+        const int s_lo = c + 4 * half;
+        __m512i qlo[4], qhi[4];
+        for (int gg = 0; gg < 4; ++gg) {
+          const __m512i h = _mm512_loadu_si512(chunk + 64 * gg);
+          const __m512i l = _mm512_loadu_si512(chunk + 256 * (1 + half) + 64 * gg);
+          // High 2 bits to bits 4-5: half 0 uses bits 0-1 and 4-5, half 1 bits 2-3 and 6-7.
+          const __m512i top_lo = half == 0 ? _mm512_and_si512(_mm512_slli_epi16(h, 4), m30)
+                                           : _mm512_and_si512(_mm512_slli_epi16(h, 2), m30);
+          const __m512i top_hi = half == 0 ? _mm512_and_si512(h, m30)
+                                           : _mm512_and_si512(_mm512_srli_epi16(h, 2), m30);
+          qlo[gg] = _mm512_or_si512(_mm512_and_si512(l, m4), top_lo);
+          qhi[gg] = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(l, 4), m4), top_hi);
+        }
+        const __m512i sc_lo = _mm512_cvtepi8_epi32(
+            _mm_loadu_si128(reinterpret_cast<const __m128i*>(tile + 32 + 16 * s_lo)));
+        const __m512i sc_hi = _mm512_cvtepi8_epi32(
+            _mm_loadu_si128(reinterpret_cast<const __m128i*>(tile + 32 + 16 * (s_lo + 8))));
+        for (int i = 0; i < M; ++i) {
+          const int32_t* x4 = reinterpret_cast<const int32_t*>(a.qs(i) + 256 * b + 16 * s_lo);
+          const int32_t* x4h = x4 + 32;  // values 128 + 16 s_lo ..
+          __m512i slo = _mm512_setzero_si512(), shi = _mm512_setzero_si512();
+          for (int gg = 0; gg < 4; ++gg) {
+            slo = _mm512_dpbusd_epi32(slo, qlo[gg], _mm512_set1_epi32(x4[gg]));
+            shi = _mm512_dpbusd_epi32(shi, qhi[gg], _mm512_set1_epi32(x4h[gg]));
+          }
+          const int16_t* bs = a.bsums(i) + 16 * b;
+          slo = _mm512_sub_epi32(slo, _mm512_set1_epi32(32 * bs[s_lo]));
+          shi = _mm512_sub_epi32(shi, _mm512_set1_epi32(32 * bs[s_lo + 8]));
+          isum[i] = _mm512_add_epi32(isum[i], _mm512_add_epi32(_mm512_mullo_epi32(slo, sc_lo),
+                                                               _mm512_mullo_epi32(shi, sc_hi)));
+        }
+      }
+    }
+    const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(tile)));
+    for (int i = 0; i < M; ++i) {
+      const __m512 t = _mm512_mul_ps(_mm512_mul_ps(dw, _mm512_set1_ps(a.d(i)[b])),
+                                     _mm512_cvtepi32_ps(isum[i]));
+      acc[b % 4][i] = _mm512_add_ps(acc[b % 4][i], t);
+    }
+  }
+  for (int i = 0; i < M; ++i)
+    _mm512_storeu_ps(y + i * ldy, _mm512_add_ps(_mm512_add_ps(acc[0][i], acc[2][i]),
+                                                _mm512_add_ps(acc[1][i], acc[3][i])));
+}
+
+template <int M>
+void Q6Tiles(const uint8_t* w, int64_t k, int64_t t0, int64_t t1, const QuantActs& a, float* y,
+             int64_t ldy) {
+  const int64_t nb = k / 256;
+  for (int64_t t = t0; t < t1; ++t)
+    Q6Tile<M>(w + t * nb * kQ6TileBytes, nb, a, y + t * kQ4_0x16Rows, ldy);
+}
+
 }  // namespace
+
+void Q6_Kx16DotAvx512Vnni(const uint8_t* w, int64_t k, int64_t t0, int64_t t1,
+                          const QuantActs& a, int64_t m, float* y, int64_t ldy) {
+  switch (m) {
+    case 1: return Q6Tiles<1>(w, k, t0, t1, a, y, ldy);
+    case 2: return Q6Tiles<2>(w, k, t0, t1, a, y, ldy);
+    case 3: return Q6Tiles<3>(w, k, t0, t1, a, y, ldy);
+    case 4: return Q6Tiles<4>(w, k, t0, t1, a, y, ldy);
+    case 5: return Q6Tiles<5>(w, k, t0, t1, a, y, ldy);
+    case 6: return Q6Tiles<6>(w, k, t0, t1, a, y, ldy);
+    case 7: return Q6Tiles<7>(w, k, t0, t1, a, y, ldy);
+    default: return Q6Tiles<8>(w, k, t0, t1, a, y, ldy);
+  }
+}
 
 void Q4_0x16DotAvx512Vnni(const uint8_t* w, int64_t k, int64_t t0, int64_t t1,
                           const QuantActs& a, int64_t m, float* y, int64_t ldy) {
