@@ -9,12 +9,12 @@
 
 namespace moe {
 
-// kQ4_0x16, kQ6_Kx16: Q4_0 and Q6_K regrouped in tiles of 16 rows for the decode kernels
+// kQ4_0x16, kQ4_Kx16, kQ6_Kx16: Q4_0, Q4_K and Q6_K regrouped in tiles of 16 rows for the decode kernels
 // (moe/kernels/quant_repack.h), in-memory layouts of inference weights only (never read from or
 // written to a file); a [rows, cols] matrix of one has the bytes of the original, and rows come
 // in multiples of 16.
 enum class DType : uint8_t {
-  kF32, kF64, kBF16, kF16, kQ8_0, kQ4_0, kQ4_K, kQ5_K, kQ6_K, kQ4_0x16, kQ6_Kx16
+  kF32, kF64, kBF16, kF16, kQ8_0, kQ4_0, kQ4_K, kQ5_K, kQ6_K, kQ4_0x16, kQ4_Kx16, kQ6_Kx16
 };
 
 std::string_view DTypeName(DType t);
@@ -30,6 +30,7 @@ constexpr int64_t DTypeBlockValues(DType t) {
     case DType::kQ4_0:
     case DType::kQ4_0x16: return 32;
     case DType::kQ4_K:
+    case DType::kQ4_Kx16:
     case DType::kQ5_K:
     case DType::kQ6_K:
     case DType::kQ6_Kx16: return 256;
@@ -41,7 +42,8 @@ constexpr int64_t DTypeBlockBytes(DType t) {
     case DType::kQ8_0: return 34;
     case DType::kQ4_0:
     case DType::kQ4_0x16: return 18;
-    case DType::kQ4_K: return 144;
+    case DType::kQ4_K:
+    case DType::kQ4_Kx16: return 144;
     case DType::kQ5_K: return 176;
     case DType::kQ6_K:
     case DType::kQ6_Kx16: return 210;

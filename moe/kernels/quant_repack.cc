@@ -186,29 +186,112 @@ void Q6_Kx16DotScalar(const uint8_t* w, int64_t k, int64_t t0, int64_t t1, const
   }
 }
 
-bool IsTiled(DType t) { return t == DType::kQ4_0x16 || t == DType::kQ6_Kx16; }
+}  // namespace moe::kernels
+
+// ---- Q4_Kx16 -------------------------------------------------------------------------------------
+
+namespace moe::kernels {
+namespace {
+
+constexpr int64_t kQ4KTileBytes = kQ4_0x16Rows * qk::kQ4_KBytes;  // 2304
+// Byte offsets inside a tile-block of row r's parts: d, dmin, scale dword u (0..2), and qs dword
+// (c, v) of chunk c (0..3), vector v (0..7).
+constexpr int64_t Q4KD(int64_t r) { return 2 * r; }
+constexpr int64_t Q4KDmin(int64_t r) { return 32 + 2 * r; }
+constexpr int64_t Q4KScales(int64_t u, int64_t r) { return 64 + 64 * u + 4 * r; }
+constexpr int64_t Q4KQs(int64_t c, int64_t v, int64_t r) { return 256 + 512 * c + 64 * v + 4 * r; }
+
+void CheckQ4KDims(const char* op, int64_t n, int64_t k) {
+  MOE_CHECK(n >= 0 && k >= 0 && n % kQ4_0x16Rows == 0 && k % qk::kQK == 0, "quant",
+            "{}: a [{}, {}] matrix cannot be tiled as Q4_Kx16 (rows a multiple of 16, columns of "
+            "256)",
+            op, n, k);
+}
+
+template <bool kToTiles>
+void MoveQ4K(const uint8_t* src, int64_t n, int64_t k, uint8_t* dst) {
+  const int64_t nb = k / qk::kQK, row_bytes = nb * qk::kQ4_KBytes;
+  for (int64_t t = 0; t < n / kQ4_0x16Rows; ++t)
+    for (int64_t b = 0; b < nb; ++b) {
+      const int64_t tile = (t * nb + b) * kQ4KTileBytes;
+      for (int64_t r = 0; r < kQ4_0x16Rows; ++r) {
+        const int64_t blk = (t * kQ4_0x16Rows + r) * row_bytes + b * qk::kQ4_KBytes;
+        // (offset in the block, offset in the tile, length) of every piece of row r's block.
+        const auto piece = [&](int64_t in_block, int64_t in_tile, int64_t len) {
+          if constexpr (kToTiles)
+            std::memcpy(dst + tile + in_tile, src + blk + in_block, static_cast<size_t>(len));
+          else
+            std::memcpy(dst + blk + in_block, src + tile + in_tile, static_cast<size_t>(len));
+        };
+        piece(0, Q4KD(r), 2);
+        piece(2, Q4KDmin(r), 2);
+        for (int64_t u = 0; u < 3; ++u) piece(4 + 4 * u, Q4KScales(u, r), 4);
+        for (int64_t c = 0; c < 4; ++c)
+          for (int64_t v = 0; v < 8; ++v) piece(16 + 32 * c + 4 * v, Q4KQs(c, v, r), 4);
+      }
+    }
+}
+
+}  // namespace
+
+void RepackQ4_Kx16(const void* src, int64_t n, int64_t k, void* dst) {
+  CheckQ4KDims("RepackQ4_Kx16", n, k);
+  MoveQ4K<true>(static_cast<const uint8_t*>(src), n, k, static_cast<uint8_t*>(dst));
+}
+
+void UnpackQ4_Kx16(const void* src, int64_t n, int64_t k, void* dst) {
+  CheckQ4KDims("UnpackQ4_Kx16", n, k);
+  MoveQ4K<false>(static_cast<const uint8_t*>(src), n, k, static_cast<uint8_t*>(dst));
+}
+
+void Q4_Kx16DotScalar(const uint8_t* w, int64_t k, int64_t t0, int64_t t1, const QuantActs& a,
+                      int64_t m, float* y, int64_t ldy) {
+  const int64_t tile_bytes = k / qk::kQK * kQ4KTileBytes;
+  std::vector<uint8_t> rows(static_cast<size_t>(tile_bytes));
+  for (int64_t t = t0; t < t1; ++t) {
+    UnpackQ4_Kx16(w + t * tile_bytes, kQ4_0x16Rows, k, rows.data());
+    QuantDotRows(ScalarQuantOps(), QuantType::kQ4_K, rows.data(), tile_bytes / kQ4_0x16Rows, 0,
+                 kQ4_0x16Rows, a, m, y + t * kQ4_0x16Rows, ldy);
+  }
+}
+
+bool IsTiled(DType t) {
+  return t == DType::kQ4_0x16 || t == DType::kQ4_Kx16 || t == DType::kQ6_Kx16;
+}
 
 QuantType TiledBase(DType t) {
   MOE_CHECK(IsTiled(t), "quant", "{} is not a tiled type", DTypeName(t));
-  return t == DType::kQ4_0x16 ? QuantType::kQ4_0 : QuantType::kQ6_K;
+  switch (t) {
+    case DType::kQ4_0x16: return QuantType::kQ4_0;
+    case DType::kQ4_Kx16: return QuantType::kQ4_K;
+    default: return QuantType::kQ6_K;
+  }
 }
 
 DType TiledOf(QuantType t) {
-  return t == QuantType::kQ4_0 ? DType::kQ4_0x16 : t == QuantType::kQ6_K ? DType::kQ6_Kx16 : DType::kF32;
+  switch (t) {
+    case QuantType::kQ4_0: return DType::kQ4_0x16;
+    case QuantType::kQ4_K: return DType::kQ4_Kx16;
+    case QuantType::kQ6_K: return DType::kQ6_Kx16;
+    default: return DType::kF32;
+  }
 }
 
 TiledDotFn TiledKernel(DType t) {
-  if (!Q4_0x16Kernel()) return nullptr;  // the same CPU requirement for both
-  return t == DType::kQ4_0x16 ? &Q4_0x16DotAvx512Vnni
-         : t == DType::kQ6_Kx16 ? &Q6_Kx16DotAvx512Vnni
-                                : nullptr;
+  if (!Q4_0x16Kernel()) return nullptr;  // the same CPU requirement for all
+  switch (t) {
+    case DType::kQ4_0x16: return &Q4_0x16DotAvx512Vnni;
+    case DType::kQ4_Kx16: return &Q4_Kx16DotAvx512Vnni;
+    case DType::kQ6_Kx16: return &Q6_Kx16DotAvx512Vnni;
+    default: return nullptr;
+  }
 }
 
 void RepackTiled(DType t, const void* src, int64_t n, int64_t k, void* dst) {
-  if (TiledBase(t) == QuantType::kQ4_0) {
-    RepackQ4_0x16(src, n, k, dst);
-  } else {
-    RepackQ6_Kx16(src, n, k, dst);
+  switch (TiledBase(t)) {
+    case QuantType::kQ4_0: return RepackQ4_0x16(src, n, k, dst);
+    case QuantType::kQ4_K: return RepackQ4_Kx16(src, n, k, dst);
+    default: return RepackQ6_Kx16(src, n, k, dst);
   }
 }
 

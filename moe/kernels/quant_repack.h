@@ -37,7 +37,7 @@ void UnpackQ4_0x16(const void* src, int64_t n, int64_t k, void* dst);
 
 // y[i * ldy + j] = row j of the tiled matrix w ([n, k]) . row i of the activations, for rows
 // j in [16 t0, 16 t1) and i < m (1..8). acts: in the natural order (ActLayout::kNatural), 32-value
-// blocks for Q4_0x16 and 256-value ones for Q6_Kx16, a.k == k.
+// blocks for Q4_0x16 and 256-value ones for Q4_Kx16 and Q6_Kx16, a.k == k.
 using TiledDotFn = void (*)(const uint8_t* w, int64_t k, int64_t t0, int64_t t1,
                             const QuantActs& a, int64_t m, float* y, int64_t ldy);
 using Q4_0x16DotFn = TiledDotFn;
@@ -70,10 +70,29 @@ void Q6_Kx16DotScalar(const uint8_t* w, int64_t k, int64_t t0, int64_t t1, const
 void Q6_Kx16DotAvx512Vnni(const uint8_t* w, int64_t k, int64_t t0, int64_t t1,
                           const QuantActs& a, int64_t m, float* y, int64_t ldy);
 
+// ---- Q4_Kx16 -------------------------------------------------------------------------------------
+//
+// Q4_K (256-value super-blocks: f16 d and dmin, 12 bytes of packed 6-bit sub-block scales and
+// mins, 128 bytes of nibbles; see quant_ops.h) in tiles of 16 rows. Per tile and super-block
+// (16 * 144 bytes, as the rows held): the 16 rows' d (32 B), their dmin (32 B), then the packed
+// scale bytes as 3 vectors U0, U1, U2 of 64 B whose dword r holds row r's scale bytes 0-3, 4-7 and
+// 8-11 (ggml's unpacking works on dwords, so it runs on all 16 rows at once), then per chunk c
+// (64 values) 8 vectors Q[c][v] whose dword r holds row r's qs bytes 32c+4v..32c+4v+3 (values
+// 64c+4v.. in the low nibbles, 64c+32+4v.. in the high ones), in the order the kernel reads them.
+// A super-block of a row comes to the mapped kernels' exact integers, scaled in their f32 order:
+// the results equal QuantMatMul's bit for bit.
+void RepackQ4_Kx16(const void* src, int64_t n, int64_t k, void* dst);  // n % 16, k % 256 == 0
+void UnpackQ4_Kx16(const void* src, int64_t n, int64_t k, void* dst);
+// Reference: each tile unpacked and run through the scalar mapped kernel.
+void Q4_Kx16DotScalar(const uint8_t* w, int64_t k, int64_t t0, int64_t t1, const QuantActs& a,
+                      int64_t m, float* y, int64_t ldy);
+void Q4_Kx16DotAvx512Vnni(const uint8_t* w, int64_t k, int64_t t0, int64_t t1,
+                          const QuantActs& a, int64_t m, float* y, int64_t ldy);
+
 // The tiled types: the GGUF type each regroups, and the SIMD kernel for one (null when the CPU
 // cannot run it, as for Q4_0x16Kernel).
 bool IsTiled(DType t);
-QuantType TiledBase(DType t);         // kQ4_0x16 -> kQ4_0, kQ6_Kx16 -> kQ6_K
+QuantType TiledBase(DType t);         // kQ4_0x16 -> kQ4_0, kQ4_Kx16 -> kQ4_K, kQ6_Kx16 -> kQ6_K
 DType TiledOf(QuantType t);           // the reverse; DType::kF32 when t has no tiled form
 TiledDotFn TiledKernel(DType t);
 // src [n, k] of TiledBase(t) -> dst in t's layout (the same bytes).

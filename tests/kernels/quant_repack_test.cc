@@ -1,8 +1,9 @@
 // Tiled layouts (moe/kernels/quant_repack.h). Q4_0x16: the repack is a lossless permutation of
 // the bytes, the scalar kernel equals QuantMatMul on the original layout up to float summation
 // order (the same integer sums and scales) and the dequantise-then-multiply reference within the
-// activation rounding, and the AVX-512 VNNI kernel equals the scalar one bit for bit. Q6_Kx16: a
-// lossless permutation, and both kernels equal QuantMatMul on the original rows bit for bit.
+// activation rounding, and the AVX-512 VNNI kernel equals the scalar one bit for bit. Q4_Kx16 and
+// Q6_Kx16: lossless permutations, and both kernels equal QuantMatMul on the original rows bit for
+// bit.
 #include "moe/kernels/quant_repack.h"
 
 #include <gtest/gtest.h>
@@ -104,70 +105,89 @@ TEST(QuantRepack, KernelsMatchTheMappedLayoutAndEachOther) {
   }
 }
 
-std::vector<uint8_t> RandomQ6_K(Rng& rng, int64_t n, int64_t k) {
-  std::vector<uint8_t> w(static_cast<size_t>(QuantMatrixBytes(QuantType::kQ6_K, n, k)));
-  const int64_t rb = QuantRowBytes(QuantType::kQ6_K, k);
+std::vector<uint8_t> RandomRows(Rng& rng, QuantType t, int64_t n, int64_t k) {
+  std::vector<uint8_t> w(static_cast<size_t>(QuantMatrixBytes(t, n, k)));
+  const int64_t rb = QuantRowBytes(t, k);
   for (int64_t j = 0; j < n; ++j) {
     const std::vector<float> row = RandomNormal<float>(rng, k);
-    Quantize(QuantType::kQ6_K, row.data(), w.data() + j * rb, k);
+    Quantize(t, row.data(), w.data() + j * rb, k);
   }
   return w;
 }
 
-TEST(QuantRepack, Q6_KRepackIsALosslessPermutation) {
+// The K-quant tiled types: Q4_Kx16 and Q6_Kx16 with their base types.
+const std::pair<QuantType, DType> kKTiled[] = {{QuantType::kQ4_K, DType::kQ4_Kx16},
+                                               {QuantType::kQ6_K, DType::kQ6_Kx16}};
+
+TEST(QuantRepack, KQuantRepackIsALosslessPermutation) {
   Rng rng(93);
-  for (const auto& [n, k] : {std::pair<int64_t, int64_t>{16, 256}, {32, 512}, {48, 1024}}) {
-    std::vector<uint8_t> w = RandomQ6_K(rng, n, k);
-    // Every bit pattern of the quants and scales travels (random bytes, a finite f16 d).
-    Rng bytes(94);
-    const int64_t rb = QuantRowBytes(QuantType::kQ6_K, k);
-    for (int64_t j = 0; j < n; ++j)
-      for (int64_t b = 0; b < k / 256; ++b)
-        for (int64_t i = 0; i < 208; ++i)
-          w[static_cast<size_t>(j * rb + b * 210 + i)] = static_cast<uint8_t>(bytes.Next());
-    std::vector<uint8_t> packed(w.size()), back(w.size());
-    RepackQ6_Kx16(w.data(), n, k, packed.data());
-    UnpackQ6_Kx16(packed.data(), n, k, back.data());
-    EXPECT_EQ(back, w) << n << "x" << k;
-    EXPECT_NE(packed, w) << n << "x" << k;
+  for (const auto& [base, tiled] : kKTiled) {
+    // The bytes of a block that are not its f16 scales (Q4_K: d, dmin first; Q6_K: d last).
+    const int64_t bb = QuantRowBytes(base, 256), first = base == QuantType::kQ4_K ? 4 : 0,
+                  last = base == QuantType::kQ4_K ? bb : 208;
+    for (const auto& [n, k] : {std::pair<int64_t, int64_t>{16, 256}, {32, 512}, {48, 1024}}) {
+      SCOPED_TRACE(::testing::Message() << DTypeName(tiled) << " " << n << "x" << k);
+      std::vector<uint8_t> w = RandomRows(rng, base, n, k);
+      // Every bit pattern of the quants and scales travels (random bytes, finite f16 scales).
+      Rng bytes(94);
+      const int64_t rb = QuantRowBytes(base, k);
+      for (int64_t j = 0; j < n; ++j)
+        for (int64_t b = 0; b < k / 256; ++b)
+          for (int64_t i = first; i < last; ++i)
+            w[static_cast<size_t>(j * rb + b * bb + i)] = static_cast<uint8_t>(bytes.Next());
+      std::vector<uint8_t> packed(w.size()), back(w.size());
+      RepackTiled(tiled, w.data(), n, k, packed.data());
+      if (tiled == DType::kQ4_Kx16) {
+        UnpackQ4_Kx16(packed.data(), n, k, back.data());
+      } else {
+        UnpackQ6_Kx16(packed.data(), n, k, back.data());
+      }
+      EXPECT_EQ(back, w);
+      EXPECT_NE(packed, w);
+    }
+    std::vector<uint8_t> buf(1 << 16);
+    EXPECT_THROW(RepackTiled(tiled, buf.data(), 15, 256, buf.data() + 32768), Error);
+    EXPECT_THROW(RepackTiled(tiled, buf.data(), 16, 128, buf.data() + 32768), Error);
   }
   std::vector<uint8_t> buf(1 << 16);
-  EXPECT_THROW(RepackQ6_Kx16(buf.data(), 15, 256, buf.data() + 32768), Error);
-  EXPECT_THROW(RepackQ6_Kx16(buf.data(), 16, 128, buf.data() + 32768), Error);
+  EXPECT_THROW(UnpackQ4_Kx16(buf.data(), 16, 300, buf.data() + 32768), Error);
+  EXPECT_THROW(UnpackQ6_Kx16(buf.data(), 17, 256, buf.data() + 32768), Error);
 }
 
-TEST(QuantRepack, Q6_KKernelsEqualTheMappedKernels) {
+TEST(QuantRepack, KQuantKernelsEqualTheMappedKernels) {
   Rng rng(95);
-  const TiledDotFn simd = TiledKernel(DType::kQ6_Kx16);
   Context ctx({.threads = 1});
-  for (const int64_t k : {256, 768, 1024}) {  // one, odd and even super-block counts
-    const int64_t n = 48;
-    const std::vector<uint8_t> w = RandomQ6_K(rng, n, k);
-    std::vector<uint8_t> packed(w.size());
-    RepackQ6_Kx16(w.data(), n, k, packed.data());
-    for (int64_t m = 1; m <= 8; ++m) {
-      SCOPED_TRACE(::testing::Message() << "k=" << k << " m=" << m);
-      const std::vector<float> x = RandomNormal<float>(rng, m * k);
-      QuantActsBuffer buf;
-      const QuantActs& a = buf.Reset(m, k, 256, ActLayout::kNatural);
-      ScalarQuantOps().quantize_acts(x.data(), 0, m, a);
-      std::vector<float> mapped(static_cast<size_t>(m * n));
-      QuantMatMulWith(ScalarQuantOps(), QuantType::kQ6_K, w.data(), n, k, x.data(), m,
-                      mapped.data(), ctx);
-      std::vector<float> y(static_cast<size_t>(m * n), -7.0f), ys = y;
-      Q6_Kx16DotScalar(packed.data(), k, 1, 3, a, m, y.data(), n);
-      for (int64_t i = 0; i < m; ++i)
-        for (int64_t j = 0; j < n; ++j) {
-          const size_t at = static_cast<size_t>(i * n + j);
-          if (j < 16) {
-            EXPECT_EQ(y[at], -7.0f);
-          } else {
-            EXPECT_EQ(y[at], mapped[at]) << i << "," << j;
+  for (const auto& [base, tiled] : kKTiled) {
+    const TiledDotFn simd = TiledKernel(tiled);
+    const TiledDotFn scalar = tiled == DType::kQ4_Kx16 ? &Q4_Kx16DotScalar : &Q6_Kx16DotScalar;
+    for (const int64_t k : {256, 768, 1024}) {  // one, odd and even super-block counts
+      const int64_t n = 48;
+      const std::vector<uint8_t> w = RandomRows(rng, base, n, k);
+      std::vector<uint8_t> packed(w.size());
+      RepackTiled(tiled, w.data(), n, k, packed.data());
+      for (int64_t m = 1; m <= 8; ++m) {
+        SCOPED_TRACE(::testing::Message() << DTypeName(tiled) << " k=" << k << " m=" << m);
+        const std::vector<float> x = RandomNormal<float>(rng, m * k);
+        QuantActsBuffer buf;
+        const QuantActs& a = buf.Reset(m, k, 256, ActLayout::kNatural);
+        ScalarQuantOps().quantize_acts(x.data(), 0, m, a);
+        std::vector<float> mapped(static_cast<size_t>(m * n));
+        QuantMatMulWith(ScalarQuantOps(), base, w.data(), n, k, x.data(), m, mapped.data(), ctx);
+        std::vector<float> y(static_cast<size_t>(m * n), -7.0f), ys = y;
+        scalar(packed.data(), k, 1, 3, a, m, y.data(), n);
+        for (int64_t i = 0; i < m; ++i)
+          for (int64_t j = 0; j < n; ++j) {
+            const size_t at = static_cast<size_t>(i * n + j);
+            if (j < 16) {
+              EXPECT_EQ(y[at], -7.0f);
+            } else {
+              EXPECT_EQ(y[at], mapped[at]) << i << "," << j;
+            }
           }
+        if (simd) {
+          simd(packed.data(), k, 1, 3, a, m, ys.data(), n);
+          EXPECT_EQ(0, std::memcmp(ys.data(), y.data(), sizeof(float) * y.size()));
         }
-      if (simd) {
-        simd(packed.data(), k, 1, 3, a, m, ys.data(), n);
-        EXPECT_EQ(0, std::memcmp(ys.data(), y.data(), sizeof(float) * y.size()));
       }
     }
   }

@@ -164,6 +164,27 @@ TEST(WeightMatMul, Q4_0x16MatchesQ4_0ForAnyRowsAndThreads) {
               HasSubstr("tiles of 16"));
 }
 
+TEST(WeightMatMul, KQuantTilesEqualTheMappedBlocksForAnyRowsAndThreads) {
+  if (!Q4_0x16Kernel()) GTEST_SKIP() << "no AVX-512 VNNI: tiled weights are never made here";
+  Rng rng(7);
+  for (const DType tiled : {DType::kQ4_Kx16, DType::kQ6_Kx16}) {
+    const TestWeight w(tiled == DType::kQ4_Kx16 ? DType::kQ4_K : DType::kQ6_K, 48, 768, rng);
+    Tensor x16(tiled, {w.n, w.k});
+    RepackTiled(tiled, w.q.data(), w.n, w.k, x16.raw());
+    for (int64_t m : {1, 5, 8, 9, 21}) {
+      const std::vector<float> x = RandomNormal<float>(rng, m * w.k);
+      Context one({.threads = 1});
+      const std::vector<float> want = Alone(x, m, w, one);
+      for (int threads : {1, 2, 3}) {
+        Context ctx({.threads = threads});
+        std::vector<float> y(static_cast<size_t>(m * w.n), -1.0f);
+        WeightMatMul(CView<float>(x.data(), {m, w.k}), x16, View<float>(y.data(), {m, w.n}), ctx);
+        EXPECT_EQ(y, want) << DTypeName(tiled) << " m=" << m << " threads=" << threads;
+      }
+    }
+  }
+}
+
 TEST(WeightMatMul, QuantisedProductsStayCloseToTheDoubleReference) {
   // What activation quantisation costs on top of the weights' own rounding (NMSE per product).
   Rng rng(4);

@@ -598,7 +598,7 @@ TEST(GgufModel, Q4_0RegroupedForDecodeMatchesTheMappedFile) {
     o.scheme = GgufScheme::kQ4_0;
     SaveGgufModel(r.cfg, r.w, path, o);
     {
-      // Q4_K_M: its Q6_K matrices become Q6_Kx16 (the mapped kernels' bits), Q4_K ones stay.
+      // Q4_K_M: its Q4_K and Q6_K matrices become Q4_Kx16 and Q6_Kx16 (the mapped kernels' bits).
       const std::string km = TmpPath("q6x16.gguf");
       GgufSaveOptions ok;
       ok.scheme = GgufScheme::kQ4_K_M;
@@ -610,15 +610,21 @@ TEST(GgufModel, Q4_0RegroupedForDecodeMatchesTheMappedFile) {
       EXPECT_EQ(RepackForDecode(b.weights, ctx), q6) << name;
       int tiled = 0;
       b.weights.ForEachTensor([&](const std::string& tn, Tensor& t) {
-        tiled += t.defined() && t.dtype() == DType::kQ6_Kx16;
+        tiled += t.defined() && kernels::IsTiled(t.dtype());
         // The embedding (looked up by row) and lm_head (300 rows: not whole tiles) stay.
         if (t.defined() && tn != "embed" && t.shape()[0] % 16 == 0) {
           EXPECT_NE(t.dtype(), DType::kQ6_K) << tn << ": a Q6_K matrix of whole tiles stayed";
+          EXPECT_NE(t.dtype(), DType::kQ4_K) << tn << ": a Q4_K matrix of whole tiles stayed";
         }
       });
+      int q4k = 0;
       for (const LayerWeights& L : b.weights.layers)
         for (const auto& e : L.moe.experts)
-          for (const Tensor* t : {&e.gate, &e.up, &e.down}) tiled += t->dtype() == DType::kQ6_Kx16;
+          for (const Tensor* t : {&e.gate, &e.up, &e.down}) {
+            tiled += kernels::IsTiled(t->dtype());
+            q4k += t->dtype() == DType::kQ4_Kx16;
+          }
+      EXPECT_GT(q4k, 0) << name;
       EXPECT_EQ(tiled > 0, q6 > 0) << name;
       EXPECT_EQ(Logits(b.config, b.weights, toks), Logits(a.config, a.weights, toks)) << name;
       fs::remove(km);

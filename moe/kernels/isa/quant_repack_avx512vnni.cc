@@ -1,8 +1,9 @@
-// The Q4_0x16 few-row kernel with AVX-512 VNNI (see moe/kernels/quant_repack.h). Compiled with
-// -mavx512vnni; called only through Q4_0x16Kernel(), which checks the CPU.
+// The tiled few-row kernels (Q4_0x16, Q4_Kx16, Q6_Kx16) with AVX-512 VNNI (see quant_repack.h).
+// Compiled with -mavx512vnni; called only through TiledKernel(), which checks the CPU.
 #include <immintrin.h>
 
 #include <cstdint>
+#include <cstring>
 
 #include "moe/kernels/quant_repack.h"
 
@@ -140,7 +141,112 @@ void Q6Tiles(const uint8_t* w, int64_t k, int64_t t0, int64_t t1, const QuantAct
     Q6Tile<M>(w + t * nb * kQ6TileBytes, nb, a, y + t * kQ4_0x16Rows, ldy);
 }
 
+// ---- Q4_Kx16 ----
+
+constexpr int64_t kQ4KTileBytes = kQ4_0x16Rows * qk::kQ4_KBytes;
+
+// One tile against M activation rows. Per super-block: the 16 rows' packed scale dwords unpacked
+// as in UnpackScaleMinK4, lane by lane; the mins' term sum_s m_s * (bsum_2s + bsum_2s+1) as 8
+// vpdpwssd of (m_s, m_s) int16 pairs with the activation's bsum pairs; per chunk c the 8 nibble
+// vectors against the activation quads (8 vpdpbusd for sub-block 2c, 8 for 2c + 1) times the
+// rows' scales. Then (d_w * d_x) * float(isum) - (dmin_w * d_x) * float(msum) into acc[b % 4] and
+// (acc0 + acc2) + (acc1 + acc3) at the end: the mapped kernels' integers and order.
+template <int M>
+void Q4KTile(const uint8_t* w, int64_t nb, const QuantActs& a, float* y, int64_t ldy) {
+  const __m512i m4 = _mm512_set1_epi8(0x0F), m6 = _mm512_set1_epi8(0x3F),
+                m2 = _mm512_set1_epi8(0x03), byte = _mm512_set1_epi32(0xFF);
+  __m512 acc[4][M];
+  for (int p = 0; p < 4; ++p)
+    for (int i = 0; i < M; ++i) acc[p][i] = _mm512_setzero_ps();
+  for (int64_t b = 0; b < nb; ++b) {
+    const uint8_t* tile = w + b * kQ4KTileBytes;
+    const __m512i u0 = _mm512_loadu_si512(tile + 64), u1 = _mm512_loadu_si512(tile + 128),
+                  u2 = _mm512_loadu_si512(tile + 192);
+    // Byte s % 4 of sc[s / 4] (m[s / 4]) in each dword is row r's scale (min) of sub-block s.
+    const __m512i sc[2] = {
+        _mm512_and_si512(u0, m6),
+        _mm512_or_si512(_mm512_and_si512(u2, m4),
+                        _mm512_slli_epi32(_mm512_and_si512(_mm512_srli_epi32(u0, 6), m2), 4))};
+    const __m512i mn[2] = {
+        _mm512_and_si512(u1, m6),
+        _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi32(u2, 4), m4),
+                        _mm512_slli_epi32(_mm512_and_si512(_mm512_srli_epi32(u1, 6), m2), 4))};
+    const auto sub = [&](const __m512i* v, int s) {
+      return _mm512_and_si512(_mm512_srli_epi32(v[s / 4], 8 * (s % 4)), byte);
+    };
+    __m512i isum[M], msum[M];
+    for (int i = 0; i < M; ++i) {
+      isum[i] = _mm512_setzero_si512();
+      msum[i] = _mm512_setzero_si512();
+    }
+    for (int s = 0; s < 8; ++s) {
+      const __m512i m = sub(mn, s);
+      const __m512i pair = _mm512_or_si512(m, _mm512_slli_epi32(m, 16));  // (m_s, m_s) as int16
+      for (int i = 0; i < M; ++i) {
+        int32_t bs;  // bsums 2s and 2s + 1: the int16 pair of sub-block s
+        std::memcpy(&bs, a.bsums(i) + 16 * b + 2 * s, 4);
+        msum[i] = _mm512_dpwssd_epi32(msum[i], pair, _mm512_set1_epi32(bs));
+      }
+    }
+    for (int c = 0; c < 4; ++c) {
+      const uint8_t* chunk = tile + 256 + 512 * c;
+      __m512i lo[8], hi[8];
+      for (int v = 0; v < 8; ++v) {
+        const __m512i q = _mm512_loadu_si512(chunk + 64 * v);
+        lo[v] = _mm512_and_si512(q, m4);
+        hi[v] = _mm512_and_si512(_mm512_srli_epi16(q, 4), m4);
+      }
+      const __m512i sc_lo = sub(sc, 2 * c), sc_hi = sub(sc, 2 * c + 1);
+      for (int i = 0; i < M; ++i) {
+        const int32_t* x4 = reinterpret_cast<const int32_t*>(a.qs(i) + 256 * b + 64 * c);
+        __m512i slo = _mm512_setzero_si512(), shi = _mm512_setzero_si512();
+        for (int v = 0; v < 8; ++v) {
+          slo = _mm512_dpbusd_epi32(slo, lo[v], _mm512_set1_epi32(x4[v]));
+          shi = _mm512_dpbusd_epi32(shi, hi[v], _mm512_set1_epi32(x4[8 + v]));
+        }
+        isum[i] = _mm512_add_epi32(isum[i], _mm512_add_epi32(_mm512_mullo_epi32(slo, sc_lo),
+                                                             _mm512_mullo_epi32(shi, sc_hi)));
+      }
+    }
+    const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(tile)));
+    const __m512 dm =
+        _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(tile + 32)));
+    for (int i = 0; i < M; ++i) {
+      const __m512 dx = _mm512_set1_ps(a.d(i)[b]);
+      const __m512 t =
+          _mm512_sub_ps(_mm512_mul_ps(_mm512_mul_ps(dw, dx), _mm512_cvtepi32_ps(isum[i])),
+                        _mm512_mul_ps(_mm512_mul_ps(dm, dx), _mm512_cvtepi32_ps(msum[i])));
+      acc[b % 4][i] = _mm512_add_ps(acc[b % 4][i], t);
+    }
+  }
+  for (int i = 0; i < M; ++i)
+    _mm512_storeu_ps(y + i * ldy, _mm512_add_ps(_mm512_add_ps(acc[0][i], acc[2][i]),
+                                                _mm512_add_ps(acc[1][i], acc[3][i])));
+}
+
+template <int M>
+void Q4KTiles(const uint8_t* w, int64_t k, int64_t t0, int64_t t1, const QuantActs& a, float* y,
+              int64_t ldy) {
+  const int64_t nb = k / 256;
+  for (int64_t t = t0; t < t1; ++t)
+    Q4KTile<M>(w + t * nb * kQ4KTileBytes, nb, a, y + t * kQ4_0x16Rows, ldy);
+}
+
 }  // namespace
+
+void Q4_Kx16DotAvx512Vnni(const uint8_t* w, int64_t k, int64_t t0, int64_t t1,
+                          const QuantActs& a, int64_t m, float* y, int64_t ldy) {
+  switch (m) {
+    case 1: return Q4KTiles<1>(w, k, t0, t1, a, y, ldy);
+    case 2: return Q4KTiles<2>(w, k, t0, t1, a, y, ldy);
+    case 3: return Q4KTiles<3>(w, k, t0, t1, a, y, ldy);
+    case 4: return Q4KTiles<4>(w, k, t0, t1, a, y, ldy);
+    case 5: return Q4KTiles<5>(w, k, t0, t1, a, y, ldy);
+    case 6: return Q4KTiles<6>(w, k, t0, t1, a, y, ldy);
+    case 7: return Q4KTiles<7>(w, k, t0, t1, a, y, ldy);
+    default: return Q4KTiles<8>(w, k, t0, t1, a, y, ldy);
+  }
+}
 
 void Q6_Kx16DotAvx512Vnni(const uint8_t* w, int64_t k, int64_t t0, int64_t t1,
                           const QuantActs& a, int64_t m, float* y, int64_t ldy) {
