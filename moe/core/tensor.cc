@@ -56,9 +56,39 @@ void* AlignedAlloc(size_t bytes) {
 
 void AlignedFree(void* p) { std::free(p); }
 
-void Tensor::Free::operator()(void* p) const { AlignedFree(p); }
+void Tensor::Free::operator()(void* p) const {
+  if (mapped != 0) {
+    (void)::munmap(p, mapped);
+  } else {
+    AlignedFree(p);
+  }
+}
 
 Tensor::Tensor(DType dtype, Shape shape) { Resize(dtype, shape, /*zero=*/true); }
+
+Tensor Tensor::Uninitialized(DType dtype, Shape shape) {
+  const size_t bytes = TensorBytes(dtype, shape);
+  Tensor t;
+  t.dtype_ = dtype;
+  t.shape_ = shape;
+  t.data_ = std::unique_ptr<void, Free>(AlignedAlloc(bytes), Free{});
+  t.capacity_ = bytes;
+  return t;
+}
+
+Tensor Tensor::LazyZeros(DType dtype, Shape shape) {
+  const size_t bytes = TensorBytes(dtype, shape);
+  if (bytes == 0) return Tensor(dtype, shape);
+  void* p = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  MOE_CHECK(p != MAP_FAILED, "alloc", "out of memory mapping {} bytes for {} {}", bytes,
+            DTypeName(dtype), shape.str());
+  Tensor t;
+  t.dtype_ = dtype;
+  t.shape_ = shape;
+  t.data_ = std::unique_ptr<void, Free>(p, Free(bytes));
+  t.capacity_ = bytes;
+  return t;
+}
 
 size_t TensorBytes(DType dtype, const Shape& shape) {
   int64_t n = 1;
@@ -121,7 +151,7 @@ void Tensor::Resize(DType dtype, Shape shape, bool zero) {
   dtype_ = dtype;
   shape_ = shape;
   if (bytes > capacity_ || !data_) {
-    data_.reset(AlignedAlloc(bytes));
+    data_ = std::unique_ptr<void, Free>(AlignedAlloc(bytes), Free{});
     capacity_ = bytes;
     zero = true;
   }
@@ -134,7 +164,7 @@ void Tensor::SetZero() {
 }
 
 Tensor Tensor::Clone() const {
-  Tensor t(dtype_, shape_);
+  Tensor t = Uninitialized(dtype_, shape_);
   if (nbytes()) std::memcpy(t.raw(), raw(), nbytes());
   return t;
 }

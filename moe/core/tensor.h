@@ -74,14 +74,22 @@ using CView = View<const T>;
 // whole number of blocks (Error naming the shape otherwise); absurd sizes are an Error.
 size_t TensorBytes(DType dtype, const Shape& shape);
 
-// Tensor. Owned storage is 64-byte aligned and zero-initialised on allocation. A borrowed tensor
-// (Borrow) points at read-only memory kept alive by `owner`: its const views work as usual, while
-// mutable access (raw(), view<T>()) is an Error; Resize gives it owned storage again.
+// Tensor. Owned storage is 64-byte aligned and zero-initialised on allocation (but see
+// Uninitialized and LazyZeros). A borrowed tensor (Borrow) points at read-only memory kept alive
+// by `owner`: its const views work as usual, while mutable access (raw(), view<T>()) is an Error;
+// Resize gives it owned storage again.
 class Tensor {
  public:
   Tensor() = default;
   Tensor(DType dtype, Shape shape);
   static Tensor Zeros(DType dtype, Shape shape) { return Tensor(dtype, shape); }
+  // Owned storage whose contents are unspecified, for a caller that writes every byte next (no
+  // pass over the memory before the caller's own).
+  static Tensor Uninitialized(DType dtype, Shape shape);
+  // Zero storage mapped from the OS in 4 KiB pages that become resident when first written: for
+  // big buffers filled from the front, such as a KV cache sized for a whole context (costs no
+  // time or memory for the part never reached).
+  static Tensor LazyZeros(DType dtype, Shape shape);
   // TensorBytes(dtype, shape) bytes at `data`, valid while `owner` lives.
   static Tensor Borrow(DType dtype, Shape shape, const void* data, std::shared_ptr<const void> owner);
   // Dtype and shape without storage (a model's layout before its weights are streamed in one
@@ -133,6 +141,9 @@ class Tensor {
 
  private:
   struct Free {
+    Free() : mapped(0) {}
+    explicit Free(size_t bytes) : mapped(bytes) {}
+    size_t mapped;  // bytes of an mmap (LazyZeros), else 0: from AlignedAlloc
     void operator()(void* p) const;
   };
   void CheckType(DType want) const;

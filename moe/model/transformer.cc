@@ -309,11 +309,12 @@ void KvCache::Allocate(const ModelConfig& cfg, int64_t max_tokens) {
   const MlaConfig& m = cfg.mla;
   for (int64_t l = 0; l < cfg.n_layers; ++l) {
     if (m.enabled()) {  // the latent: keys [c | k_pe], values c (one head)
-      k.emplace_back(DType::kF32, Shape{max_tokens, 1, m.kv_lora_rank + m.qk_rope_head_dim});
-      v.emplace_back(DType::kF32, Shape{max_tokens, 1, m.kv_lora_rank});
+      k.push_back(Tensor::LazyZeros(DType::kF32, {max_tokens, 1, m.kv_lora_rank + m.qk_rope_head_dim}));
+      v.push_back(Tensor::LazyZeros(DType::kF32, {max_tokens, 1, m.kv_lora_rank}));
     } else {
-      k.emplace_back(DType::kF32, Shape{cfg.n_kv_heads, max_tokens, cfg.head_dim});
-      v.emplace_back(DType::kF32, Shape{cfg.n_kv_heads, max_tokens, cfg.v_head_dim()});
+      // Pages become resident as each head's rows fill: a short chat holds little of a long context.
+      k.push_back(Tensor::LazyZeros(DType::kF32, {cfg.n_kv_heads, max_tokens, cfg.head_dim}));
+      v.push_back(Tensor::LazyZeros(DType::kF32, {cfg.n_kv_heads, max_tokens, cfg.v_head_dim()}));
     }
   }
   length = 0;
