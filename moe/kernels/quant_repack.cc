@@ -133,15 +133,22 @@ void MoveQ6(const uint8_t* src, int64_t n, int64_t k, uint8_t* dst) {
           uint8_t* out = dst + tile;
           std::memcpy(out + 2 * r, in + 208, 2);
           for (int s = 0; s < 16; ++s) out[kQ6Scales + 16 * s + r] = in[192 + s];
-          for (int e = 0; e < 256; ++e) {
-            const Q6Pos q = Q6At(e);
-            const uint8_t lo = (in[q.ql] >> q.ql_shift) & 0xF, hi = (in[q.qh] >> q.qh_shift) & 3;
-            const int g = e / 4, u = e % 4;  // group of 4 values
-            uint8_t& l = out[Q6Low(g % 32) + 4 * r + u];
-            l = static_cast<uint8_t>(g < 32 ? (l & 0xF0) | lo : (l & 0x0F) | (lo << 4));
-            uint8_t& hb = out[Q6High(g % 16) + 4 * r + u];
-            const int sh = 2 * (g / 16);
-            hb = static_cast<uint8_t>((hb & ~(3 << sh)) | (hi << sh));
+          // Group g (values 4g..4g+3) has consecutive ql and qh bytes with one shift each: its 4
+          // low nibbles and 4 high bit pairs as one dword each, then whole dwords of the tile.
+          const auto bits = [&](int g, bool high) {
+            const Q6Pos q = Q6At(4 * g);
+            uint32_t v;
+            std::memcpy(&v, in + (high ? q.qh : q.ql), 4);
+            return high ? (v >> q.qh_shift) & 0x03030303u : (v >> q.ql_shift) & 0x0F0F0F0Fu;
+          };
+          for (int p = 0; p < 32; ++p) {
+            const uint32_t l = bits(p, false) | bits(p + 32, false) << 4;
+            std::memcpy(out + Q6Low(p) + 4 * r, &l, 4);
+          }
+          for (int p = 0; p < 16; ++p) {
+            const uint32_t h = bits(p, true) | bits(p + 16, true) << 2 | bits(p + 32, true) << 4 |
+                               bits(p + 48, true) << 6;
+            std::memcpy(out + Q6High(p) + 4 * r, &h, 4);
           }
         } else {
           const uint8_t* in = src + tile;
