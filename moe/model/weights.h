@@ -57,17 +57,18 @@ struct ModelWeights;
 // the loaders for inference call it. Infer works without them, only slower.
 void DeriveInferenceWeights(const ModelConfig& cfg, ModelWeights& w);
 
-// The Q4_0 and Q6_K matrices of a model loaded for inference that RepackForDecode regroups as
-// Q4_0x16 / Q6_Kx16 (moe/kernels/quant_repack.h): attention projections (not MLA's kv_b and its
-// derived kt, which are sliced per head), the dense FFN, every routed and shared expert, and an
-// untied lm_head, each with rows in multiples of 16. The embedding table stays (rows are looked
-// up by token). Bytes they hold:
+// The Q4_0, Q4_K and Q6_K matrices of a model loaded for inference that RepackForDecode
+// regroups as Q4_0x16 / Q4_Kx16 / Q6_Kx16 (moe/kernels/quant_repack.h): attention projections
+// (not MLA's kv_b and its derived kt, which are sliced per head), the dense FFN, every routed and
+// shared expert, and an untied lm_head, each with rows in multiples of 16. The embedding table
+// stays (rows are looked up by token). Bytes they hold:
 int64_t RepackableBytes(const ModelWeights& w);
-// Replaces each of them with an owned tiled copy (the borrowed original is released) and
-// returns the bytes repacked; rows are split over ctx's threads. Call only where the kernel runs
-// (kernels::Q4_0x16Kernel() non-null): elsewhere the products of such weights are an Error.
-// `copied(data, bytes)`, when set, is called with each borrowed original once it is copied (the
-// GGUF loader drops those pages of its mapping from the resident set).
+// Replaces each of them with a tiled copy (the original, if borrowed, is released) and returns
+// the bytes repacked; rows are split over ctx's threads. The copies share one allocation (huge
+// pages where the OS gives them) and are read-only views of it, like mapped weights. Call only
+// where the kernels run (kernels::Q4_0x16Kernel() non-null): elsewhere the products of such
+// weights are an Error. `copied(data, bytes)`, when set, is called with each borrowed original
+// once it is copied (the GGUF loader drops those pages of its mapping from the resident set).
 int64_t RepackForDecode(ModelWeights& w, Context& ctx,
                         const std::function<void(const void*, int64_t)>& copied = {});
 

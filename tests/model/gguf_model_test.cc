@@ -640,8 +640,19 @@ TEST(GgufModel, Q4_0RegroupedForDecodeMatchesTheMappedFile) {
     for (const Tensor* t : {&L0.wq, &L0.wk, &L0.wv, &L0.wo, &L0.moe.experts[0].gate,
                             &L0.moe.experts[3].down}) {
       EXPECT_EQ(t->dtype(), DType::kQ4_0x16) << name;
-      EXPECT_FALSE(t->borrowed()) << name;
     }
+    // The copies lie in one block of about their bytes (each start 64-byte aligned).
+    uintptr_t lo = UINTPTR_MAX, hi = 0;
+    for (const LayerWeights& L : packed.weights.layers)
+      for (const auto& e : L.moe.experts)
+        for (const Tensor* t : {&e.gate, &e.up, &e.down, &L.wq, &L.wo}) {
+          ASSERT_EQ(t->dtype(), DType::kQ4_0x16) << name;
+          const auto p = reinterpret_cast<uintptr_t>(std::as_const(*t).raw());
+          EXPECT_EQ(p % 64, 0u) << name;
+          lo = std::min(lo, p);
+          hi = std::max(hi, p + t->nbytes());
+        }
+    EXPECT_LE(hi - lo, static_cast<uintptr_t>(bytes) + 64 * 1000) << name;
     if (shared) {
       EXPECT_EQ(L0.moe.shared.up.dtype(), DType::kQ4_0x16);
     }
