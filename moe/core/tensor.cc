@@ -82,6 +82,11 @@ Tensor Tensor::LazyZeros(DType dtype, Shape shape) {
   void* p = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   MOE_CHECK(p != MAP_FAILED, "alloc", "out of memory mapping {} bytes for {} {}", bytes,
             DTypeName(dtype), shape.str());
+#if defined(MADV_NOHUGEPAGE)
+  // 4 KiB pages even where transparent huge pages are "always": a 2 MiB page would commit other
+  // heads' rows of a KV cache long before they are reached. Advice only; failure is harmless.
+  (void)::madvise(p, bytes, MADV_NOHUGEPAGE);
+#endif
   Tensor t;
   t.dtype_ = dtype;
   t.shape_ = shape;

@@ -2,8 +2,10 @@
 #include "moe/core/tensor.h"
 
 #include <gtest/gtest.h>
+#include <sys/mman.h>
 
 #include <cstdint>
+#include <cstring>
 #include <memory>
 #include <stdexcept>
 #include <utility>
@@ -20,6 +22,45 @@ TEST(Tensor, AllocatesZeroedAndAligned) {
   EXPECT_EQ(reinterpret_cast<uintptr_t>(t.raw()) % kAlign, 0u);
   auto v = t.view<float>();
   for (int64_t i = 0; i < v.numel(); ++i) EXPECT_EQ(v[i], 0.0f);
+}
+
+TEST(Tensor, LazyZerosIsZeroWritableAndResidentOnlyWhereWritten) {
+  // 64 MiB, of which one page per MiB is written: the rest is never committed.
+  Tensor t = Tensor::LazyZeros(DType::kF32, {64, 1 << 18});
+  ASSERT_EQ(t.nbytes(), size_t{64} << 20);
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(t.raw()) % 64, 0u);
+  constexpr int64_t kRow = 1 << 18;
+  auto* v = static_cast<float*>(t.raw());
+  for (int64_t r = 0; r < 64; ++r) {
+    EXPECT_EQ(v[r * kRow], 0.0f);
+    EXPECT_EQ(v[r * kRow + kRow - 1], 0.0f);
+    v[r * kRow + 7] = static_cast<float>(r);
+  }
+  // A page of row 0 never read or written is not resident (mincore: bit 0 of its byte).
+  unsigned char resident = 1;
+  ASSERT_EQ(::mincore(v + kRow / 2, 4096, &resident), 0);
+  EXPECT_EQ(resident & 1, 0);
+  ASSERT_EQ(::mincore(v, 4096, &resident), 0);
+  EXPECT_EQ(resident & 1, 1);
+  Tensor moved = std::move(t);  // the mapping moves with the tensor and is unmapped once
+  const auto* mv = static_cast<const float*>(std::as_const(moved).raw());
+  for (int64_t r = 0; r < 64; ++r) EXPECT_EQ(mv[r * kRow + 7], static_cast<float>(r));
+  // Resizing within the mapping keeps it; growing past it takes ordinary storage.
+  moved.Resize(DType::kF32, {16}, /*zero=*/true);
+  EXPECT_EQ(static_cast<const float*>(std::as_const(moved).raw())[3], 0.0f);
+  moved.Resize(DType::kF32, {64, 2 * kRow}, /*zero=*/false);
+  EXPECT_EQ(moved.nbytes(), size_t{128} << 20);
+  EXPECT_EQ(Tensor::LazyZeros(DType::kF32, {0, 4}).nbytes(), 0u);
+  EXPECT_THROW(Tensor::LazyZeros(DType::kF32, {int64_t{1} << 40, int64_t{1} << 20}), Error);
+}
+
+TEST(Tensor, UninitializedHasTheShapeAndOwnsItsStorage) {
+  Tensor t = Tensor::Uninitialized(DType::kQ4_0, {16, 64});
+  EXPECT_EQ(t.nbytes(), size_t{16 * 2 * 18});
+  EXPECT_FALSE(t.borrowed());
+  std::memset(t.raw(), 0xAB, t.nbytes());
+  EXPECT_EQ(static_cast<const uint8_t*>(std::as_const(t).raw())[t.nbytes() - 1], 0xAB);
+  EXPECT_THROW(Tensor::Uninitialized(DType::kQ4_0, {16, 40}), Error);  // not whole blocks
 }
 
 TEST(Tensor, WrongDtypeViewIsAnError) {
