@@ -9,12 +9,12 @@
 
 namespace moe {
 
-// kQ4_0x16, kQ4_Kx16, kQ6_Kx16: Q4_0, Q4_K and Q6_K regrouped in tiles of 16 rows for the decode kernels
-// (moe/kernels/quant_repack.h), in-memory layouts of inference weights only (never read from or
-// written to a file); a [rows, cols] matrix of one has the bytes of the original, and rows come
-// in multiples of 16.
+// kQ4_0x16, kQ4_Kx16, kQ5_Kx16, kQ6_Kx16: Q4_0 and the K-quants regrouped in tiles of 16 rows for
+// the decode kernels (moe/kernels/quant_repack.h), in-memory layouts of inference weights only
+// (never read from or written to a file); a [rows, cols] matrix of one has the bytes of the
+// original, and rows come in multiples of 16.
 enum class DType : uint8_t {
-  kF32, kF64, kBF16, kF16, kQ8_0, kQ4_0, kQ4_K, kQ5_K, kQ6_K, kQ4_0x16, kQ4_Kx16, kQ6_Kx16
+  kF32, kF64, kBF16, kF16, kQ8_0, kQ4_0, kQ4_K, kQ5_K, kQ6_K, kQ4_0x16, kQ4_Kx16, kQ5_Kx16, kQ6_Kx16
 };
 
 std::string_view DTypeName(DType t);
@@ -32,6 +32,7 @@ constexpr int64_t DTypeBlockValues(DType t) {
     case DType::kQ4_K:
     case DType::kQ4_Kx16:
     case DType::kQ5_K:
+    case DType::kQ5_Kx16:
     case DType::kQ6_K:
     case DType::kQ6_Kx16: return 256;
     default: return 1;
@@ -44,7 +45,8 @@ constexpr int64_t DTypeBlockBytes(DType t) {
     case DType::kQ4_0x16: return 18;
     case DType::kQ4_K:
     case DType::kQ4_Kx16: return 144;
-    case DType::kQ5_K: return 176;
+    case DType::kQ5_K:
+    case DType::kQ5_Kx16: return 176;
     case DType::kQ6_K:
     case DType::kQ6_Kx16: return 210;
     default: return static_cast<int64_t>(DTypeSize(t));

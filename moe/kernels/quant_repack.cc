@@ -195,34 +195,42 @@ void Q6_Kx16DotScalar(const uint8_t* w, int64_t k, int64_t t0, int64_t t1, const
 
 }  // namespace moe::kernels
 
-// ---- Q4_Kx16 -------------------------------------------------------------------------------------
+// ---- Q4_Kx16 and Q5_Kx16 -------------------------------------------------------------------------
 
 namespace moe::kernels {
 namespace {
 
-constexpr int64_t kQ4KTileBytes = kQ4_0x16Rows * qk::kQ4_KBytes;  // 2304
-// Byte offsets inside a tile-block of row r's parts: d, dmin, scale dword u (0..2), and qs dword
-// (c, v) of chunk c (0..3), vector v (0..7).
-constexpr int64_t Q4KD(int64_t r) { return 2 * r; }
-constexpr int64_t Q4KDmin(int64_t r) { return 32 + 2 * r; }
-constexpr int64_t Q4KScales(int64_t u, int64_t r) { return 64 + 64 * u + 4 * r; }
-constexpr int64_t Q4KQs(int64_t c, int64_t v, int64_t r) { return 256 + 512 * c + 64 * v + 4 * r; }
-
-void CheckQ4KDims(const char* op, int64_t n, int64_t k) {
-  MOE_CHECK(n >= 0 && k >= 0 && n % kQ4_0x16Rows == 0 && k % qk::kQK == 0, "quant",
-            "{}: a [{}, {}] matrix cannot be tiled as Q4_Kx16 (rows a multiple of 16, columns of "
-            "256)",
-            op, n, k);
+// Q5_K adds its 32 qh bytes per row as 8 vectors after the scales (kHigh); the rest is Q4_K's.
+template <bool kHigh>
+constexpr int64_t KBlockBytes() { return kHigh ? qk::kQ5_KBytes : qk::kQ4_KBytes; }
+template <bool kHigh>
+constexpr int64_t KTileBytes() { return kQ4_0x16Rows * KBlockBytes<kHigh>(); }  // 2304 / 2816
+// Byte offsets inside a tile-block of row r's parts: d, dmin, scale dword u (0..2), qh dword v
+// (Q5_K), and qs dword (c, v) of chunk c (0..3), vector v (0..7).
+constexpr int64_t KD(int64_t r) { return 2 * r; }
+constexpr int64_t KDmin(int64_t r) { return 32 + 2 * r; }
+constexpr int64_t KScales(int64_t u, int64_t r) { return 64 + 64 * u + 4 * r; }
+constexpr int64_t KQh(int64_t v, int64_t r) { return 256 + 64 * v + 4 * r; }
+template <bool kHigh>
+constexpr int64_t KQs(int64_t c, int64_t v, int64_t r) {
+  return (kHigh ? 768 : 256) + 512 * c + 64 * v + 4 * r;
 }
 
-template <bool kToTiles>
-void MoveQ4K(const uint8_t* src, int64_t n, int64_t k, uint8_t* dst) {
-  const int64_t nb = k / qk::kQK, row_bytes = nb * qk::kQ4_KBytes;
+template <bool kHigh>
+void CheckKDims(const char* op, int64_t n, int64_t k) {
+  MOE_CHECK(n >= 0 && k >= 0 && n % kQ4_0x16Rows == 0 && k % qk::kQK == 0, "quant",
+            "{}: a [{}, {}] matrix cannot be tiled as {} (rows a multiple of 16, columns of 256)",
+            op, n, k, kHigh ? "Q5_Kx16" : "Q4_Kx16");
+}
+
+template <bool kToTiles, bool kHigh>
+void MoveK(const uint8_t* src, int64_t n, int64_t k, uint8_t* dst) {
+  const int64_t nb = k / qk::kQK, row_bytes = nb * KBlockBytes<kHigh>();
   for (int64_t t = 0; t < n / kQ4_0x16Rows; ++t)
     for (int64_t b = 0; b < nb; ++b) {
-      const int64_t tile = (t * nb + b) * kQ4KTileBytes;
+      const int64_t tile = (t * nb + b) * KTileBytes<kHigh>();
       for (int64_t r = 0; r < kQ4_0x16Rows; ++r) {
-        const int64_t blk = (t * kQ4_0x16Rows + r) * row_bytes + b * qk::kQ4_KBytes;
+        const int64_t blk = (t * kQ4_0x16Rows + r) * row_bytes + b * KBlockBytes<kHigh>();
         // (offset in the block, offset in the tile, length) of every piece of row r's block.
         const auto piece = [&](int64_t in_block, int64_t in_tile, int64_t len) {
           if constexpr (kToTiles)
@@ -230,40 +238,65 @@ void MoveQ4K(const uint8_t* src, int64_t n, int64_t k, uint8_t* dst) {
           else
             std::memcpy(dst + blk + in_block, src + tile + in_tile, static_cast<size_t>(len));
         };
-        piece(0, Q4KD(r), 2);
-        piece(2, Q4KDmin(r), 2);
-        for (int64_t u = 0; u < 3; ++u) piece(4 + 4 * u, Q4KScales(u, r), 4);
+        piece(0, KD(r), 2);
+        piece(2, KDmin(r), 2);
+        for (int64_t u = 0; u < 3; ++u) piece(4 + 4 * u, KScales(u, r), 4);
+        if constexpr (kHigh)
+          for (int64_t v = 0; v < 8; ++v) piece(16 + 4 * v, KQh(v, r), 4);
+        const int64_t qs = kHigh ? 48 : 16;
         for (int64_t c = 0; c < 4; ++c)
-          for (int64_t v = 0; v < 8; ++v) piece(16 + 32 * c + 4 * v, Q4KQs(c, v, r), 4);
+          for (int64_t v = 0; v < 8; ++v) piece(qs + 32 * c + 4 * v, KQs<kHigh>(c, v, r), 4);
       }
     }
+}
+
+template <bool kHigh>
+void KDotScalar(const uint8_t* w, int64_t k, int64_t t0, int64_t t1, const QuantActs& a,
+                int64_t m, float* y, int64_t ldy) {
+  const int64_t tile_bytes = k / qk::kQK * KTileBytes<kHigh>();
+  std::vector<uint8_t> rows(static_cast<size_t>(tile_bytes));
+  for (int64_t t = t0; t < t1; ++t) {
+    MoveK<false, kHigh>(w + t * tile_bytes, kQ4_0x16Rows, k, rows.data());
+    QuantDotRows(ScalarQuantOps(), kHigh ? QuantType::kQ5_K : QuantType::kQ4_K, rows.data(),
+                 tile_bytes / kQ4_0x16Rows, 0, kQ4_0x16Rows, a, m, y + t * kQ4_0x16Rows, ldy);
+  }
 }
 
 }  // namespace
 
 void RepackQ4_Kx16(const void* src, int64_t n, int64_t k, void* dst) {
-  CheckQ4KDims("RepackQ4_Kx16", n, k);
-  MoveQ4K<true>(static_cast<const uint8_t*>(src), n, k, static_cast<uint8_t*>(dst));
+  CheckKDims<false>("RepackQ4_Kx16", n, k);
+  MoveK<true, false>(static_cast<const uint8_t*>(src), n, k, static_cast<uint8_t*>(dst));
 }
 
 void UnpackQ4_Kx16(const void* src, int64_t n, int64_t k, void* dst) {
-  CheckQ4KDims("UnpackQ4_Kx16", n, k);
-  MoveQ4K<false>(static_cast<const uint8_t*>(src), n, k, static_cast<uint8_t*>(dst));
+  CheckKDims<false>("UnpackQ4_Kx16", n, k);
+  MoveK<false, false>(static_cast<const uint8_t*>(src), n, k, static_cast<uint8_t*>(dst));
+}
+
+void RepackQ5_Kx16(const void* src, int64_t n, int64_t k, void* dst) {
+  CheckKDims<true>("RepackQ5_Kx16", n, k);
+  MoveK<true, true>(static_cast<const uint8_t*>(src), n, k, static_cast<uint8_t*>(dst));
+}
+
+void UnpackQ5_Kx16(const void* src, int64_t n, int64_t k, void* dst) {
+  CheckKDims<true>("UnpackQ5_Kx16", n, k);
+  MoveK<false, true>(static_cast<const uint8_t*>(src), n, k, static_cast<uint8_t*>(dst));
 }
 
 void Q4_Kx16DotScalar(const uint8_t* w, int64_t k, int64_t t0, int64_t t1, const QuantActs& a,
                       int64_t m, float* y, int64_t ldy) {
-  const int64_t tile_bytes = k / qk::kQK * kQ4KTileBytes;
-  std::vector<uint8_t> rows(static_cast<size_t>(tile_bytes));
-  for (int64_t t = t0; t < t1; ++t) {
-    UnpackQ4_Kx16(w + t * tile_bytes, kQ4_0x16Rows, k, rows.data());
-    QuantDotRows(ScalarQuantOps(), QuantType::kQ4_K, rows.data(), tile_bytes / kQ4_0x16Rows, 0,
-                 kQ4_0x16Rows, a, m, y + t * kQ4_0x16Rows, ldy);
-  }
+  KDotScalar<false>(w, k, t0, t1, a, m, y, ldy);
+}
+
+void Q5_Kx16DotScalar(const uint8_t* w, int64_t k, int64_t t0, int64_t t1, const QuantActs& a,
+                      int64_t m, float* y, int64_t ldy) {
+  KDotScalar<true>(w, k, t0, t1, a, m, y, ldy);
 }
 
 bool IsTiled(DType t) {
-  return t == DType::kQ4_0x16 || t == DType::kQ4_Kx16 || t == DType::kQ6_Kx16;
+  return t == DType::kQ4_0x16 || t == DType::kQ4_Kx16 || t == DType::kQ5_Kx16 ||
+         t == DType::kQ6_Kx16;
 }
 
 QuantType TiledBase(DType t) {
@@ -271,6 +304,7 @@ QuantType TiledBase(DType t) {
   switch (t) {
     case DType::kQ4_0x16: return QuantType::kQ4_0;
     case DType::kQ4_Kx16: return QuantType::kQ4_K;
+    case DType::kQ5_Kx16: return QuantType::kQ5_K;
     default: return QuantType::kQ6_K;
   }
 }
@@ -279,6 +313,7 @@ DType TiledOf(QuantType t) {
   switch (t) {
     case QuantType::kQ4_0: return DType::kQ4_0x16;
     case QuantType::kQ4_K: return DType::kQ4_Kx16;
+    case QuantType::kQ5_K: return DType::kQ5_Kx16;
     case QuantType::kQ6_K: return DType::kQ6_Kx16;
     default: return DType::kF32;
   }
@@ -289,6 +324,7 @@ TiledDotFn TiledKernel(DType t) {
   switch (t) {
     case DType::kQ4_0x16: return &Q4_0x16DotAvx512Vnni;
     case DType::kQ4_Kx16: return &Q4_Kx16DotAvx512Vnni;
+    case DType::kQ5_Kx16: return &Q5_Kx16DotAvx512Vnni;
     case DType::kQ6_Kx16: return &Q6_Kx16DotAvx512Vnni;
     default: return nullptr;
   }
@@ -298,6 +334,7 @@ void RepackTiled(DType t, const void* src, int64_t n, int64_t k, void* dst) {
   switch (TiledBase(t)) {
     case QuantType::kQ4_0: return RepackQ4_0x16(src, n, k, dst);
     case QuantType::kQ4_K: return RepackQ4_Kx16(src, n, k, dst);
+    case QuantType::kQ5_K: return RepackQ5_Kx16(src, n, k, dst);
     default: return RepackQ6_Kx16(src, n, k, dst);
   }
 }

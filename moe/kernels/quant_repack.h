@@ -37,7 +37,7 @@ void UnpackQ4_0x16(const void* src, int64_t n, int64_t k, void* dst);
 
 // y[i * ldy + j] = row j of the tiled matrix w ([n, k]) . row i of the activations, for rows
 // j in [16 t0, 16 t1) and i < m (1..8). acts: in the natural order (ActLayout::kNatural), 32-value
-// blocks for Q4_0x16 and 256-value ones for Q4_Kx16 and Q6_Kx16, a.k == k.
+// blocks for Q4_0x16 and 256-value ones for the K-quant tiles, a.k == k.
 using TiledDotFn = void (*)(const uint8_t* w, int64_t k, int64_t t0, int64_t t1,
                             const QuantActs& a, int64_t m, float* y, int64_t ldy);
 using Q4_0x16DotFn = TiledDotFn;
@@ -70,7 +70,7 @@ void Q6_Kx16DotScalar(const uint8_t* w, int64_t k, int64_t t0, int64_t t1, const
 void Q6_Kx16DotAvx512Vnni(const uint8_t* w, int64_t k, int64_t t0, int64_t t1,
                           const QuantActs& a, int64_t m, float* y, int64_t ldy);
 
-// ---- Q4_Kx16 -------------------------------------------------------------------------------------
+// ---- Q4_Kx16, Q5_Kx16 -------------------------------------------------------------------------------------
 //
 // Q4_K (256-value super-blocks: f16 d and dmin, 12 bytes of packed 6-bit sub-block scales and
 // mins, 128 bytes of nibbles; see quant_ops.h) in tiles of 16 rows. Per tile and super-block
@@ -83,7 +83,16 @@ void Q6_Kx16DotAvx512Vnni(const uint8_t* w, int64_t k, int64_t t0, int64_t t1,
 // the results equal QuantMatMul's bit for bit.
 void RepackQ4_Kx16(const void* src, int64_t n, int64_t k, void* dst);  // n % 16, k % 256 == 0
 void UnpackQ4_Kx16(const void* src, int64_t n, int64_t k, void* dst);
-// Reference: each tile unpacked and run through the scalar mapped kernel.
+// Q5_Kx16 (16 * 176 bytes): the same with Q5_K's 32 qh bytes per row as 8 vectors QH[v] after
+// the scale vectors (dword r = row r's qh bytes 4v..4v+3; bit 2c of a byte is the fifth bit of
+// the low-nibble value of chunk c, bit 2c + 1 of the high one), then the nibble vectors.
+void RepackQ5_Kx16(const void* src, int64_t n, int64_t k, void* dst);  // n % 16, k % 256 == 0
+void UnpackQ5_Kx16(const void* src, int64_t n, int64_t k, void* dst);
+// References: each tile unpacked and run through the scalar mapped kernel.
+void Q5_Kx16DotScalar(const uint8_t* w, int64_t k, int64_t t0, int64_t t1, const QuantActs& a,
+                      int64_t m, float* y, int64_t ldy);
+void Q5_Kx16DotAvx512Vnni(const uint8_t* w, int64_t k, int64_t t0, int64_t t1,
+                          const QuantActs& a, int64_t m, float* y, int64_t ldy);
 void Q4_Kx16DotScalar(const uint8_t* w, int64_t k, int64_t t0, int64_t t1, const QuantActs& a,
                       int64_t m, float* y, int64_t ldy);
 void Q4_Kx16DotAvx512Vnni(const uint8_t* w, int64_t k, int64_t t0, int64_t t1,
@@ -92,7 +101,7 @@ void Q4_Kx16DotAvx512Vnni(const uint8_t* w, int64_t k, int64_t t0, int64_t t1,
 // The tiled types: the GGUF type each regroups, and the SIMD kernel for one (null when the CPU
 // cannot run it, as for Q4_0x16Kernel).
 bool IsTiled(DType t);
-QuantType TiledBase(DType t);         // kQ4_0x16 -> kQ4_0, kQ4_Kx16 -> kQ4_K, kQ6_Kx16 -> kQ6_K
+QuantType TiledBase(DType t);  // kQ4_0x16 -> kQ4_0, kQ4_Kx16 -> kQ4_K, ... kQ6_Kx16 -> kQ6_K
 DType TiledOf(QuantType t);           // the reverse; DType::kF32 when t has no tiled form
 TiledDotFn TiledKernel(DType t);
 // src [n, k] of TiledBase(t) -> dst in t's layout (the same bytes).

@@ -1,9 +1,9 @@
 // Tiled layouts (moe/kernels/quant_repack.h). Q4_0x16: the repack is a lossless permutation of
 // the bytes, the scalar kernel equals QuantMatMul on the original layout up to float summation
 // order (the same integer sums and scales) and the dequantise-then-multiply reference within the
-// activation rounding, and the AVX-512 VNNI kernel equals the scalar one bit for bit. Q4_Kx16 and
-// Q6_Kx16: lossless permutations, and both kernels equal QuantMatMul on the original rows bit for
-// bit.
+// activation rounding, and the AVX-512 VNNI kernel equals the scalar one bit for bit. Q4_Kx16,
+// Q5_Kx16 and Q6_Kx16: lossless permutations, and both kernels equal QuantMatMul on the original
+// rows bit for bit.
 #include "moe/kernels/quant_repack.h"
 
 #include <gtest/gtest.h>
@@ -117,14 +117,31 @@ std::vector<uint8_t> RandomRows(Rng& rng, QuantType t, int64_t n, int64_t k) {
 
 // The K-quant tiled types: Q4_Kx16 and Q6_Kx16 with their base types.
 const std::pair<QuantType, DType> kKTiled[] = {{QuantType::kQ4_K, DType::kQ4_Kx16},
+                                               {QuantType::kQ5_K, DType::kQ5_Kx16},
                                                {QuantType::kQ6_K, DType::kQ6_Kx16}};
+
+void Unpack(DType tiled, const void* src, int64_t n, int64_t k, void* dst) {
+  switch (tiled) {
+    case DType::kQ4_Kx16: return UnpackQ4_Kx16(src, n, k, dst);
+    case DType::kQ5_Kx16: return UnpackQ5_Kx16(src, n, k, dst);
+    default: return UnpackQ6_Kx16(src, n, k, dst);
+  }
+}
+
+TiledDotFn Scalar(DType tiled) {
+  switch (tiled) {
+    case DType::kQ4_Kx16: return &Q4_Kx16DotScalar;
+    case DType::kQ5_Kx16: return &Q5_Kx16DotScalar;
+    default: return &Q6_Kx16DotScalar;
+  }
+}
 
 TEST(QuantRepack, KQuantRepackIsALosslessPermutation) {
   Rng rng(93);
   for (const auto& [base, tiled] : kKTiled) {
-    // The bytes of a block that are not its f16 scales (Q4_K: d, dmin first; Q6_K: d last).
-    const int64_t bb = QuantRowBytes(base, 256), first = base == QuantType::kQ4_K ? 4 : 0,
-                  last = base == QuantType::kQ4_K ? bb : 208;
+    // The bytes of a block that are not its f16 scales (Q4_K, Q5_K: d, dmin first; Q6_K: d last).
+    const bool q6 = base == QuantType::kQ6_K;
+    const int64_t bb = QuantRowBytes(base, 256), first = q6 ? 0 : 4, last = q6 ? 208 : bb;
     for (const auto& [n, k] : {std::pair<int64_t, int64_t>{16, 256}, {32, 512}, {48, 1024}}) {
       SCOPED_TRACE(::testing::Message() << DTypeName(tiled) << " " << n << "x" << k);
       std::vector<uint8_t> w = RandomRows(rng, base, n, k);
@@ -137,11 +154,7 @@ TEST(QuantRepack, KQuantRepackIsALosslessPermutation) {
             w[static_cast<size_t>(j * rb + b * bb + i)] = static_cast<uint8_t>(bytes.Next());
       std::vector<uint8_t> packed(w.size()), back(w.size());
       RepackTiled(tiled, w.data(), n, k, packed.data());
-      if (tiled == DType::kQ4_Kx16) {
-        UnpackQ4_Kx16(packed.data(), n, k, back.data());
-      } else {
-        UnpackQ6_Kx16(packed.data(), n, k, back.data());
-      }
+      Unpack(tiled, packed.data(), n, k, back.data());
       EXPECT_EQ(back, w);
       EXPECT_NE(packed, w);
     }
@@ -159,7 +172,7 @@ TEST(QuantRepack, KQuantKernelsEqualTheMappedKernels) {
   Context ctx({.threads = 1});
   for (const auto& [base, tiled] : kKTiled) {
     const TiledDotFn simd = TiledKernel(tiled);
-    const TiledDotFn scalar = tiled == DType::kQ4_Kx16 ? &Q4_Kx16DotScalar : &Q6_Kx16DotScalar;
+    const TiledDotFn scalar = Scalar(tiled);
     for (const int64_t k : {256, 768, 1024}) {  // one, odd and even super-block counts
       const int64_t n = 48;
       const std::vector<uint8_t> w = RandomRows(rng, base, n, k);

@@ -167,8 +167,11 @@ TEST(WeightMatMul, Q4_0x16MatchesQ4_0ForAnyRowsAndThreads) {
 TEST(WeightMatMul, KQuantTilesEqualTheMappedBlocksForAnyRowsAndThreads) {
   if (!Q4_0x16Kernel()) GTEST_SKIP() << "no AVX-512 VNNI: tiled weights are never made here";
   Rng rng(7);
-  for (const DType tiled : {DType::kQ4_Kx16, DType::kQ6_Kx16}) {
-    const TestWeight w(tiled == DType::kQ4_Kx16 ? DType::kQ4_K : DType::kQ6_K, 48, 768, rng);
+  for (const DType tiled : {DType::kQ4_Kx16, DType::kQ5_Kx16, DType::kQ6_Kx16}) {
+    const DType base = tiled == DType::kQ4_Kx16   ? DType::kQ4_K
+                       : tiled == DType::kQ5_Kx16 ? DType::kQ5_K
+                                                  : DType::kQ6_K;
+    const TestWeight w(base, 48, 768, rng);
     Tensor x16(tiled, {w.n, w.k});
     RepackTiled(tiled, w.q.data(), w.n, w.k, x16.raw());
     for (int64_t m : {1, 5, 8, 9, 21}) {

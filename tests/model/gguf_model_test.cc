@@ -597,36 +597,40 @@ TEST(GgufModel, Q4_0RegroupedForDecodeMatchesTheMappedFile) {
     GgufSaveOptions o;
     o.scheme = GgufScheme::kQ4_0;
     SaveGgufModel(r.cfg, r.w, path, o);
-    {
-      // Q4_K_M: its Q4_K and Q6_K matrices become Q4_Kx16 and Q6_Kx16 (the mapped kernels' bits).
-      const std::string km = TmpPath("q6x16.gguf");
+    for (const GgufScheme scheme : {GgufScheme::kQ4_K_M, GgufScheme::kQ5_K_M}) {
+      // Q4_K_M / Q5_K_M: their Q4_K or Q5_K and Q6_K matrices become tiled (the mapped kernels'
+      // bits).
+      const bool q5 = scheme == GgufScheme::kQ5_K_M;
+      const std::string what = name + (q5 ? " Q5_K_M" : " Q4_K_M");
+      const std::string km = TmpPath("kx16.gguf");
       GgufSaveOptions ok;
-      ok.scheme = GgufScheme::kQ4_K_M;
+      ok.scheme = scheme;
       SaveGgufModel(r.cfg, r.w, km, ok);
       GgufModel a = LoadGgufModel(km, {.mapped = true});
       GgufModel b = LoadGgufModel(km, {.mapped = true});
       Context ctx({.threads = 2});
-      const int64_t q6 = RepackableBytes(b.weights);
-      EXPECT_EQ(RepackForDecode(b.weights, ctx), q6) << name;
+      const int64_t repackable = RepackableBytes(b.weights);
+      EXPECT_EQ(RepackForDecode(b.weights, ctx), repackable) << what;
       int tiled = 0;
       b.weights.ForEachTensor([&](const std::string& tn, Tensor& t) {
         tiled += t.defined() && kernels::IsTiled(t.dtype());
         // The embedding (looked up by row) and lm_head (300 rows: not whole tiles) stay.
         if (t.defined() && tn != "embed" && t.shape()[0] % 16 == 0) {
-          EXPECT_NE(t.dtype(), DType::kQ6_K) << tn << ": a Q6_K matrix of whole tiles stayed";
-          EXPECT_NE(t.dtype(), DType::kQ4_K) << tn << ": a Q4_K matrix of whole tiles stayed";
+          for (const DType base : {DType::kQ4_K, DType::kQ5_K, DType::kQ6_K})
+            EXPECT_NE(t.dtype(), base) << what << " " << tn << ": a matrix of whole tiles stayed";
         }
       });
-      int q4k = 0;
+      int main_type = 0;  // experts in Q4_Kx16 (Q5_Kx16)
       for (const LayerWeights& L : b.weights.layers)
         for (const auto& e : L.moe.experts)
           for (const Tensor* t : {&e.gate, &e.up, &e.down}) {
             tiled += kernels::IsTiled(t->dtype());
-            q4k += t->dtype() == DType::kQ4_Kx16;
+            main_type += t->dtype() == (q5 ? DType::kQ5_Kx16 : DType::kQ4_Kx16);
           }
-      EXPECT_GT(q4k, 0) << name;
-      EXPECT_EQ(tiled > 0, q6 > 0) << name;
-      EXPECT_EQ(Logits(b.config, b.weights, toks), Logits(a.config, a.weights, toks)) << name;
+      EXPECT_GT(main_type, 0) << what;
+      EXPECT_GT(tiled, 0) << what;
+      EXPECT_GT(repackable, 0) << what;
+      EXPECT_EQ(Logits(b.config, b.weights, toks), Logits(a.config, a.weights, toks)) << what;
       fs::remove(km);
     }
     GgufModel mapped = LoadGgufModel(path, {.mapped = true});

@@ -1,4 +1,4 @@
-// The tiled few-row kernels (Q4_0x16, Q4_Kx16, Q6_Kx16) with AVX-512 VNNI (see quant_repack.h).
+// The tiled few-row kernels (Q4_0x16, Q4/5_Kx16, Q6_Kx16) with AVX-512 VNNI (quant_repack.h).
 // Compiled with -mavx512vnni; called only through TiledKernel(), which checks the CPU.
 #include <immintrin.h>
 
@@ -141,25 +141,27 @@ void Q6Tiles(const uint8_t* w, int64_t k, int64_t t0, int64_t t1, const QuantAct
     Q6Tile<M>(w + t * nb * kQ6TileBytes, nb, a, y + t * kQ4_0x16Rows, ldy);
 }
 
-// ---- Q4_Kx16 ----
-
-constexpr int64_t kQ4KTileBytes = kQ4_0x16Rows * qk::kQ4_KBytes;
+// ---- Q4_Kx16, Q5_Kx16 ----
 
 // One tile against M activation rows. Per super-block: the 16 rows' packed scale dwords unpacked
 // as in UnpackScaleMinK4, lane by lane; the mins' term sum_s m_s * (bsum_2s + bsum_2s+1) as 8
 // vpdpwssd of (m_s, m_s) int16 pairs with the activation's bsum pairs; per chunk c the 8 nibble
-// vectors against the activation quads (8 vpdpbusd for sub-block 2c, 8 for 2c + 1) times the
-// rows' scales. Then (d_w * d_x) * float(isum) - (dmin_w * d_x) * float(msum) into acc[b % 4] and
+// vectors (Q5_K: with bit 2c / 2c + 1 of the qh vectors as their fifth bit) against the
+// activation quads (8 vpdpbusd for sub-block 2c, 8 for 2c + 1) times the rows' scales. Then
+// (d_w * d_x) * float(isum) - (dmin_w * d_x) * float(msum) into acc[b % 4] and
 // (acc0 + acc2) + (acc1 + acc3) at the end: the mapped kernels' integers and order.
-template <int M>
-void Q4KTile(const uint8_t* w, int64_t nb, const QuantActs& a, float* y, int64_t ldy) {
+template <bool kHigh, int M>
+void KTile(const uint8_t* w, int64_t nb, const QuantActs& a, float* y, int64_t ldy) {
+  constexpr int64_t kTileBytes = kQ4_0x16Rows * (kHigh ? qk::kQ5_KBytes : qk::kQ4_KBytes);
+  constexpr int64_t kQs = kHigh ? 768 : 256;
   const __m512i m4 = _mm512_set1_epi8(0x0F), m6 = _mm512_set1_epi8(0x3F),
-                m2 = _mm512_set1_epi8(0x03), byte = _mm512_set1_epi32(0xFF);
+                m2 = _mm512_set1_epi8(0x03), m1 = _mm512_set1_epi8(0x01),
+                byte = _mm512_set1_epi32(0xFF);
   __m512 acc[4][M];
   for (int p = 0; p < 4; ++p)
     for (int i = 0; i < M; ++i) acc[p][i] = _mm512_setzero_ps();
   for (int64_t b = 0; b < nb; ++b) {
-    const uint8_t* tile = w + b * kQ4KTileBytes;
+    const uint8_t* tile = w + b * kTileBytes;
     const __m512i u0 = _mm512_loadu_si512(tile + 64), u1 = _mm512_loadu_si512(tile + 128),
                   u2 = _mm512_loadu_si512(tile + 192);
     // Byte s % 4 of sc[s / 4] (m[s / 4]) in each dword is row r's scale (min) of sub-block s.
@@ -189,12 +191,19 @@ void Q4KTile(const uint8_t* w, int64_t nb, const QuantActs& a, float* y, int64_t
       }
     }
     for (int c = 0; c < 4; ++c) {
-      const uint8_t* chunk = tile + 256 + 512 * c;
+      const uint8_t* chunk = tile + kQs + 512 * c;
       __m512i lo[8], hi[8];
       for (int v = 0; v < 8; ++v) {
         const __m512i q = _mm512_loadu_si512(chunk + 64 * v);
         lo[v] = _mm512_and_si512(q, m4);
         hi[v] = _mm512_and_si512(_mm512_srli_epi16(q, 4), m4);
+        if constexpr (kHigh) {
+          const __m512i h = _mm512_loadu_si512(tile + 256 + 64 * v);  // in L1 after chunk 0
+          lo[v] = _mm512_or_si512(
+              lo[v], _mm512_slli_epi16(_mm512_and_si512(_mm512_srli_epi16(h, 2 * c), m1), 4));
+          hi[v] = _mm512_or_si512(
+              hi[v], _mm512_slli_epi16(_mm512_and_si512(_mm512_srli_epi16(h, 2 * c + 1), m1), 4));
+        }
       }
       const __m512i sc_lo = sub(sc, 2 * c), sc_hi = sub(sc, 2 * c + 1);
       for (int i = 0; i < M; ++i) {
@@ -224,28 +233,40 @@ void Q4KTile(const uint8_t* w, int64_t nb, const QuantActs& a, float* y, int64_t
                                                 _mm512_add_ps(acc[1][i], acc[3][i])));
 }
 
-template <int M>
-void Q4KTiles(const uint8_t* w, int64_t k, int64_t t0, int64_t t1, const QuantActs& a, float* y,
-              int64_t ldy) {
+template <bool kHigh, int M>
+void KTiles(const uint8_t* w, int64_t k, int64_t t0, int64_t t1, const QuantActs& a, float* y,
+            int64_t ldy) {
   const int64_t nb = k / 256;
+  const int64_t tile_bytes = nb * kQ4_0x16Rows * (kHigh ? qk::kQ5_KBytes : qk::kQ4_KBytes);
   for (int64_t t = t0; t < t1; ++t)
-    Q4KTile<M>(w + t * nb * kQ4KTileBytes, nb, a, y + t * kQ4_0x16Rows, ldy);
+    KTile<kHigh, M>(w + t * tile_bytes, nb, a, y + t * kQ4_0x16Rows, ldy);
+}
+
+template <bool kHigh>
+void KDot(const uint8_t* w, int64_t k, int64_t t0, int64_t t1, const QuantActs& a, int64_t m,
+          float* y, int64_t ldy) {
+  switch (m) {
+    case 1: return KTiles<kHigh, 1>(w, k, t0, t1, a, y, ldy);
+    case 2: return KTiles<kHigh, 2>(w, k, t0, t1, a, y, ldy);
+    case 3: return KTiles<kHigh, 3>(w, k, t0, t1, a, y, ldy);
+    case 4: return KTiles<kHigh, 4>(w, k, t0, t1, a, y, ldy);
+    case 5: return KTiles<kHigh, 5>(w, k, t0, t1, a, y, ldy);
+    case 6: return KTiles<kHigh, 6>(w, k, t0, t1, a, y, ldy);
+    case 7: return KTiles<kHigh, 7>(w, k, t0, t1, a, y, ldy);
+    default: return KTiles<kHigh, 8>(w, k, t0, t1, a, y, ldy);
+  }
 }
 
 }  // namespace
 
 void Q4_Kx16DotAvx512Vnni(const uint8_t* w, int64_t k, int64_t t0, int64_t t1,
                           const QuantActs& a, int64_t m, float* y, int64_t ldy) {
-  switch (m) {
-    case 1: return Q4KTiles<1>(w, k, t0, t1, a, y, ldy);
-    case 2: return Q4KTiles<2>(w, k, t0, t1, a, y, ldy);
-    case 3: return Q4KTiles<3>(w, k, t0, t1, a, y, ldy);
-    case 4: return Q4KTiles<4>(w, k, t0, t1, a, y, ldy);
-    case 5: return Q4KTiles<5>(w, k, t0, t1, a, y, ldy);
-    case 6: return Q4KTiles<6>(w, k, t0, t1, a, y, ldy);
-    case 7: return Q4KTiles<7>(w, k, t0, t1, a, y, ldy);
-    default: return Q4KTiles<8>(w, k, t0, t1, a, y, ldy);
-  }
+  KDot<false>(w, k, t0, t1, a, m, y, ldy);
+}
+
+void Q5_Kx16DotAvx512Vnni(const uint8_t* w, int64_t k, int64_t t0, int64_t t1,
+                          const QuantActs& a, int64_t m, float* y, int64_t ldy) {
+  KDot<true>(w, k, t0, t1, a, m, y, ldy);
 }
 
 void Q6_Kx16DotAvx512Vnni(const uint8_t* w, int64_t k, int64_t t0, int64_t t1,
