@@ -205,6 +205,9 @@ void SafetensorsFile::Parse(const uint8_t* bytes, size_t size) {
       }
       continue;
     }
+    // A name is how a loader finds a tensor (and what the writer requires): an empty one is no
+    // tensor anyone can ask for.
+    if (key.empty()) Fail(kTag, "{}: a tensor in the header has an empty name", file);
     if (!val.is_object())
       Fail(kTag, "{}: tensor '{}' is a JSON {} ({}), expected an object", file, key,
            val.type_name(), Brief(val));

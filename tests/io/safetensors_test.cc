@@ -293,6 +293,8 @@ std::vector<CorruptCase> CorruptCases() {
       {"array_json", RawFile("[1,2]", 0), "header is a JSON array, expected an object"},
       {"string_json", RawFile("\"hi\"", 0), "header is a JSON string, expected an object"},
       {"entry_not_object", RawFile(R"({"w": 3})", 0), "tensor 'w' is a JSON number (3), expected an object"},
+      // Found by the fuzzer: read, then refused by the writer when re-serialised.
+      {"empty_name", RawFile(R"({"":{"dtype":"F16","shape":[1,0],"data_offsets":[0,0]}})", 0), "a tensor in the header has an empty name"},
       {"missing_dtype", RawFile(entry(R"("shape":[2],"data_offsets":[0,8])"), 8), "tensor 'w' is missing field 'dtype'"},
       {"missing_shape", RawFile(entry(R"("dtype":"F32","data_offsets":[0,8])"), 8), "tensor 'w' is missing field 'shape'"},
       {"missing_offsets", RawFile(entry(R"("dtype":"F32","shape":[2])"), 8), "tensor 'w' is missing field 'data_offsets'"},
