@@ -94,7 +94,7 @@ std::vector<float> RandomX(int64_t m, int64_t k) {
   return x;
 }
 
-// y = x W^T for W [n, kK] in the Q4_0x16 layout at w: activations quantised once, tiles split
+// y = x W^T for W [n, kK] in its tiled layout at w: activations quantised once, tiles split
 // over the threads (what QuantMatMulWith does for the mapped layout).
 void X16MatMul(QuantType t, const void* w, int64_t n, const float* x, int64_t m, float* y,
                Context& ctx) {
@@ -109,7 +109,7 @@ void X16MatMul(QuantType t, const void* w, int64_t n, const float* x, int64_t m,
   });
 }
 
-// ops == nullptr: the weights repacked in their tiled layout (Q4_0x16, Q6_Kx16).
+// ops == nullptr: the weights repacked in their tiled layout (Q4_0x16, Q4_Kx16, ...).
 void MatMul(const QuantOps* ops, QuantType t, const void* w, int64_t n, const float* x, int64_t m,
             float* y, Context& ctx) {
   if (ops) {

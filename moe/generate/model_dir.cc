@@ -113,7 +113,7 @@ ModelDir OpenGguf(const std::string& path) {
   // Mapped: weights stay in the file as stored (quantised blocks run QuantMatMul).
   model::GgufModel g = model::LoadGgufModel(path, {.mapped = true});
   ModelDir m;
-  if (kernels::Q4_0x16Kernel() != nullptr) {
+  if (kernels::HasTiledKernels()) {
     const int64_t bytes = model::RepackableBytes(g.weights);
     if (bytes > 0 && ShouldRepack(bytes, AvailableMemory())) {
       Context ctx;

@@ -12,13 +12,6 @@ namespace {
 
 constexpr int64_t kTileBlockBytes = kQ4_0x16Rows * qk::kQ4_0Bytes;  // 288
 
-void CheckDims(const char* op, int64_t n, int64_t k) {
-  MOE_CHECK(n >= 0 && k >= 0 && n % kQ4_0x16Rows == 0 && k % 32 == 0, "quant",
-            "{}: a [{}, {}] matrix cannot be tiled as Q4_0x16 (rows a multiple of 16, columns of "
-            "32)",
-            op, n, k);
-}
-
 // Byte offsets of row r's block b parts inside a tile-block: d at 2r, bytes 4v..4v+3 at
 // 32 + 64v + 4r.
 template <bool kToTiles>
@@ -41,18 +34,7 @@ void Move(const uint8_t* src, int64_t n, int64_t k, uint8_t* dst) {
     }
 }
 
-}  // namespace
-
-void RepackQ4_0x16(const void* src, int64_t n, int64_t k, void* dst) {
-  CheckDims("RepackQ4_0x16", n, k);
-  Move<true>(static_cast<const uint8_t*>(src), n, k, static_cast<uint8_t*>(dst));
-}
-
-void UnpackQ4_0x16(const void* src, int64_t n, int64_t k, void* dst) {
-  CheckDims("UnpackQ4_0x16", n, k);
-  Move<false>(static_cast<const uint8_t*>(src), n, k, static_cast<uint8_t*>(dst));
-}
-
+// The Q4_0x16 reference (quant_repack.h): its own f32 order.
 void Q4_0x16DotScalar(const uint8_t* w, int64_t k, int64_t t0, int64_t t1, const QuantActs& a,
                       int64_t m, float* y, int64_t ldy) {
   const int64_t nb = k / 32;
@@ -81,11 +63,7 @@ void Q4_0x16DotScalar(const uint8_t* w, int64_t k, int64_t t0, int64_t t1, const
       }
 }
 
-Q4_0x16DotFn Q4_0x16Kernel() {
-  const CpuFeatures& f = GetCpuFeatures();
-  if (ActiveIsa() == Isa::kAvx512 && f.avx512vnni) return &Q4_0x16DotAvx512Vnni;
-  return nullptr;
-}
+}  // namespace
 
 }  // namespace moe::kernels
 
@@ -102,13 +80,6 @@ constexpr int64_t Q6High(int p) { return 288 + 768 * (p / 4) + 64 * (p % 4); }
 constexpr int64_t Q6Low(int p) {
   return p < 16 ? 288 + 768 * (p / 4) + 256 + 64 * (p % 4)
                 : 288 + 768 * ((p - 16) / 4) + 512 + 64 * (p % 4);
-}
-
-void CheckQ6Dims(const char* op, int64_t n, int64_t k) {
-  MOE_CHECK(n >= 0 && k >= 0 && n % kQ4_0x16Rows == 0 && k % qk::kQK == 0, "quant",
-            "{}: a [{}, {}] matrix cannot be tiled as Q6_Kx16 (rows a multiple of 16, columns of "
-            "256)",
-            op, n, k);
 }
 
 // Value e (0..255) of a Q6_K block: its ql byte / nibble shift and qh byte / bit shift.
@@ -172,27 +143,6 @@ void MoveQ6(const uint8_t* src, int64_t n, int64_t k, uint8_t* dst) {
 
 }  // namespace
 
-void RepackQ6_Kx16(const void* src, int64_t n, int64_t k, void* dst) {
-  CheckQ6Dims("RepackQ6_Kx16", n, k);
-  MoveQ6<true>(static_cast<const uint8_t*>(src), n, k, static_cast<uint8_t*>(dst));
-}
-
-void UnpackQ6_Kx16(const void* src, int64_t n, int64_t k, void* dst) {
-  CheckQ6Dims("UnpackQ6_Kx16", n, k);
-  MoveQ6<false>(static_cast<const uint8_t*>(src), n, k, static_cast<uint8_t*>(dst));
-}
-
-void Q6_Kx16DotScalar(const uint8_t* w, int64_t k, int64_t t0, int64_t t1, const QuantActs& a,
-                      int64_t m, float* y, int64_t ldy) {
-  const int64_t tile_bytes = k / qk::kQK * kQ6TileBytes;
-  std::vector<uint8_t> rows(static_cast<size_t>(tile_bytes));
-  for (int64_t t = t0; t < t1; ++t) {
-    UnpackQ6_Kx16(w + t * tile_bytes, kQ4_0x16Rows, k, rows.data());
-    QuantDotRows(ScalarQuantOps(), QuantType::kQ6_K, rows.data(), tile_bytes / kQ4_0x16Rows, 0,
-                 kQ4_0x16Rows, a, m, y + t * kQ4_0x16Rows, ldy);
-  }
-}
-
 }  // namespace moe::kernels
 
 // ---- Q4_Kx16 and Q5_Kx16 -------------------------------------------------------------------------
@@ -214,13 +164,6 @@ constexpr int64_t KQh(int64_t v, int64_t r) { return 256 + 64 * v + 4 * r; }
 template <bool kHigh>
 constexpr int64_t KQs(int64_t c, int64_t v, int64_t r) {
   return (kHigh ? 768 : 256) + 512 * c + 64 * v + 4 * r;
-}
-
-template <bool kHigh>
-void CheckKDims(const char* op, int64_t n, int64_t k) {
-  MOE_CHECK(n >= 0 && k >= 0 && n % kQ4_0x16Rows == 0 && k % qk::kQK == 0, "quant",
-            "{}: a [{}, {}] matrix cannot be tiled as {} (rows a multiple of 16, columns of 256)",
-            op, n, k, kHigh ? "Q5_Kx16" : "Q4_Kx16");
 }
 
 template <bool kToTiles, bool kHigh>
@@ -250,49 +193,39 @@ void MoveK(const uint8_t* src, int64_t n, int64_t k, uint8_t* dst) {
     }
 }
 
-template <bool kHigh>
-void KDotScalar(const uint8_t* w, int64_t k, int64_t t0, int64_t t1, const QuantActs& a,
-                int64_t m, float* y, int64_t ldy) {
-  const int64_t tile_bytes = k / qk::kQK * KTileBytes<kHigh>();
+// The K-quant tiles' references: each tile unpacked and run through the scalar mapped kernel
+// (whose results the VNNI kernels equal).
+template <DType kTiled>
+void UnpackedDotScalar(const uint8_t* w, int64_t k, int64_t t0, int64_t t1, const QuantActs& a,
+                       int64_t m, float* y, int64_t ldy) {
+  const int64_t tile_bytes = k / qk::kQK * kQ4_0x16Rows * DTypeBlockBytes(kTiled);
   std::vector<uint8_t> rows(static_cast<size_t>(tile_bytes));
   for (int64_t t = t0; t < t1; ++t) {
-    MoveK<false, kHigh>(w + t * tile_bytes, kQ4_0x16Rows, k, rows.data());
-    QuantDotRows(ScalarQuantOps(), kHigh ? QuantType::kQ5_K : QuantType::kQ4_K, rows.data(),
-                 tile_bytes / kQ4_0x16Rows, 0, kQ4_0x16Rows, a, m, y + t * kQ4_0x16Rows, ldy);
+    UnpackTiled(kTiled, w + t * tile_bytes, kQ4_0x16Rows, k, rows.data());
+    QuantDotRows(ScalarQuantOps(), TiledBase(kTiled), rows.data(), tile_bytes / kQ4_0x16Rows, 0,
+                 kQ4_0x16Rows, a, m, y + t * kQ4_0x16Rows, ldy);
+  }
+}
+
+// Repacks (kToTiles) or unpacks [n, k] of tiled type t, after checking the shape.
+template <bool kToTiles>
+void MoveTiled(const char* op, DType t, const void* src, int64_t n, int64_t k, void* dst) {
+  const int64_t block = DTypeBlockValues(t);
+  MOE_CHECK(IsTiled(t), "quant", "{}: {} is not a tiled type", op, DTypeName(t));
+  MOE_CHECK(n >= 0 && k >= 0 && n % kQ4_0x16Rows == 0 && k % block == 0, "quant",
+            "{}: a [{}, {}] matrix cannot be tiled as {} (rows a multiple of 16, columns of {})",
+            op, n, k, DTypeName(t), block);
+  const auto* from = static_cast<const uint8_t*>(src);
+  auto* to = static_cast<uint8_t*>(dst);
+  switch (t) {
+    case DType::kQ4_0x16: return Move<kToTiles>(from, n, k, to);
+    case DType::kQ4_Kx16: return MoveK<kToTiles, false>(from, n, k, to);
+    case DType::kQ5_Kx16: return MoveK<kToTiles, true>(from, n, k, to);
+    default: return MoveQ6<kToTiles>(from, n, k, to);
   }
 }
 
 }  // namespace
-
-void RepackQ4_Kx16(const void* src, int64_t n, int64_t k, void* dst) {
-  CheckKDims<false>("RepackQ4_Kx16", n, k);
-  MoveK<true, false>(static_cast<const uint8_t*>(src), n, k, static_cast<uint8_t*>(dst));
-}
-
-void UnpackQ4_Kx16(const void* src, int64_t n, int64_t k, void* dst) {
-  CheckKDims<false>("UnpackQ4_Kx16", n, k);
-  MoveK<false, false>(static_cast<const uint8_t*>(src), n, k, static_cast<uint8_t*>(dst));
-}
-
-void RepackQ5_Kx16(const void* src, int64_t n, int64_t k, void* dst) {
-  CheckKDims<true>("RepackQ5_Kx16", n, k);
-  MoveK<true, true>(static_cast<const uint8_t*>(src), n, k, static_cast<uint8_t*>(dst));
-}
-
-void UnpackQ5_Kx16(const void* src, int64_t n, int64_t k, void* dst) {
-  CheckKDims<true>("UnpackQ5_Kx16", n, k);
-  MoveK<false, true>(static_cast<const uint8_t*>(src), n, k, static_cast<uint8_t*>(dst));
-}
-
-void Q4_Kx16DotScalar(const uint8_t* w, int64_t k, int64_t t0, int64_t t1, const QuantActs& a,
-                      int64_t m, float* y, int64_t ldy) {
-  KDotScalar<false>(w, k, t0, t1, a, m, y, ldy);
-}
-
-void Q5_Kx16DotScalar(const uint8_t* w, int64_t k, int64_t t0, int64_t t1, const QuantActs& a,
-                      int64_t m, float* y, int64_t ldy) {
-  KDotScalar<true>(w, k, t0, t1, a, m, y, ldy);
-}
 
 bool IsTiled(DType t) {
   return t == DType::kQ4_0x16 || t == DType::kQ4_Kx16 || t == DType::kQ5_Kx16 ||
@@ -319,23 +252,36 @@ DType TiledOf(QuantType t) {
   }
 }
 
+void RepackTiled(DType t, const void* src, int64_t n, int64_t k, void* dst) {
+  MoveTiled<true>("RepackTiled", t, src, n, k, dst);
+}
+
+void UnpackTiled(DType t, const void* src, int64_t n, int64_t k, void* dst) {
+  MoveTiled<false>("UnpackTiled", t, src, n, k, dst);
+}
+
+TiledDotFn TiledScalarKernel(DType t) {
+  switch (t) {
+    case DType::kQ4_0x16: return &Q4_0x16DotScalar;
+    case DType::kQ4_Kx16: return &UnpackedDotScalar<DType::kQ4_Kx16>;
+    case DType::kQ5_Kx16: return &UnpackedDotScalar<DType::kQ5_Kx16>;
+    case DType::kQ6_Kx16: return &UnpackedDotScalar<DType::kQ6_Kx16>;
+    default: Fail("quant", "{} is not a tiled type", DTypeName(t));
+  }
+}
+
+bool HasTiledKernels() {
+  return ActiveIsa() == Isa::kAvx512 && GetCpuFeatures().avx512vnni;
+}
+
 TiledDotFn TiledKernel(DType t) {
-  if (!Q4_0x16Kernel()) return nullptr;  // the same CPU requirement for all
+  if (!HasTiledKernels()) return nullptr;
   switch (t) {
     case DType::kQ4_0x16: return &Q4_0x16DotAvx512Vnni;
     case DType::kQ4_Kx16: return &Q4_Kx16DotAvx512Vnni;
     case DType::kQ5_Kx16: return &Q5_Kx16DotAvx512Vnni;
     case DType::kQ6_Kx16: return &Q6_Kx16DotAvx512Vnni;
     default: return nullptr;
-  }
-}
-
-void RepackTiled(DType t, const void* src, int64_t n, int64_t k, void* dst) {
-  switch (TiledBase(t)) {
-    case QuantType::kQ4_0: return RepackQ4_0x16(src, n, k, dst);
-    case QuantType::kQ4_K: return RepackQ4_Kx16(src, n, k, dst);
-    case QuantType::kQ5_K: return RepackQ5_Kx16(src, n, k, dst);
-    default: return RepackQ6_Kx16(src, n, k, dst);
   }
 }
 

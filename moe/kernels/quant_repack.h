@@ -29,27 +29,6 @@ namespace moe::kernels {
 
 inline constexpr int64_t kQ4_0x16Rows = 16;  // rows per tile, every tiled type
 
-// dst = the [n, k] Q4_0 matrix at src (QuantMatrixBytes(kQ4_0, n, k) bytes) in the Q4_0x16
-// layout (the same number of bytes). n % 16 == 0, k % 32 == 0 (Error otherwise).
-void RepackQ4_0x16(const void* src, int64_t n, int64_t k, void* dst);
-// The inverse: back to GGUF's row-major Q4_0.
-void UnpackQ4_0x16(const void* src, int64_t n, int64_t k, void* dst);
-
-// y[i * ldy + j] = row j of the tiled matrix w ([n, k]) . row i of the activations, for rows
-// j in [16 t0, 16 t1) and i < m (1..8). acts: in the natural order (ActLayout::kNatural), 32-value
-// blocks for Q4_0x16 and 256-value ones for the K-quant tiles, a.k == k.
-using TiledDotFn = void (*)(const uint8_t* w, int64_t k, int64_t t0, int64_t t1,
-                            const QuantActs& a, int64_t m, float* y, int64_t ldy);
-using Q4_0x16DotFn = TiledDotFn;
-void Q4_0x16DotScalar(const uint8_t* w, int64_t k, int64_t t0, int64_t t1, const QuantActs& a,
-                      int64_t m, float* y, int64_t ldy);
-// AVX-512 VNNI (call only when the CPU has it: Q4_0x16Kernel() picks).
-void Q4_0x16DotAvx512Vnni(const uint8_t* w, int64_t k, int64_t t0, int64_t t1,
-                          const QuantActs& a, int64_t m, float* y, int64_t ldy);
-// The VNNI kernel when the active ISA (MOE_ISA) is AVX-512 and the CPU has AVX512-VNNI, else null
-// (callers keep the mapped layout then).
-Q4_0x16DotFn Q4_0x16Kernel();
-
 // ---- Q6_Kx16 -------------------------------------------------------------------------------------
 //
 // Q6_K (256-value super-blocks: 4 low bits in ql, 2 high bits in qh, an int8 scale per 16 values,
@@ -62,15 +41,8 @@ Q4_0x16DotFn Q4_0x16Kernel();
 // out of order, the same block ran at a third of the mapped kernel's rate from memory). A super-block
 // of a row comes to the same exact integer as in the mapped kernels, scaled in the same f32
 // order: the results equal QuantMatMul's (every table) bit for bit.
-void RepackQ6_Kx16(const void* src, int64_t n, int64_t k, void* dst);  // n % 16, k % 256 == 0
-void UnpackQ6_Kx16(const void* src, int64_t n, int64_t k, void* dst);
-// Reference: each tile unpacked and run through the scalar mapped kernel.
-void Q6_Kx16DotScalar(const uint8_t* w, int64_t k, int64_t t0, int64_t t1, const QuantActs& a,
-                      int64_t m, float* y, int64_t ldy);
-void Q6_Kx16DotAvx512Vnni(const uint8_t* w, int64_t k, int64_t t0, int64_t t1,
-                          const QuantActs& a, int64_t m, float* y, int64_t ldy);
 
-// ---- Q4_Kx16, Q5_Kx16 -------------------------------------------------------------------------------------
+// ---- Q4_Kx16, Q5_Kx16 ---------------------------------------------------------------------------
 //
 // Q4_K (256-value super-blocks: f16 d and dmin, 12 bytes of packed 6-bit sub-block scales and
 // mins, 128 bytes of nibbles; see quant_ops.h) in tiles of 16 rows. Per tile and super-block
@@ -81,30 +53,44 @@ void Q6_Kx16DotAvx512Vnni(const uint8_t* w, int64_t k, int64_t t0, int64_t t1,
 // 64c+4v.. in the low nibbles, 64c+32+4v.. in the high ones), in the order the kernel reads them.
 // A super-block of a row comes to the mapped kernels' exact integers, scaled in their f32 order:
 // the results equal QuantMatMul's bit for bit.
-void RepackQ4_Kx16(const void* src, int64_t n, int64_t k, void* dst);  // n % 16, k % 256 == 0
-void UnpackQ4_Kx16(const void* src, int64_t n, int64_t k, void* dst);
 // Q5_Kx16 (16 * 176 bytes): the same with Q5_K's 32 qh bytes per row as 8 vectors QH[v] after
 // the scale vectors (dword r = row r's qh bytes 4v..4v+3; bit 2c of a byte is the fifth bit of
 // the low-nibble value of chunk c, bit 2c + 1 of the high one), then the nibble vectors.
-void RepackQ5_Kx16(const void* src, int64_t n, int64_t k, void* dst);  // n % 16, k % 256 == 0
-void UnpackQ5_Kx16(const void* src, int64_t n, int64_t k, void* dst);
-// References: each tile unpacked and run through the scalar mapped kernel.
-void Q5_Kx16DotScalar(const uint8_t* w, int64_t k, int64_t t0, int64_t t1, const QuantActs& a,
-                      int64_t m, float* y, int64_t ldy);
-void Q5_Kx16DotAvx512Vnni(const uint8_t* w, int64_t k, int64_t t0, int64_t t1,
-                          const QuantActs& a, int64_t m, float* y, int64_t ldy);
-void Q4_Kx16DotScalar(const uint8_t* w, int64_t k, int64_t t0, int64_t t1, const QuantActs& a,
-                      int64_t m, float* y, int64_t ldy);
-void Q4_Kx16DotAvx512Vnni(const uint8_t* w, int64_t k, int64_t t0, int64_t t1,
-                          const QuantActs& a, int64_t m, float* y, int64_t ldy);
+// The K-quant tiles' scalar references unpack each tile and run the scalar mapped kernel.
 
-// The tiled types: the GGUF type each regroups, and the SIMD kernel for one (null when the CPU
-// cannot run it, as for Q4_0x16Kernel).
+// ---- The tiled types -----------------------------------------------------------------------------
+
 bool IsTiled(DType t);
 QuantType TiledBase(DType t);  // kQ4_0x16 -> kQ4_0, kQ4_Kx16 -> kQ4_K, ... kQ6_Kx16 -> kQ6_K
-DType TiledOf(QuantType t);           // the reverse; DType::kF32 when t has no tiled form
-TiledDotFn TiledKernel(DType t);
-// src [n, k] of TiledBase(t) -> dst in t's layout (the same bytes).
+DType TiledOf(QuantType t);    // the reverse; DType::kF32 when t has no tiled form
+// dst = the [n, k] matrix of TiledBase(t) at src in t's layout (the same number of bytes).
+// n % 16 == 0 and k a multiple of the base type's block (Error otherwise).
 void RepackTiled(DType t, const void* src, int64_t n, int64_t k, void* dst);
+// The inverse: back to GGUF's row-major blocks.
+void UnpackTiled(DType t, const void* src, int64_t n, int64_t k, void* dst);
+
+// y[i * ldy + j] = row j of the tiled matrix w ([n, k]) . row i of the activations, for rows
+// j in [16 t0, 16 t1) and i < m (1..8). acts: in the natural order (ActLayout::kNatural), 32-value
+// blocks for Q4_0x16 and 256-value ones for the K-quant tiles, a.k == k.
+using TiledDotFn = void (*)(const uint8_t* w, int64_t k, int64_t t0, int64_t t1,
+                            const QuantActs& a, int64_t m, float* y, int64_t ldy);
+// The scalar reference of t's product: what its results are.
+TiledDotFn TiledScalarKernel(DType t);
+// The AVX-512 VNNI kernel of t (bit-equal to the reference) when HasTiledKernels(), else null.
+TiledDotFn TiledKernel(DType t);
+// Whether the active ISA (MOE_ISA) is AVX-512 and the CPU has AVX512-VNNI: the only case with
+// tiled kernels, so elsewhere weights keep their mapped layout.
+bool HasTiledKernels();
+
+// The VNNI kernels (isa/quant_repack_avx512vnni.cc, built with -mavx512vnni): call them through
+// TiledKernel, which checks the CPU.
+void Q4_0x16DotAvx512Vnni(const uint8_t* w, int64_t k, int64_t t0, int64_t t1,
+                          const QuantActs& a, int64_t m, float* y, int64_t ldy);
+void Q4_Kx16DotAvx512Vnni(const uint8_t* w, int64_t k, int64_t t0, int64_t t1,
+                          const QuantActs& a, int64_t m, float* y, int64_t ldy);
+void Q5_Kx16DotAvx512Vnni(const uint8_t* w, int64_t k, int64_t t0, int64_t t1,
+                          const QuantActs& a, int64_t m, float* y, int64_t ldy);
+void Q6_Kx16DotAvx512Vnni(const uint8_t* w, int64_t k, int64_t t0, int64_t t1,
+                          const QuantActs& a, int64_t m, float* y, int64_t ldy);
 
 }  // namespace moe::kernels

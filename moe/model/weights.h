@@ -66,7 +66,7 @@ int64_t RepackableBytes(const ModelWeights& w);
 // Replaces each of them with a tiled copy (the original, if borrowed, is released) and returns
 // the bytes repacked; rows are split over ctx's threads. The copies share one allocation (huge
 // pages where the OS gives them) and are read-only views of it, like mapped weights. Call only
-// where the kernels run (kernels::Q4_0x16Kernel() non-null): elsewhere the products of such
+// where the kernels run (kernels::HasTiledKernels()): elsewhere the products of such
 // weights are an Error. `copied(data, bytes)`, when set, is called with each borrowed original
 // once it is copied (the GGUF loader drops those pages of its mapping from the resident set).
 int64_t RepackForDecode(ModelWeights& w, Context& ctx,

@@ -19,12 +19,13 @@
 namespace moe::kernels {
 namespace {
 
-std::vector<uint8_t> RandomQ4_0(Rng& rng, int64_t n, int64_t k) {
-  std::vector<uint8_t> w(static_cast<size_t>(QuantMatrixBytes(QuantType::kQ4_0, n, k)));
-  const int64_t rb = QuantRowBytes(QuantType::kQ4_0, k);
+// n rows of k values quantised as t.
+std::vector<uint8_t> RandomRows(Rng& rng, QuantType t, int64_t n, int64_t k) {
+  std::vector<uint8_t> w(static_cast<size_t>(QuantMatrixBytes(t, n, k)));
+  const int64_t rb = QuantRowBytes(t, k);
   for (int64_t j = 0; j < n; ++j) {
     const std::vector<float> row = RandomNormal<float>(rng, k);
-    Quantize(QuantType::kQ4_0, row.data(), w.data() + j * rb, k);
+    Quantize(t, row.data(), w.data() + j * rb, k);
   }
   return w;
 }
@@ -32,10 +33,10 @@ std::vector<uint8_t> RandomQ4_0(Rng& rng, int64_t n, int64_t k) {
 TEST(QuantRepack, RepackIsALosslessPermutation) {
   Rng rng(91);
   for (const auto& [n, k] : {std::pair<int64_t, int64_t>{16, 32}, {32, 96}, {48, 1024}}) {
-    const std::vector<uint8_t> w = RandomQ4_0(rng, n, k);
+    const std::vector<uint8_t> w = RandomRows(rng, QuantType::kQ4_0, n, k);
     std::vector<uint8_t> packed(w.size()), back(w.size());
-    RepackQ4_0x16(w.data(), n, k, packed.data());
-    UnpackQ4_0x16(packed.data(), n, k, back.data());
+    RepackTiled(DType::kQ4_0x16, w.data(), n, k, packed.data());
+    UnpackTiled(DType::kQ4_0x16, packed.data(), n, k, back.data());
     EXPECT_EQ(back, w) << n << "x" << k;
     EXPECT_NE(packed, w) << n << "x" << k;
     // Tile t starts where row 16 t started (the same bytes per 16 rows).
@@ -46,22 +47,22 @@ TEST(QuantRepack, RepackIsALosslessPermutation) {
     EXPECT_EQ(d_row16, d_tile1);
   }
   std::vector<uint8_t> buf(4096);
-  EXPECT_THROW(RepackQ4_0x16(buf.data(), 15, 32, buf.data() + 2048), Error);
-  EXPECT_THROW(RepackQ4_0x16(buf.data(), 16, 48, buf.data() + 2048), Error);
-  EXPECT_THROW(UnpackQ4_0x16(buf.data(), 16, 40, buf.data() + 2048), Error);
+  EXPECT_THROW(RepackTiled(DType::kQ4_0x16, buf.data(), 15, 32, buf.data() + 2048), Error);
+  EXPECT_THROW(RepackTiled(DType::kQ4_0x16, buf.data(), 16, 48, buf.data() + 2048), Error);
+  EXPECT_THROW(UnpackTiled(DType::kQ4_0x16, buf.data(), 16, 40, buf.data() + 2048), Error);
 }
 
 TEST(QuantRepack, KernelsMatchTheMappedLayoutAndEachOther) {
   Rng rng(92);
-  const Q4_0x16DotFn simd = Q4_0x16Kernel();
+  const TiledDotFn simd = TiledKernel(DType::kQ4_0x16);
   if (!simd) std::printf("[ info ] no AVX-512 VNNI here: the SIMD kernel is not compared\n");
   Context ctx({.threads = 1});
   // k: one block (odd count), odd and even block counts, the benchmark shapes' widths.
   for (const int64_t k : {32, 96, 512, 704, 1024}) {
     const int64_t n = 48;
-    const std::vector<uint8_t> w = RandomQ4_0(rng, n, k);
+    const std::vector<uint8_t> w = RandomRows(rng, QuantType::kQ4_0, n, k);
     std::vector<uint8_t> packed(w.size());
-    RepackQ4_0x16(w.data(), n, k, packed.data());
+    RepackTiled(DType::kQ4_0x16, w.data(), n, k, packed.data());
     for (int64_t m = 1; m <= 8; ++m) {
       SCOPED_TRACE(::testing::Message() << "k=" << k << " m=" << m);
       const std::vector<float> x = RandomNormal<float>(rng, m * k);
@@ -70,7 +71,7 @@ TEST(QuantRepack, KernelsMatchTheMappedLayoutAndEachOther) {
       ScalarQuantOps().quantize_acts(x.data(), 0, m, a);
       // Tiles 1..2 only: rows outside [16, 48) stay untouched.
       std::vector<float> y(static_cast<size_t>(m * n), -7.0f), ys = y;
-      Q4_0x16DotScalar(packed.data(), k, 1, 3, a, m, y.data(), n);
+      TiledScalarKernel(DType::kQ4_0x16)(packed.data(), k, 1, 3, a, m, y.data(), n);
       std::vector<float> mapped(static_cast<size_t>(m * n));
       QuantMatMulWith(ScalarQuantOps(), QuantType::kQ4_0, w.data(), n, k, x.data(), m,
                       mapped.data(), ctx);
@@ -105,36 +106,10 @@ TEST(QuantRepack, KernelsMatchTheMappedLayoutAndEachOther) {
   }
 }
 
-std::vector<uint8_t> RandomRows(Rng& rng, QuantType t, int64_t n, int64_t k) {
-  std::vector<uint8_t> w(static_cast<size_t>(QuantMatrixBytes(t, n, k)));
-  const int64_t rb = QuantRowBytes(t, k);
-  for (int64_t j = 0; j < n; ++j) {
-    const std::vector<float> row = RandomNormal<float>(rng, k);
-    Quantize(t, row.data(), w.data() + j * rb, k);
-  }
-  return w;
-}
-
-// The K-quant tiled types: Q4_Kx16 and Q6_Kx16 with their base types.
+// The K-quant tiled types with their base types.
 const std::pair<QuantType, DType> kKTiled[] = {{QuantType::kQ4_K, DType::kQ4_Kx16},
                                                {QuantType::kQ5_K, DType::kQ5_Kx16},
                                                {QuantType::kQ6_K, DType::kQ6_Kx16}};
-
-void Unpack(DType tiled, const void* src, int64_t n, int64_t k, void* dst) {
-  switch (tiled) {
-    case DType::kQ4_Kx16: return UnpackQ4_Kx16(src, n, k, dst);
-    case DType::kQ5_Kx16: return UnpackQ5_Kx16(src, n, k, dst);
-    default: return UnpackQ6_Kx16(src, n, k, dst);
-  }
-}
-
-TiledDotFn Scalar(DType tiled) {
-  switch (tiled) {
-    case DType::kQ4_Kx16: return &Q4_Kx16DotScalar;
-    case DType::kQ5_Kx16: return &Q5_Kx16DotScalar;
-    default: return &Q6_Kx16DotScalar;
-  }
-}
 
 TEST(QuantRepack, KQuantRepackIsALosslessPermutation) {
   Rng rng(93);
@@ -154,7 +129,7 @@ TEST(QuantRepack, KQuantRepackIsALosslessPermutation) {
             w[static_cast<size_t>(j * rb + b * bb + i)] = static_cast<uint8_t>(bytes.Next());
       std::vector<uint8_t> packed(w.size()), back(w.size());
       RepackTiled(tiled, w.data(), n, k, packed.data());
-      Unpack(tiled, packed.data(), n, k, back.data());
+      UnpackTiled(tiled, packed.data(), n, k, back.data());
       EXPECT_EQ(back, w);
       EXPECT_NE(packed, w);
     }
@@ -163,8 +138,8 @@ TEST(QuantRepack, KQuantRepackIsALosslessPermutation) {
     EXPECT_THROW(RepackTiled(tiled, buf.data(), 16, 128, buf.data() + 32768), Error);
   }
   std::vector<uint8_t> buf(1 << 16);
-  EXPECT_THROW(UnpackQ4_Kx16(buf.data(), 16, 300, buf.data() + 32768), Error);
-  EXPECT_THROW(UnpackQ6_Kx16(buf.data(), 17, 256, buf.data() + 32768), Error);
+  EXPECT_THROW(UnpackTiled(DType::kQ4_Kx16, buf.data(), 16, 300, buf.data() + 32768), Error);
+  EXPECT_THROW(UnpackTiled(DType::kQ6_Kx16, buf.data(), 17, 256, buf.data() + 32768), Error);
 }
 
 TEST(QuantRepack, KQuantKernelsEqualTheMappedKernels) {
@@ -172,7 +147,7 @@ TEST(QuantRepack, KQuantKernelsEqualTheMappedKernels) {
   Context ctx({.threads = 1});
   for (const auto& [base, tiled] : kKTiled) {
     const TiledDotFn simd = TiledKernel(tiled);
-    const TiledDotFn scalar = Scalar(tiled);
+    const TiledDotFn scalar = TiledScalarKernel(tiled);
     for (const int64_t k : {256, 768, 1024}) {  // one, odd and even super-block counts
       const int64_t n = 48;
       const std::vector<uint8_t> w = RandomRows(rng, base, n, k);

@@ -112,12 +112,12 @@ TEST(WeightMatMul, EachTypeMatchesItsKernelForAnyRowsAndThreads) {
 // w's Q4_0 blocks regrouped as an owned Q4_0x16 tensor.
 Tensor Repacked(const TestWeight& w) {
   Tensor t(DType::kQ4_0x16, {w.n, w.k});
-  RepackQ4_0x16(w.q.data(), w.n, w.k, t.raw());
+  RepackTiled(DType::kQ4_0x16, w.q.data(), w.n, w.k, t.raw());
   return t;
 }
 
 TEST(WeightMatMul, Q4_0x16MatchesQ4_0ForAnyRowsAndThreads) {
-  if (!Q4_0x16Kernel()) GTEST_SKIP() << "no AVX-512 VNNI: Q4_0x16 weights are never made here";
+  if (!HasTiledKernels()) GTEST_SKIP() << "no AVX-512 VNNI: Q4_0x16 weights are never made here";
   Rng rng(6);
   const TestWeight w(DType::kQ4_0, 48, 512, rng);
   const Tensor x16 = Repacked(w);
@@ -165,7 +165,7 @@ TEST(WeightMatMul, Q4_0x16MatchesQ4_0ForAnyRowsAndThreads) {
 }
 
 TEST(WeightMatMul, KQuantTilesEqualTheMappedBlocksForAnyRowsAndThreads) {
-  if (!Q4_0x16Kernel()) GTEST_SKIP() << "no AVX-512 VNNI: tiled weights are never made here";
+  if (!HasTiledKernels()) GTEST_SKIP() << "no AVX-512 VNNI: tiled weights are never made here";
   Rng rng(7);
   for (const DType tiled : {DType::kQ4_Kx16, DType::kQ5_Kx16, DType::kQ6_Kx16}) {
     const DType base = tiled == DType::kQ4_Kx16   ? DType::kQ4_K

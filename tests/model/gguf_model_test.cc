@@ -588,7 +588,7 @@ TEST(GgufModel, Q4_0RegroupedForDecodeMatchesTheMappedFile) {
   // RepackForDecode turns the mapped Q4_0 matrices into owned Q4_0x16 ones: the same integer sums
   // and scales, summed in another f32 order, so the logits stay within rounding of the mapped
   // model's; the embedding and matrices whose rows are not whole tiles (lm_head: 300 rows) stay.
-  if (!kernels::Q4_0x16Kernel()) GTEST_SKIP() << "no AVX-512 VNNI: nothing is regrouped here";
+  if (!kernels::HasTiledKernels()) GTEST_SKIP() << "no AVX-512 VNNI: nothing is regrouped here";
   for (bool shared : {false, true}) {
     Random r = RandomMoeModel(shared);
     const std::vector<int32_t> toks = Tokens(r.cfg.vocab_size, 9);

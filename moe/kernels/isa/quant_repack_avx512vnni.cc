@@ -16,7 +16,7 @@ constexpr int64_t kTileBlockBytes = kQ4_0x16Rows * qk::kQ4_0Bytes;
 // once into 8 (low, high) and each activation row adds 8 vpdpbusd with its broadcast quads. Even
 // and odd blocks go to separate accumulators (two independent float chains), added at the end.
 template <int M>
-void Tile(const uint8_t* w, int64_t nb, const QuantActs& a, float* y, int64_t ldy) {
+void Q4_0Tile(const uint8_t* w, int64_t nb, const QuantActs& a, float* y, int64_t ldy) {
   const __m512i m4 = _mm512_set1_epi8(0x0F);
   __m512 acc[2][M];
   for (int p = 0; p < 2; ++p)
@@ -54,14 +54,6 @@ void Tile(const uint8_t* w, int64_t nb, const QuantActs& a, float* y, int64_t ld
     }
   }
   for (int i = 0; i < M; ++i) _mm512_storeu_ps(y + i * ldy, _mm512_add_ps(acc[0][i], acc[1][i]));
-}
-
-template <int M>
-void Tiles(const uint8_t* w, int64_t k, int64_t t0, int64_t t1, const QuantActs& a, float* y,
-           int64_t ldy) {
-  const int64_t nb = k / 32;
-  for (int64_t t = t0; t < t1; ++t)
-    Tile<M>(w + t * nb * kTileBlockBytes, nb, a, y + t * kQ4_0x16Rows, ldy);
 }
 
 // ---- Q6_Kx16 ----
@@ -131,14 +123,6 @@ void Q6Tile(const uint8_t* w, int64_t nb, const QuantActs& a, float* y, int64_t 
   for (int i = 0; i < M; ++i)
     _mm512_storeu_ps(y + i * ldy, _mm512_add_ps(_mm512_add_ps(acc[0][i], acc[2][i]),
                                                 _mm512_add_ps(acc[1][i], acc[3][i])));
-}
-
-template <int M>
-void Q6Tiles(const uint8_t* w, int64_t k, int64_t t0, int64_t t1, const QuantActs& a, float* y,
-             int64_t ldy) {
-  const int64_t nb = k / 256;
-  for (int64_t t = t0; t < t1; ++t)
-    Q6Tile<M>(w + t * nb * kQ6TileBytes, nb, a, y + t * kQ4_0x16Rows, ldy);
 }
 
 // ---- Q4_Kx16, Q5_Kx16 ----
@@ -233,68 +217,75 @@ void KTile(const uint8_t* w, int64_t nb, const QuantActs& a, float* y, int64_t l
                                                 _mm512_add_ps(acc[1][i], acc[3][i])));
 }
 
-template <bool kHigh, int M>
-void KTiles(const uint8_t* w, int64_t k, int64_t t0, int64_t t1, const QuantActs& a, float* y,
-            int64_t ldy) {
-  const int64_t nb = k / 256;
-  const int64_t tile_bytes = nb * kQ4_0x16Rows * (kHigh ? qk::kQ5_KBytes : qk::kQ4_KBytes);
+// Each type's tile kernel for M activation rows and its values and bytes per tile-block.
+struct Q4_0x16 {
+  static constexpr int64_t kValues = 32, kBlockBytes = kTileBlockBytes;
+  template <int M>
+  static void Tile(const uint8_t* w, int64_t nb, const QuantActs& a, float* y, int64_t ldy) {
+    Q4_0Tile<M>(w, nb, a, y, ldy);
+  }
+};
+template <bool kHigh>
+struct Q45_Kx16 {
+  static constexpr int64_t kValues = 256,
+                           kBlockBytes = kQ4_0x16Rows * (kHigh ? qk::kQ5_KBytes : qk::kQ4_KBytes);
+  template <int M>
+  static void Tile(const uint8_t* w, int64_t nb, const QuantActs& a, float* y, int64_t ldy) {
+    KTile<kHigh, M>(w, nb, a, y, ldy);
+  }
+};
+struct Q6_Kx16 {
+  static constexpr int64_t kValues = 256, kBlockBytes = kQ6TileBytes;
+  template <int M>
+  static void Tile(const uint8_t* w, int64_t nb, const QuantActs& a, float* y, int64_t ldy) {
+    Q6Tile<M>(w, nb, a, y, ldy);
+  }
+};
+
+// Tiles [t0, t1) of type K against M activation rows.
+template <typename K, int M>
+void Tiles(const uint8_t* w, int64_t k, int64_t t0, int64_t t1, const QuantActs& a, float* y,
+           int64_t ldy) {
+  const int64_t nb = k / K::kValues, tile_bytes = nb * K::kBlockBytes;
   for (int64_t t = t0; t < t1; ++t)
-    KTile<kHigh, M>(w + t * tile_bytes, nb, a, y + t * kQ4_0x16Rows, ldy);
+    K::template Tile<M>(w + t * tile_bytes, nb, a, y + t * kQ4_0x16Rows, ldy);
 }
 
-template <bool kHigh>
-void KDot(const uint8_t* w, int64_t k, int64_t t0, int64_t t1, const QuantActs& a, int64_t m,
-          float* y, int64_t ldy) {
+template <typename K>
+void Dot(const uint8_t* w, int64_t k, int64_t t0, int64_t t1, const QuantActs& a, int64_t m,
+         float* y, int64_t ldy) {
   switch (m) {
-    case 1: return KTiles<kHigh, 1>(w, k, t0, t1, a, y, ldy);
-    case 2: return KTiles<kHigh, 2>(w, k, t0, t1, a, y, ldy);
-    case 3: return KTiles<kHigh, 3>(w, k, t0, t1, a, y, ldy);
-    case 4: return KTiles<kHigh, 4>(w, k, t0, t1, a, y, ldy);
-    case 5: return KTiles<kHigh, 5>(w, k, t0, t1, a, y, ldy);
-    case 6: return KTiles<kHigh, 6>(w, k, t0, t1, a, y, ldy);
-    case 7: return KTiles<kHigh, 7>(w, k, t0, t1, a, y, ldy);
-    default: return KTiles<kHigh, 8>(w, k, t0, t1, a, y, ldy);
+    case 1: return Tiles<K, 1>(w, k, t0, t1, a, y, ldy);
+    case 2: return Tiles<K, 2>(w, k, t0, t1, a, y, ldy);
+    case 3: return Tiles<K, 3>(w, k, t0, t1, a, y, ldy);
+    case 4: return Tiles<K, 4>(w, k, t0, t1, a, y, ldy);
+    case 5: return Tiles<K, 5>(w, k, t0, t1, a, y, ldy);
+    case 6: return Tiles<K, 6>(w, k, t0, t1, a, y, ldy);
+    case 7: return Tiles<K, 7>(w, k, t0, t1, a, y, ldy);
+    default: return Tiles<K, 8>(w, k, t0, t1, a, y, ldy);
   }
 }
 
 }  // namespace
 
+void Q4_0x16DotAvx512Vnni(const uint8_t* w, int64_t k, int64_t t0, int64_t t1,
+                          const QuantActs& a, int64_t m, float* y, int64_t ldy) {
+  Dot<Q4_0x16>(w, k, t0, t1, a, m, y, ldy);
+}
+
 void Q4_Kx16DotAvx512Vnni(const uint8_t* w, int64_t k, int64_t t0, int64_t t1,
                           const QuantActs& a, int64_t m, float* y, int64_t ldy) {
-  KDot<false>(w, k, t0, t1, a, m, y, ldy);
+  Dot<Q45_Kx16<false>>(w, k, t0, t1, a, m, y, ldy);
 }
 
 void Q5_Kx16DotAvx512Vnni(const uint8_t* w, int64_t k, int64_t t0, int64_t t1,
                           const QuantActs& a, int64_t m, float* y, int64_t ldy) {
-  KDot<true>(w, k, t0, t1, a, m, y, ldy);
+  Dot<Q45_Kx16<true>>(w, k, t0, t1, a, m, y, ldy);
 }
 
 void Q6_Kx16DotAvx512Vnni(const uint8_t* w, int64_t k, int64_t t0, int64_t t1,
                           const QuantActs& a, int64_t m, float* y, int64_t ldy) {
-  switch (m) {
-    case 1: return Q6Tiles<1>(w, k, t0, t1, a, y, ldy);
-    case 2: return Q6Tiles<2>(w, k, t0, t1, a, y, ldy);
-    case 3: return Q6Tiles<3>(w, k, t0, t1, a, y, ldy);
-    case 4: return Q6Tiles<4>(w, k, t0, t1, a, y, ldy);
-    case 5: return Q6Tiles<5>(w, k, t0, t1, a, y, ldy);
-    case 6: return Q6Tiles<6>(w, k, t0, t1, a, y, ldy);
-    case 7: return Q6Tiles<7>(w, k, t0, t1, a, y, ldy);
-    default: return Q6Tiles<8>(w, k, t0, t1, a, y, ldy);
-  }
-}
-
-void Q4_0x16DotAvx512Vnni(const uint8_t* w, int64_t k, int64_t t0, int64_t t1,
-                          const QuantActs& a, int64_t m, float* y, int64_t ldy) {
-  switch (m) {
-    case 1: return Tiles<1>(w, k, t0, t1, a, y, ldy);
-    case 2: return Tiles<2>(w, k, t0, t1, a, y, ldy);
-    case 3: return Tiles<3>(w, k, t0, t1, a, y, ldy);
-    case 4: return Tiles<4>(w, k, t0, t1, a, y, ldy);
-    case 5: return Tiles<5>(w, k, t0, t1, a, y, ldy);
-    case 6: return Tiles<6>(w, k, t0, t1, a, y, ldy);
-    case 7: return Tiles<7>(w, k, t0, t1, a, y, ldy);
-    default: return Tiles<8>(w, k, t0, t1, a, y, ldy);
-  }
+  Dot<Q6_Kx16>(w, k, t0, t1, a, m, y, ldy);
 }
 
 }  // namespace moe::kernels
