@@ -10,18 +10,18 @@
 namespace moe::kernels {
 namespace {
 
-constexpr int64_t kTileBlockBytes = kQ4_0x16Rows * qk::kQ4_0Bytes;  // 288
+constexpr int64_t kTileBlockBytes = kTileRows * qk::kQ4_0Bytes;  // 288
 
 // Byte offsets of row r's block b parts inside a tile-block: d at 2r, bytes 4v..4v+3 at
 // 32 + 64v + 4r.
 template <bool kToTiles>
 void Move(const uint8_t* src, int64_t n, int64_t k, uint8_t* dst) {
   const int64_t nb = k / 32, row_bytes = nb * qk::kQ4_0Bytes;
-  for (int64_t t = 0; t < n / kQ4_0x16Rows; ++t)
+  for (int64_t t = 0; t < n / kTileRows; ++t)
     for (int64_t b = 0; b < nb; ++b) {
       const int64_t tile = (t * nb + b) * kTileBlockBytes;
-      for (int64_t r = 0; r < kQ4_0x16Rows; ++r) {
-        const int64_t blk = (t * kQ4_0x16Rows + r) * row_bytes + b * qk::kQ4_0Bytes;
+      for (int64_t r = 0; r < kTileRows; ++r) {
+        const int64_t blk = (t * kTileRows + r) * row_bytes + b * qk::kQ4_0Bytes;
         for (int64_t v = 0; v < 5; ++v) {  // v = 4: the d
           const int64_t in_block = v < 4 ? 2 + 4 * v : 0, in_tile = v < 4 ? 32 + 64 * v + 4 * r : 2 * r;
           const int64_t len = v < 4 ? 4 : 2;
@@ -39,7 +39,7 @@ void Q4_0x16DotScalar(const uint8_t* w, int64_t k, int64_t t0, int64_t t1, const
                       int64_t m, float* y, int64_t ldy) {
   const int64_t nb = k / 32;
   for (int64_t t = t0; t < t1; ++t)
-    for (int64_t r = 0; r < kQ4_0x16Rows; ++r)
+    for (int64_t r = 0; r < kTileRows; ++r)
       for (int64_t i = 0; i < m; ++i) {
         const int8_t* x = a.qs(i);
         const float* dx = a.d(i);
@@ -59,7 +59,7 @@ void Q4_0x16DotScalar(const uint8_t* w, int64_t k, int64_t t0, int64_t t1, const
           const float scale = FromF16(h) * dx[b];
           acc[b % 2] = std::fma(static_cast<float>(isum), scale, acc[b % 2]);
         }
-        y[i * ldy + t * kQ4_0x16Rows + r] = acc[0] + acc[1];
+        y[i * ldy + t * kTileRows + r] = acc[0] + acc[1];
       }
 }
 
@@ -72,7 +72,7 @@ void Q4_0x16DotScalar(const uint8_t* w, int64_t k, int64_t t0, int64_t t1, const
 namespace moe::kernels {
 namespace {
 
-constexpr int64_t kQ6TileBytes = kQ4_0x16Rows * qk::kQ6_KBytes;  // 3360
+constexpr int64_t kQ6TileBytes = kTileRows * qk::kQ6_KBytes;  // 3360
 constexpr int64_t kQ6Scales = 32;
 // Vectors in the order the kernel reads them: chunk c (0..3) = H[4c..4c+3], L[4c..4c+3],
 // L[16+4c..16+4c+3] (768 bytes each, after the d's and the scales).
@@ -94,11 +94,11 @@ Q6Pos Q6At(int e) {
 template <bool kToTiles>
 void MoveQ6(const uint8_t* src, int64_t n, int64_t k, uint8_t* dst) {
   const int64_t nb = k / qk::kQK, row_bytes = nb * qk::kQ6_KBytes;
-  for (int64_t t = 0; t < n / kQ4_0x16Rows; ++t)
+  for (int64_t t = 0; t < n / kTileRows; ++t)
     for (int64_t b = 0; b < nb; ++b) {
       const int64_t tile = (t * nb + b) * kQ6TileBytes;
-      for (int64_t r = 0; r < kQ4_0x16Rows; ++r) {
-        const int64_t blk = (t * kQ4_0x16Rows + r) * row_bytes + b * qk::kQ6_KBytes;
+      for (int64_t r = 0; r < kTileRows; ++r) {
+        const int64_t blk = (t * kTileRows + r) * row_bytes + b * qk::kQ6_KBytes;
         if constexpr (kToTiles) {
           const uint8_t* in = src + blk;
           uint8_t* out = dst + tile;
@@ -154,7 +154,7 @@ namespace {
 template <bool kHigh>
 constexpr int64_t KBlockBytes() { return kHigh ? qk::kQ5_KBytes : qk::kQ4_KBytes; }
 template <bool kHigh>
-constexpr int64_t KTileBytes() { return kQ4_0x16Rows * KBlockBytes<kHigh>(); }  // 2304 / 2816
+constexpr int64_t KTileBytes() { return kTileRows * KBlockBytes<kHigh>(); }  // 2304 / 2816
 // Byte offsets inside a tile-block of row r's parts: d, dmin, scale dword u (0..2), qh dword v
 // (Q5_K), and qs dword (c, v) of chunk c (0..3), vector v (0..7).
 constexpr int64_t KD(int64_t r) { return 2 * r; }
@@ -169,11 +169,11 @@ constexpr int64_t KQs(int64_t c, int64_t v, int64_t r) {
 template <bool kToTiles, bool kHigh>
 void MoveK(const uint8_t* src, int64_t n, int64_t k, uint8_t* dst) {
   const int64_t nb = k / qk::kQK, row_bytes = nb * KBlockBytes<kHigh>();
-  for (int64_t t = 0; t < n / kQ4_0x16Rows; ++t)
+  for (int64_t t = 0; t < n / kTileRows; ++t)
     for (int64_t b = 0; b < nb; ++b) {
       const int64_t tile = (t * nb + b) * KTileBytes<kHigh>();
-      for (int64_t r = 0; r < kQ4_0x16Rows; ++r) {
-        const int64_t blk = (t * kQ4_0x16Rows + r) * row_bytes + b * KBlockBytes<kHigh>();
+      for (int64_t r = 0; r < kTileRows; ++r) {
+        const int64_t blk = (t * kTileRows + r) * row_bytes + b * KBlockBytes<kHigh>();
         // (offset in the block, offset in the tile, length) of every piece of row r's block.
         const auto piece = [&](int64_t in_block, int64_t in_tile, int64_t len) {
           if constexpr (kToTiles)
@@ -198,12 +198,12 @@ void MoveK(const uint8_t* src, int64_t n, int64_t k, uint8_t* dst) {
 template <DType kTiled>
 void UnpackedDotScalar(const uint8_t* w, int64_t k, int64_t t0, int64_t t1, const QuantActs& a,
                        int64_t m, float* y, int64_t ldy) {
-  const int64_t tile_bytes = k / qk::kQK * kQ4_0x16Rows * DTypeBlockBytes(kTiled);
+  const int64_t tile_bytes = k / qk::kQK * kTileRows * DTypeBlockBytes(kTiled);
   std::vector<uint8_t> rows(static_cast<size_t>(tile_bytes));
   for (int64_t t = t0; t < t1; ++t) {
-    UnpackTiled(kTiled, w + t * tile_bytes, kQ4_0x16Rows, k, rows.data());
-    QuantDotRows(ScalarQuantOps(), TiledBase(kTiled), rows.data(), tile_bytes / kQ4_0x16Rows, 0,
-                 kQ4_0x16Rows, a, m, y + t * kQ4_0x16Rows, ldy);
+    UnpackTiled(kTiled, w + t * tile_bytes, kTileRows, k, rows.data());
+    QuantDotRows(ScalarQuantOps(), TiledBase(kTiled), rows.data(), tile_bytes / kTileRows, 0,
+                 kTileRows, a, m, y + t * kTileRows, ldy);
   }
 }
 
@@ -212,7 +212,7 @@ template <bool kToTiles>
 void MoveTiled(const char* op, DType t, const void* src, int64_t n, int64_t k, void* dst) {
   const int64_t block = DTypeBlockValues(t);
   MOE_CHECK(IsTiled(t), "quant", "{}: {} is not a tiled type", op, DTypeName(t));
-  MOE_CHECK(n >= 0 && k >= 0 && n % kQ4_0x16Rows == 0 && k % block == 0, "quant",
+  MOE_CHECK(n >= 0 && k >= 0 && n % kTileRows == 0 && k % block == 0, "quant",
             "{}: a [{}, {}] matrix cannot be tiled as {} (rows a multiple of 16, columns of {})",
             op, n, k, DTypeName(t), block);
   const auto* from = static_cast<const uint8_t*>(src);

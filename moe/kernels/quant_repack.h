@@ -27,7 +27,7 @@
 
 namespace moe::kernels {
 
-inline constexpr int64_t kQ4_0x16Rows = 16;  // rows per tile, every tiled type
+inline constexpr int64_t kTileRows = 16;  // rows per tile, every tiled type
 
 // ---- Q6_Kx16 -------------------------------------------------------------------------------------
 //

@@ -54,7 +54,7 @@ void CheckProduct(const WeightProduct& p) {
             "null pointer in the product of x [{}, {}] and {} w [{}, {}]", p.m, p.w.k,
             DTypeName(p.w.dtype), p.w.n, p.w.k);
   (void)RowBytes(p.w);  // names k when it is not a whole number of blocks
-  MOE_CHECK(!IsTiled(p.w.dtype) || p.w.n % kQ4_0x16Rows == 0, "linear",
+  MOE_CHECK(!IsTiled(p.w.dtype) || p.w.n % kTileRows == 0, "linear",
             "{} weight [{}, {}]: rows must come in tiles of 16", DTypeName(p.w.dtype), p.w.n, p.w.k);
 }
 
@@ -65,7 +65,7 @@ void RunAlone(const WeightProduct& p, Context& ctx) {
     const QuantActs& a = buf.Reset(p.m, p.w.k, static_cast<int>(QuantBlockSize(TiledBase(p.w.dtype))),
                                    ActLayout::kNatural);
     ActiveQuantOps().quantize_acts(p.x, 0, p.m, a);
-    ParallelForRange(p.w.n / kQ4_0x16Rows, ctx, [&](int64_t t0, int64_t t1, int) {
+    ParallelForRange(p.w.n / kTileRows, ctx, [&](int64_t t0, int64_t t1, int) {
       X16Rows(fn, p.w, t0, t1, a, p.m, p.y);
     });
     return;
@@ -174,8 +174,8 @@ void WeightMatMul(std::span<const WeightProduct> products, Context& ctx) {
       const WeightProduct& p = *j.p;
       const int64_t end = j.begin + j.row_cost * p.w.n;
       if (end <= lo_byte || j.begin >= hi_byte) continue;
-      // Q4_0x16 rows go in whole tiles: a tile belongs to the claim that holds its first byte.
-      const int64_t unit = IsTiled(p.w.dtype) ? kQ4_0x16Rows : 1;
+      // Tiled rows go in whole tiles: a tile belongs to the claim that holds its first byte.
+      const int64_t unit = IsTiled(p.w.dtype) ? kTileRows : 1;
       auto first_row = [&](int64_t byte) {
         const int64_t cost = j.row_cost * unit;
         return std::clamp<int64_t>((byte - j.begin + cost - 1) / cost * unit, 0, p.w.n);

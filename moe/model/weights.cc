@@ -153,7 +153,7 @@ bool Repackable(const Tensor& t) {
   if (!t.defined() || !IsQuantized(t.dtype()) || kernels::IsTiled(t.dtype()) || t.shape().rank != 2)
     return false;
   const kernels::QuantType q = kernels::QuantTypeOf(t.dtype());
-  return kernels::TiledOf(q) != DType::kF32 && t.shape()[0] % kernels::kQ4_0x16Rows == 0 &&
+  return kernels::TiledOf(q) != DType::kF32 && t.shape()[0] % kernels::kTileRows == 0 &&
          t.shape()[1] % kernels::QuantBlockSize(q) == 0;
 }
 
@@ -186,13 +186,13 @@ int64_t RepackForDecode(ModelWeights& w, Context& ctx,
     const int64_t n = t.shape()[0], k = t.shape()[1];
     const kernels::QuantType q = kernels::QuantTypeOf(t.dtype());
     const DType tiled = kernels::TiledOf(q);
-    const int64_t tile_bytes = kernels::kQ4_0x16Rows * kernels::QuantRowBytes(q, k);
+    const int64_t tile_bytes = kernels::kTileRows * kernels::QuantRowBytes(q, k);
     Tensor out = Tensor::Borrow(tiled, t.shape(), next, block);  // every byte written below
     const auto* src = static_cast<const uint8_t*>(std::as_const(t).raw());
     uint8_t* dst = next;
     next += padded(t);
-    ParallelForRange(n / kernels::kQ4_0x16Rows, ctx, [&](int64_t t0, int64_t t1, int) {
-      kernels::RepackTiled(tiled, src + t0 * tile_bytes, (t1 - t0) * kernels::kQ4_0x16Rows, k,
+    ParallelForRange(n / kernels::kTileRows, ctx, [&](int64_t t0, int64_t t1, int) {
+      kernels::RepackTiled(tiled, src + t0 * tile_bytes, (t1 - t0) * kernels::kTileRows, k,
                            dst + t0 * tile_bytes);
     }, 64);
     bytes += static_cast<int64_t>(out.nbytes());

@@ -10,7 +10,7 @@
 namespace moe::kernels {
 namespace {
 
-constexpr int64_t kTileBlockBytes = kQ4_0x16Rows * qk::kQ4_0Bytes;
+constexpr int64_t kTileBlockBytes = kTileRows * qk::kQ4_0Bytes;
 
 // One tile (16 rows) against M rows of activations: per block, the 4 nibble vectors are unpacked
 // once into 8 (low, high) and each activation row adds 8 vpdpbusd with its broadcast quads. Even
@@ -58,7 +58,7 @@ void Q4_0Tile(const uint8_t* w, int64_t nb, const QuantActs& a, float* y, int64_
 
 // ---- Q6_Kx16 ----
 
-constexpr int64_t kQ6TileBytes = kQ4_0x16Rows * qk::kQ6_KBytes;
+constexpr int64_t kQ6TileBytes = kTileRows * qk::kQ6_KBytes;
 
 // One tile against M activation rows. Per super-block and chunk c: H[4c..4c+3] give the high bits
 // of L[4c..4c+3] (sub-blocks c and c + 8: low and high nibbles) and of L[16+4c..] (sub-blocks
@@ -136,7 +136,7 @@ void Q6Tile(const uint8_t* w, int64_t nb, const QuantActs& a, float* y, int64_t 
 // (acc0 + acc2) + (acc1 + acc3) at the end: the mapped kernels' integers and order.
 template <bool kHigh, int M>
 void KTile(const uint8_t* w, int64_t nb, const QuantActs& a, float* y, int64_t ldy) {
-  constexpr int64_t kTileBytes = kQ4_0x16Rows * (kHigh ? qk::kQ5_KBytes : qk::kQ4_KBytes);
+  constexpr int64_t kTileBytes = kTileRows * (kHigh ? qk::kQ5_KBytes : qk::kQ4_KBytes);
   constexpr int64_t kQs = kHigh ? 768 : 256;
   const __m512i m4 = _mm512_set1_epi8(0x0F), m6 = _mm512_set1_epi8(0x3F),
                 m2 = _mm512_set1_epi8(0x03), m1 = _mm512_set1_epi8(0x01),
@@ -228,7 +228,7 @@ struct Q4_0x16 {
 template <bool kHigh>
 struct Q45_Kx16 {
   static constexpr int64_t kValues = 256,
-                           kBlockBytes = kQ4_0x16Rows * (kHigh ? qk::kQ5_KBytes : qk::kQ4_KBytes);
+                           kBlockBytes = kTileRows * (kHigh ? qk::kQ5_KBytes : qk::kQ4_KBytes);
   template <int M>
   static void Tile(const uint8_t* w, int64_t nb, const QuantActs& a, float* y, int64_t ldy) {
     KTile<kHigh, M>(w, nb, a, y, ldy);
@@ -248,7 +248,7 @@ void Tiles(const uint8_t* w, int64_t k, int64_t t0, int64_t t1, const QuantActs&
            int64_t ldy) {
   const int64_t nb = k / K::kValues, tile_bytes = nb * K::kBlockBytes;
   for (int64_t t = t0; t < t1; ++t)
-    K::template Tile<M>(w + t * tile_bytes, nb, a, y + t * kQ4_0x16Rows, ldy);
+    K::template Tile<M>(w + t * tile_bytes, nb, a, y + t * kTileRows, ldy);
 }
 
 template <typename K>
