@@ -19,11 +19,35 @@ void SamplerOptions::Validate() const {
             "repetition_penalty = {} must be > 0", repetition_penalty);
 }
 
+namespace {
+
+// The greedy choice: the first index of the largest value, NaNs never chosen (all NaN: 0). For
+// rows without NaN this is the general path's choice (widening to double keeps the order of
+// floats). 16 running maxima let the compiler vectorise the scan.
+int32_t ArgMax(std::span<const float> x) {
+  const size_t n = x.size();
+  constexpr size_t kLanes = 16;
+  float m[kLanes];
+  for (float& v : m) v = -std::numeric_limits<float>::infinity();
+  size_t i = 0;
+  for (; i + kLanes <= n; i += kLanes)
+    for (size_t l = 0; l < kLanes; ++l) m[l] = x[i + l] > m[l] ? x[i + l] : m[l];
+  float best = -std::numeric_limits<float>::infinity();
+  for (float v : m) best = v > best ? v : best;
+  for (; i < n; ++i) best = x[i] > best ? x[i] : best;
+  for (size_t j = 0; j < n; ++j)
+    if (x[j] == best) return static_cast<int32_t>(j);
+  return 0;
+}
+
+}  // namespace
+
 Sampler::Sampler(const SamplerOptions& opts) : opts_(opts), rng_(opts.seed) { opts_.Validate(); }
 
 int32_t Sampler::Sample(std::span<const float> logits, std::span<const int32_t> seen) {
   const int64_t v = static_cast<int64_t>(logits.size());
   MOE_CHECK(v > 0, "sample", "empty logits");
+  if (opts_.temperature == 0.0 && opts_.repetition_penalty == 1.0) return ArgMax(logits);
   work_.assign(logits.begin(), logits.end());
   if (opts_.repetition_penalty != 1.0) {
     std::vector<char> done(static_cast<size_t>(v), 0);  // once per distinct token

@@ -141,16 +141,21 @@ void MoeForward(const MoeConfig& cfg, const MoeWeights& w, CView<T> x, View<T> y
   const RoutingPlan<T>& plan = st.plan;
   const int64_t n = plan.size();
 
-  // Gather the rows of each expert (contiguous per expert).
-  st.xp.Resize(dt, {n, d});
+  // Gather the rows of each expert (contiguous per expert). One token (decode) in the inference
+  // layout needs no copies: every expert reads x itself, so its activations are quantised once
+  // for all of them.
+  const bool gather = !(w.inference_layout() && nt == 1);
+  st.xp.Resize(dt, {gather ? n : 0, d});
   st.h.Resize(dt, {n, 2 * f});
   st.a.Resize(dt, {n, f});
   st.yp.Resize(dt, {n, d});
   auto xp = Mut<T>(st.xp);
-  ParallelForRange(n, ctx, [&](int64_t b, int64_t e, int) {
-    for (int64_t i = b; i < e; ++i)
-      std::memcpy(xp.row(i), x.row(plan.token[static_cast<size_t>(i)]), static_cast<size_t>(d) * sizeof(T));
-  }, 64);
+  if (gather) {
+    ParallelForRange(n, ctx, [&](int64_t b, int64_t e, int) {
+      for (int64_t i = b; i < e; ++i)
+        std::memcpy(xp.row(i), x.row(plan.token[static_cast<size_t>(i)]), static_cast<size_t>(d) * sizeof(T));
+    }, 64);
+  }
 
   if (fs > 0 && nt > 0) {
     st.sh_h.Resize(dt, {nt, 2 * fs});
@@ -163,7 +168,7 @@ void MoeForward(const MoeConfig& cfg, const MoeWeights& w, CView<T> x, View<T> y
       for (int64_t e = 0; e < cfg.n_experts; ++e) {
         const int64_t off = plan.expert_offsets[e], m = plan.count(e);
         if (m == 0) continue;
-        ig.push_back({m, xp.data + off * d, &w.experts[static_cast<size_t>(e)],
+        ig.push_back({m, gather ? xp.data + off * d : x.data, &w.experts[static_cast<size_t>(e)],
                       Mut<T>(st.h).data + off * 2 * f, Mut<T>(st.a).data + off * f,
                       Mut<T>(st.yp).data + off * d});
       }

@@ -4,6 +4,8 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdint>
+#include <limits>
 #include <vector>
 
 #include "moe/core/error.h"
@@ -21,6 +23,39 @@ std::vector<int> Counts(Sampler& s, const std::vector<float>& logits, int draws,
 TEST(Sampler, GreedyIsArgmaxWithTiesToTheLowerId) {
   Sampler s({});
   EXPECT_EQ(s.Sample(std::vector<float>{0.1f, 2.0f, -1.0f, 2.0f}, {}), 1);
+}
+
+TEST(Sampler, GreedyScanEqualsTheGeneralPathAtEveryLength) {
+  // Greedy without a penalty scans the floats; with a penalty (and nothing seen) it goes through
+  // the general path in double. Lengths around the scan's 16 lanes, ties placed on both sides of a
+  // lane boundary, NaNs that must never win.
+  Sampler fast({}), general({.repetition_penalty = 2.0});
+  uint64_t state = 12345;
+  auto next = [&] {
+    state = state * 6364136223846793005ULL + 1442695040888963407ULL;
+    return static_cast<float>((state >> 40) % 1000) / 100.0f - 5.0f;
+  };
+  for (size_t n = 1; n <= 70; ++n) {
+    for (int trial = 0; trial < 20; ++trial) {
+      std::vector<float> x(n);
+      for (float& v : x) v = next();
+      if (n > 3 && trial % 3 == 0) x[n - 1] = x[n / 2] = 10.0f;  // a tie: the lower id wins
+      if (n > 2 && trial % 4 == 1) x[0] = std::nanf("");
+      const int32_t got = fast.Sample(x, {});
+      if (!std::isnan(x[0])) {
+        EXPECT_EQ(got, general.Sample(x, {})) << "n=" << n;
+      }
+      int32_t want = -1;
+      for (size_t i = 0; i < n; ++i)
+        if (!std::isnan(x[i]) && (want < 0 || x[i] > x[static_cast<size_t>(want)])) want = static_cast<int32_t>(i);
+      EXPECT_EQ(got, want) << "n=" << n << " trial=" << trial;
+    }
+  }
+  const float nan = std::nanf("");
+  EXPECT_EQ(fast.Sample(std::vector<float>{nan, nan, nan}, {}), 0);
+  const float inf = std::numeric_limits<float>::infinity();
+  EXPECT_EQ(fast.Sample(std::vector<float>{-inf, -inf}, {}), 0);
+  EXPECT_EQ(fast.Sample(std::vector<float>(40, -inf), {}), 0);
 }
 
 TEST(Sampler, TemperatureFollowsTheSoftmax) {
