@@ -1,6 +1,7 @@
 #include "moe/core/tensor.h"
 
 #include <sys/mman.h>
+#include <unistd.h>
 
 #include <cstdlib>
 #include <cstring>
@@ -93,6 +94,26 @@ Tensor Tensor::LazyZeros(DType dtype, Shape shape) {
   t.data_ = std::unique_ptr<void, Free>(p, Free(bytes));
   t.capacity_ = bytes;
   return t;
+}
+
+void Tensor::Prefault(size_t offset, size_t bytes) {
+  MOE_CHECK(offset <= nbytes() && bytes <= nbytes() - offset, "tensor",
+            "prefault of bytes [{}, {}) outside {} {} ({} bytes)", offset, offset + bytes,
+            DTypeName(dtype_), shape_.str(), nbytes());
+  if (bytes == 0 || data_.get_deleter().mapped == 0 || borrowed_ != nullptr) return;
+  const size_t page = static_cast<size_t>(::sysconf(_SC_PAGESIZE));
+  auto* base = static_cast<char*>(data_.get());
+  const size_t lo = offset / page * page, hi = offset + bytes;
+#if defined(MADV_POPULATE_WRITE)
+  // One call commits the range (Linux 5.14+); older kernels refuse the advice: touch instead.
+  if (::madvise(base + lo, hi - lo, MADV_POPULATE_WRITE) == 0) return;
+#endif
+  // Rewriting a byte with itself commits its page without changing it (no other thread writes
+  // the tensor meanwhile: it belongs to the caller).
+  for (size_t at = lo; at < hi; at += page) {
+    volatile char* c = base + at;
+    *c = *c;
+  }
 }
 
 size_t TensorBytes(DType dtype, const Shape& shape) {

@@ -119,6 +119,11 @@ class Tensor {
     return borrowed_ ? borrowed_ : data_.get();
   }
 
+  // Makes bytes [offset, offset + bytes) of a LazyZeros tensor resident now, contents unchanged
+  // (ahead of a loop that would otherwise take a page fault each time it reaches a new page). A
+  // no-op for other storage, which is resident already. The range must lie within nbytes().
+  void Prefault(size_t offset, size_t bytes);
+
   // Re-shapes in place, reusing the allocation when it is large enough. Contents are unspecified
   // unless zero == true.
   void Resize(DType dtype, Shape shape, bool zero = false);

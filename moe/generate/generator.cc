@@ -149,6 +149,9 @@ GenerateResult Generator::Generate(std::span<const int32_t> prompt, const Genera
   history_.resize(common);
 
   const double t0 = kernels::NowSeconds();
+  // The pages of every position this call can reach, committed in one pass per kv head rather
+  // than one fault at a time inside the decode steps.
+  cache_.Reserve(np + std::min(opt.max_tokens, cache_.capacity));
   for (size_t i = common; i < prompt.size();) {
     const size_t n = std::min<size_t>(static_cast<size_t>(opt.prefill_chunk), prompt.size() - i);
     Run(prompt.data() + i, static_cast<int64_t>(n), false, false, trace);

@@ -319,6 +319,26 @@ void KvCache::Allocate(const ModelConfig& cfg, int64_t max_tokens) {
   }
   length = 0;
   capacity = max_tokens;
+  committed = 0;
+  latent = m.enabled();
+}
+
+void KvCache::Reserve(int64_t tokens) {
+  tokens = std::min(tokens, capacity);
+  if (tokens <= committed) return;
+  // Each tensor is [outer, capacity, row] (head-major: outer = kv heads) or [capacity, 1, row]
+  // (MLA's latent): positions [committed, tokens) of each outer slice.
+  auto reserve = [&](Tensor& t) {
+    const Shape& s = t.shape();
+    const int64_t outer = latent ? 1 : s[0];
+    const auto row = static_cast<size_t>(s[2]) * sizeof(float);
+    for (int64_t o = 0; o < outer; ++o)
+      t.Prefault(static_cast<size_t>(o * capacity + committed) * row,
+                 static_cast<size_t>(tokens - committed) * row);
+  };
+  for (Tensor& t : k) reserve(t);
+  for (Tensor& t : v) reserve(t);
+  committed = tokens;
 }
 
 // Multi-head latent attention against the latent cache (DeepSeek-V2/V3). Each head's key is

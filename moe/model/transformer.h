@@ -77,8 +77,14 @@ struct KvCache {
   std::vector<Tensor> k, v;
   int64_t length = 0;      // tokens cached
   int64_t capacity = 0;    // max_tokens
+  int64_t committed = 0;   // positions whose pages are resident (Reserve)
+  bool latent = false;     // MLA: [capacity, 1, width] per layer; else [kv heads, capacity, dim]
   void Allocate(const ModelConfig& cfg, int64_t max_tokens);
   void Clear() { length = 0; }
+  // Makes the rows of positions [0, min(tokens, capacity)) resident in every layer now: the cache
+  // is mapped lazily, and a decode step that reaches a new page of each kv head's rows would
+  // otherwise stop for a page fault per head and layer.
+  void Reserve(int64_t tokens);
 };
 
 // Inference scratch of one sequence, reused across calls.

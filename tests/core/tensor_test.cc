@@ -54,6 +54,33 @@ TEST(Tensor, LazyZerosIsZeroWritableAndResidentOnlyWhereWritten) {
   EXPECT_THROW(Tensor::LazyZeros(DType::kF32, {int64_t{1} << 40, int64_t{1} << 20}), Error);
 }
 
+TEST(Tensor, PrefaultCommitsTheRangeAndKeepsTheContents) {
+  Tensor t = Tensor::LazyZeros(DType::kF32, {16, 1 << 16});  // 4 MiB
+  auto* v = static_cast<float*>(t.raw());
+  v[3] = 2.0f;
+  auto resident = [&](size_t byte) {
+    unsigned char r = 0;
+    EXPECT_EQ(::mincore(reinterpret_cast<char*>(v) + byte / 4096 * 4096, 4096, &r), 0);
+    return (r & 1) != 0;
+  };
+  EXPECT_FALSE(resident(size_t{1} << 20));
+  t.Prefault((size_t{1} << 20) + 100, 3 * 4096);  // straddles 4 pages
+  for (size_t p = 0; p < 4; ++p) EXPECT_TRUE(resident((size_t{1} << 20) + p * 4096)) << p;
+  EXPECT_FALSE(resident((size_t{1} << 20) + 5 * 4096));
+  EXPECT_FALSE(resident((size_t{1} << 20) - 4096));
+  t.Prefault(0, 8);  // a page already written keeps its contents
+  EXPECT_EQ(v[3], 2.0f);
+  EXPECT_EQ(v[(1 << 18) + 30], 0.0f);
+  t.Prefault(t.nbytes() - 4, 4);  // the last bytes
+  EXPECT_TRUE(resident(t.nbytes() - 4));
+  t.Prefault(t.nbytes(), 0);
+  EXPECT_THROW(t.Prefault(t.nbytes() - 4, 8), Error);
+  EXPECT_THROW(t.Prefault(t.nbytes() + 1, 0), Error);
+  Tensor owned(DType::kF32, {4});  // ordinary storage: nothing to do
+  owned.Prefault(0, 16);
+  EXPECT_THROW(owned.Prefault(8, 16), Error);
+}
+
 TEST(Tensor, UninitializedHasTheShapeAndOwnsItsStorage) {
   Tensor t = Tensor::Uninitialized(DType::kQ4_0, {16, 64});
   EXPECT_EQ(t.nbytes(), size_t{16 * 2 * 18});

@@ -2,8 +2,10 @@
 // inference against the full forward, float against double, and bad inputs.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <sys/mman.h>
 
 #include <cmath>
+#include <cstdint>
 #include <functional>
 
 #include "moe/core/cpu.h"
@@ -259,6 +261,49 @@ TEST(Transformer, KvCacheMatchesFullForward) {
     EXPECT_EQ(cache.length, 6);
     EXPECT_THROW(tf.Infer(w, b.tokens.data(), 1, cache, is, ctx), Error);  // context full
   }
+}
+
+TEST(Transformer, KvCacheReserveCommitsThePagesAheadAndKeepsTheRows) {
+  ModelConfig cfg = Tiny("mixtral");
+  cfg.d_model = 64;
+  cfg.n_heads = 2;
+  cfg.n_kv_heads = 2;
+  cfg.head_dim = 32;  // rows of 128 bytes: 32 positions a page
+  cfg.max_seq = 1024;
+  KvCache cache;
+  cache.Allocate(cfg, 1024);
+  const int64_t page = 4096 / (32 * 4);
+  auto resident = [&](const Tensor& t, int64_t head, int64_t pos) {
+    const auto* row = static_cast<const char*>(t.raw()) + (head * 1024 + pos) * 32 * 4;
+    unsigned char r = 0;
+    EXPECT_EQ(::mincore(const_cast<char*>(row - (reinterpret_cast<uintptr_t>(row) % 4096)), 4096, &r), 0);
+    return (r & 1) != 0;
+  };
+  // Rows written before (as a prefill would) stay as they are.
+  auto* k1 = static_cast<float*>(cache.k[1].raw());
+  k1[1024 * 32 + 5] = 3.5f;  // head 1, position 0
+  cache.Reserve(100);
+  EXPECT_EQ(cache.committed, 100);
+  for (size_t l = 0; l < cache.k.size(); ++l)
+    for (int64_t h = 0; h < 2; ++h) {
+      for (int64_t pos : {int64_t{0}, int64_t{50}, int64_t{99}}) {
+        EXPECT_TRUE(resident(cache.k[l], h, pos)) << l << " " << h << " " << pos;
+        EXPECT_TRUE(resident(cache.v[l], h, pos)) << l << " " << h << " " << pos;
+      }
+      // Well past the reservation: still not committed.
+      EXPECT_FALSE(resident(cache.k[l], h, 100 + 4 * page)) << l << " " << h;
+      EXPECT_FALSE(resident(cache.v[l], h, 1023)) << l << " " << h;
+    }
+  EXPECT_EQ(k1[1024 * 32 + 5], 3.5f);
+  EXPECT_EQ(k1[5], 0.0f);
+  cache.Reserve(50);  // less than committed: nothing to do
+  EXPECT_EQ(cache.committed, 100);
+  cache.Reserve(int64_t{1} << 40);  // clamped to the capacity
+  EXPECT_EQ(cache.committed, 1024);
+  EXPECT_TRUE(resident(cache.v[0], 1, 1023));
+  EXPECT_EQ(k1[1024 * 32 + 5], 3.5f);
+  cache.Allocate(cfg, 512);  // a new cache starts with nothing committed
+  EXPECT_EQ(cache.committed, 0);
 }
 
 TEST(Transformer, BadBatchesAreErrors) {
