@@ -79,6 +79,35 @@ void RunAlone(const WeightProduct& p, Context& ctx) {
   }
 }
 
+// F32 products of many rows (prefill: e.g. each expert's tokens against its matrices). sgemm
+// packs the weight of each call before multiplying, a pass bound by memory; split over the pool
+// call by call, both threads pack at once and then both multiply, so memory and arithmetic
+// alternate. With enough products for every thread, each runs whole products on one thread
+// instead (largest first, claimed as threads come free), so one thread's packing overlaps the
+// other's multiplies and each weight is still packed once.
+constexpr int kWholeProductsPerThread = 4;
+
+void RunF32Products(std::span<const WeightProduct> products, std::vector<size_t>& idx,
+                    Context& ctx) {
+  const int workers = ctx.threads();
+  if (workers <= 1 || idx.size() < static_cast<size_t>(kWholeProductsPerThread * workers)) {
+    for (size_t i : idx) RunAlone(products[i], ctx);
+    return;
+  }
+  auto cost = [&](size_t i) { return products[i].m * products[i].w.n * products[i].w.k; };
+  std::stable_sort(idx.begin(), idx.end(), [&](size_t a, size_t b) { return cost(a) > cost(b); });
+  const MatmulPrecision prec = ctx.matmul_precision();
+  std::atomic<size_t> next{0};
+  ParallelForRange(workers, ctx, [&](int64_t, int64_t, int) {
+    for (size_t u = next.fetch_add(1, std::memory_order_relaxed); u < idx.size();
+         u = next.fetch_add(1, std::memory_order_relaxed)) {
+      const WeightProduct& p = products[idx[u]];
+      MatMulNT<float>(p.x, p.w.k, p.m, static_cast<const float*>(p.w.data), p.w.k, p.w.n, p.w.k,
+                      p.y, p.w.n, false, prec);
+    }
+  });
+}
+
 // Quantised activations reused across calls by the calling thread (decode calls this per layer).
 struct ActsPool {
   std::vector<std::unique_ptr<QuantActsBuffer>> buffers;
@@ -103,7 +132,7 @@ WeightRef AsWeight(const Tensor& w, const char* what) {
 int64_t WeightBytes(const WeightRef& w) { return w.n * RowBytes(w); }
 
 void WeightMatMul(std::span<const WeightProduct> products, Context& ctx) {
-  std::vector<size_t> few;
+  std::vector<size_t> few, f32_many;
   for (size_t i = 0; i < products.size(); ++i) {
     const WeightProduct& p = products[i];
     CheckProduct(p);
@@ -112,12 +141,15 @@ void WeightMatMul(std::span<const WeightProduct> products, Context& ctx) {
       std::fill(p.y, p.y + p.m * p.w.n, 0.0f);
       continue;
     }
-    if (p.m > kFewRows) {
-      RunAlone(p, ctx);
-    } else {
+    if (p.m <= kFewRows) {
       few.push_back(i);
+    } else if (p.w.dtype == DType::kF32) {
+      f32_many.push_back(i);
+    } else {
+      RunAlone(p, ctx);
     }
   }
+  RunF32Products(products, f32_many, ctx);
   if (few.empty()) return;
 
   // Quantise each distinct x once per activation format its weights need.

@@ -6,7 +6,10 @@
 // projections of every chosen expert, then their down projections): with few rows of x (decode)
 // the weight rows of all of them are split over the pool in one parallel region, by bytes, so
 // each weight byte is read once and the threads finish together however mixed the types and
-// sizes are. Products with more rows (prefill) run one after another, each split over the pool.
+// sizes are. Products with more rows (prefill) run one after another, each split over the pool,
+// except F32 ones when there are at least 4 per thread (prefill's experts): each thread then
+// runs whole products, so one thread's sgemm packing (bound by memory) overlaps the other's
+// multiplies.
 #pragma once
 
 #include <cstdint>

@@ -248,6 +248,41 @@ TEST(WeightMatMul, ManyProductsTogetherEqualEachAlone) {
   }
 }
 
+TEST(WeightMatMul, ManyF32ProductsOfManyRowsRunWholeOnEachThread) {
+  // Prefill's expert products: enough F32 products of more than 8 rows that each thread takes
+  // whole ones (sizes differ, so the largest-first order is not the list order), with a
+  // quantised one of many rows in between. Each equals the double reference, for any threads.
+  Rng rng(9);
+  std::vector<std::unique_ptr<TestWeight>> ws;
+  std::vector<int64_t> rows;
+  for (int i = 0; i < 13; ++i) {
+    const bool q = i == 6;
+    ws.push_back(std::make_unique<TestWeight>(q ? DType::kQ8_0 : DType::kF32, 8 + 9 * (i % 5), 64 + 32 * (i % 3), rng));
+    rows.push_back(9 + 7 * ((i * 3) % 4));
+  }
+  std::vector<std::vector<float>> xs;
+  for (size_t i = 0; i < ws.size(); ++i) xs.push_back(RandomNormal<float>(rng, rows[i] * ws[i]->k));
+  for (int threads : {1, 2, 3}) {
+    Context ctx({.threads = threads});
+    std::vector<std::vector<float>> ys(ws.size());
+    std::vector<WeightProduct> products;
+    for (size_t i = 0; i < ws.size(); ++i) {
+      ys[i].assign(static_cast<size_t>(rows[i] * ws[i]->n), -1.0f);
+      products.push_back({xs[i].data(), rows[i], ws[i]->ref(), ys[i].data()});
+    }
+    WeightMatMul(products, ctx);
+    for (size_t i = 0; i < ws.size(); ++i) {
+      const std::vector<float> want = Alone(xs[i], rows[i], *ws[i], ctx);
+      const std::string what = "product " + std::to_string(i) + " threads=" + std::to_string(threads);
+      if (ws[i]->dtype == DType::kF32) {
+        EXPECT_TRUE(testing::ExpectClose(ys[i].data(), want.data(), Size(want), kF32Tol, what));
+      } else {
+        EXPECT_EQ(ys[i], want) << what;
+      }
+    }
+  }
+}
+
 TEST(WeightMatMul, EmptyProductsAndZeroWidth) {
   Context ctx({.threads = 2});
   Rng rng(6);
