@@ -154,7 +154,11 @@ void SwiGluInfer(const std::vector<FfnInferGroup>& groups, Context& ctx) {
     total_rows += g.rows;
   }
   kernels::WeightMatMul(products, ctx);
-  // a = silu(gate) * up, over all rows of all groups.
+  // a = silu(gate) * up, over all rows of all groups; in parallel only when each thread gets a
+  // few thousand values (a decode step's few rows are done sooner than a wake-up of the pool).
+  int64_t widest = 1;
+  for (const FfnInferGroup& g : groups) widest = std::max(widest, g.w->d_ff());
+  const int64_t min_rows = std::max<int64_t>(4, (int64_t{1} << 14) / widest);
   ParallelForRange(total_rows, ctx, [&](int64_t b, int64_t e, int) {
     size_t gi = static_cast<size_t>(std::upper_bound(row_start.begin(), row_start.end(), b) -
                                     row_start.begin() - 1);
@@ -164,7 +168,7 @@ void SwiGluInfer(const std::vector<FfnInferGroup>& groups, Context& ctx) {
       const int64_t f = g.w->d_ff(), i = r - row_start[gi];
       kernels::SwiGluRow<float>(g.h + i * f, g.h + (g.rows + i) * f, g.a + i * f, f);
     }
-  }, 4);
+  }, min_rows);
   products.clear();
   for (const FfnInferGroup& g : groups) {
     const kernels::WeightRef down = kernels::AsWeight(g.w->down, "down");
