@@ -1,6 +1,7 @@
 #include "moe/kernels/attention.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <limits>
 #include <type_traits>
@@ -221,7 +222,7 @@ void AttentionForward(CView<T> q, CView<T> k, CView<T> v, int64_t pos0, T scale,
     const int64_t gs = g.group(), j0 = window > 0 ? std::max<int64_t>(0, pos0 - window + 1) : 0;
     const int64_t n = max_keys - j0;
     std::vector<T> scratch(static_cast<size_t>(ctx.threads() * gs * n));
-    ParallelFor(g.b * g.hkv, ctx, [&](int64_t unit, int w) {
+    auto run_unit = [&](int64_t unit, int w) {
       const int64_t b = unit / g.hkv, kv = unit % g.hkv, h0 = kv * gs;
       T* sc = scratch.data() + w * gs * n;
       for (int64_t r = 0; r < gs; r += kSmallM)
@@ -233,7 +234,21 @@ void AttentionForward(CView<T> q, CView<T> k, CView<T> v, int64_t pos0, T scale,
       }
       SmallNN<T>(sc, n, gs, v.data + g.V(b, j0, kv), g.ldv(), n, g.dv, out.data + g.O(b, 0, h0),
                  g.dv, false);
-    });
+    };
+    // With several units (sequence, kv head) a thread, they are claimed one at a time: a thread
+    // the machine slows down then takes fewer instead of keeping the others waiting at the end.
+    // A unit's result does not depend on the thread that computes it.
+    const int64_t units = g.b * g.hkv;
+    if (units >= 4 * ctx.threads()) {
+      std::atomic<int64_t> next{0};
+      ParallelForRange(ctx.threads(), ctx, [&](int64_t, int64_t, int w) {
+        for (int64_t u = next.fetch_add(1, std::memory_order_relaxed); u < units;
+             u = next.fetch_add(1, std::memory_order_relaxed))
+          run_unit(u, w);
+      });
+    } else {
+      ParallelFor(units, ctx, run_unit);
+    }
     return;
   }
   const int64_t bq = g.RowBlock(), nqb = (g.t + bq - 1) / bq;

@@ -50,6 +50,8 @@ const RefAttentionShape kShapes[] = {
     {1, 3, 80, 6, 3, 8, 12, 70},   // pos0 crosses a key block
     {1, 1, 130, 4, 2, 8, 8, 129},  // decode of one token over three key blocks
     {2, 1, 50, 8, 2, 16, 12, 40},  // batched decode, groups of 4 query heads, unused keys
+    {2, 1, 40, 16, 8, 8, 8, 30},   // 16 (sequence, kv head) units: claimed one at a time
+    {1, 1, 33, 8, 8, 8, 8, 32},    // no GQA, 8 units
     // Decode over one kv head (MLA's latent, MQA): split by keys, chunks merged by log-sum-exp.
     {1, 1, 300, 12, 1, 16, 24, 299},  // 12 heads (two row blocks), 5 chunks of 64, last partial
     {1, 1, 100, 3, 1, 8, 8, 70},      // 3 chunks of 32 over 71 keys, unused keys after them
