@@ -9,6 +9,7 @@
 
 #include <cstring>
 #include <functional>
+#include <initializer_list>
 #include <memory>
 #include <string>
 #include <vector>
@@ -207,6 +208,34 @@ TEST(WeightMatMul, QuantisedProductsStayCloseToTheDoubleReference) {
   }
 }
 
+// Runs the products (product i: x_of(i), holding xs[i]'s values, times ws[i]) in one WeightMatMul
+// at each thread count and checks each result against the product alone.
+void ExpectTogetherEqualAlone(const std::vector<std::unique_ptr<TestWeight>>& ws,
+                              const std::vector<std::vector<float>>& xs,
+                              const std::vector<int64_t>& rows,
+                              const std::function<const float*(size_t)>& x_of,
+                              std::initializer_list<int> thread_counts) {
+  for (int threads : thread_counts) {
+    Context ctx({.threads = threads});
+    std::vector<std::vector<float>> ys(ws.size());
+    std::vector<WeightProduct> products;
+    for (size_t i = 0; i < ws.size(); ++i) {
+      ys[i].assign(static_cast<size_t>(rows[i] * ws[i]->n), -1.0f);
+      products.push_back({x_of(i), rows[i], ws[i]->ref(), ys[i].data()});
+    }
+    WeightMatMul(products, ctx);
+    for (size_t i = 0; i < ws.size(); ++i) {
+      const std::vector<float> want = Alone(xs[i], rows[i], *ws[i], ctx);
+      const std::string what = "product " + std::to_string(i) + " threads=" + std::to_string(threads);
+      if (ws[i]->dtype == DType::kF32) {
+        EXPECT_TRUE(testing::ExpectClose(ys[i].data(), want.data(), Size(want), kF32Tol, what));
+      } else {
+        EXPECT_EQ(ys[i], want) << what;
+      }
+    }
+  }
+}
+
 TEST(WeightMatMul, ManyProductsTogetherEqualEachAlone) {
   // Mixed types and sizes, two products sharing one x (quantised once), few and many rows.
   Rng rng(5);
@@ -226,26 +255,8 @@ TEST(WeightMatMul, ManyProductsTogetherEqualEachAlone) {
       xs.push_back(RandomNormal<float>(rng, rows[i] * ws[i]->k));
     }
   }
-  for (int threads : {1, 2, 4}) {
-    Context ctx({.threads = threads});
-    std::vector<std::vector<float>> ys(ws.size());
-    std::vector<WeightProduct> products;
-    for (size_t i = 0; i < ws.size(); ++i) {
-      ys[i].assign(static_cast<size_t>(rows[i] * ws[i]->n), -1.0f);
-      const float* x = i == 1 ? xs[0].data() : xs[i].data();
-      products.push_back({x, rows[i], ws[i]->ref(), ys[i].data()});
-    }
-    WeightMatMul(products, ctx);
-    for (size_t i = 0; i < ws.size(); ++i) {
-      const std::vector<float> want = Alone(xs[i], rows[i], *ws[i], ctx);
-      const std::string what = "product " + std::to_string(i) + " threads=" + std::to_string(threads);
-      if (ws[i]->dtype == DType::kF32) {
-        EXPECT_TRUE(testing::ExpectClose(ys[i].data(), want.data(), Size(want), kF32Tol, what));
-      } else {
-        EXPECT_EQ(ys[i], want) << what;
-      }
-    }
-  }
+  ExpectTogetherEqualAlone(ws, xs, std::vector<int64_t>(std::begin(rows), std::end(rows)),
+                           [&](size_t i) { return i == 1 ? xs[0].data() : xs[i].data(); }, {1, 2, 4});
 }
 
 TEST(WeightMatMul, ManyF32ProductsOfManyRowsRunWholeOnEachThread) {
@@ -262,25 +273,7 @@ TEST(WeightMatMul, ManyF32ProductsOfManyRowsRunWholeOnEachThread) {
   }
   std::vector<std::vector<float>> xs;
   for (size_t i = 0; i < ws.size(); ++i) xs.push_back(RandomNormal<float>(rng, rows[i] * ws[i]->k));
-  for (int threads : {1, 2, 3}) {
-    Context ctx({.threads = threads});
-    std::vector<std::vector<float>> ys(ws.size());
-    std::vector<WeightProduct> products;
-    for (size_t i = 0; i < ws.size(); ++i) {
-      ys[i].assign(static_cast<size_t>(rows[i] * ws[i]->n), -1.0f);
-      products.push_back({xs[i].data(), rows[i], ws[i]->ref(), ys[i].data()});
-    }
-    WeightMatMul(products, ctx);
-    for (size_t i = 0; i < ws.size(); ++i) {
-      const std::vector<float> want = Alone(xs[i], rows[i], *ws[i], ctx);
-      const std::string what = "product " + std::to_string(i) + " threads=" + std::to_string(threads);
-      if (ws[i]->dtype == DType::kF32) {
-        EXPECT_TRUE(testing::ExpectClose(ys[i].data(), want.data(), Size(want), kF32Tol, what));
-      } else {
-        EXPECT_EQ(ys[i], want) << what;
-      }
-    }
-  }
+  ExpectTogetherEqualAlone(ws, xs, rows, [&](size_t i) { return xs[i].data(); }, {1, 2, 3});
 }
 
 TEST(WeightMatMul, EmptyProductsAndZeroWidth) {
