@@ -3,6 +3,7 @@
 // in worker order are bitwise reproducible for a given thread count.
 #pragma once
 
+#include <algorithm>
 #include <atomic>
 #include <cstdint>
 #include <exception>
@@ -128,6 +129,21 @@ template <typename Fn>
 void ParallelFor(int64_t n, Context& ctx, Fn&& fn) {
   ParallelForRange(n, ctx, [&](int64_t b, int64_t e, int w) {
     for (int64_t i = b; i < e; ++i) fn(i, w);
+  });
+}
+
+// fn(i, worker) for i in [0, n), each index taken by the next worker to come free (one atomic
+// counter): for units whose time depends on the machine (memory-bound work) more than on their
+// size, where static chunks would leave a faster thread waiting for a slower one. Which worker
+// runs an index varies from run to run, so fn's result for i must not depend on it.
+template <typename Fn>
+void ParallelForClaimed(int64_t n, Context& ctx, Fn&& fn) {
+  if (n <= 0) return;
+  std::atomic<int64_t> next{0};
+  ParallelForRange(std::min<int64_t>(ctx.threads(), n), ctx, [&](int64_t, int64_t, int w) {
+    for (int64_t i = next.fetch_add(1, std::memory_order_relaxed); i < n;
+         i = next.fetch_add(1, std::memory_order_relaxed))
+      fn(i, w);
   });
 }
 

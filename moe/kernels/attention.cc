@@ -1,7 +1,6 @@
 #include "moe/kernels/attention.h"
 
 #include <algorithm>
-#include <atomic>
 #include <cmath>
 #include <limits>
 #include <type_traits>
@@ -240,12 +239,7 @@ void AttentionForward(CView<T> q, CView<T> k, CView<T> v, int64_t pos0, T scale,
     // A unit's result does not depend on the thread that computes it.
     const int64_t units = g.b * g.hkv;
     if (units >= 4 * ctx.threads()) {
-      std::atomic<int64_t> next{0};
-      ParallelForRange(ctx.threads(), ctx, [&](int64_t, int64_t, int w) {
-        for (int64_t u = next.fetch_add(1, std::memory_order_relaxed); u < units;
-             u = next.fetch_add(1, std::memory_order_relaxed))
-          run_unit(u, w);
-      });
+      ParallelForClaimed(units, ctx, run_unit);
     } else {
       ParallelFor(units, ctx, run_unit);
     }

@@ -97,14 +97,10 @@ void RunF32Products(std::span<const WeightProduct> products, std::vector<size_t>
   auto cost = [&](size_t i) { return products[i].m * products[i].w.n * products[i].w.k; };
   std::stable_sort(idx.begin(), idx.end(), [&](size_t a, size_t b) { return cost(a) > cost(b); });
   const MatmulPrecision prec = ctx.matmul_precision();
-  std::atomic<size_t> next{0};
-  ParallelForRange(workers, ctx, [&](int64_t, int64_t, int) {
-    for (size_t u = next.fetch_add(1, std::memory_order_relaxed); u < idx.size();
-         u = next.fetch_add(1, std::memory_order_relaxed)) {
-      const WeightProduct& p = products[idx[u]];
-      MatMulNT<float>(p.x, p.w.k, p.m, static_cast<const float*>(p.w.data), p.w.k, p.w.n, p.w.k,
-                      p.y, p.w.n, false, prec);
-    }
+  ParallelForClaimed(static_cast<int64_t>(idx.size()), ctx, [&](int64_t u, int) {
+    const WeightProduct& p = products[idx[static_cast<size_t>(u)]];
+    MatMulNT<float>(p.x, p.w.k, p.m, static_cast<const float*>(p.w.data), p.w.k, p.w.n, p.w.k,
+                    p.y, p.w.n, false, prec);
   });
 }
 

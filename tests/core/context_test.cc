@@ -1,4 +1,4 @@
-// ThreadPool, ParallelFor, ParallelForRange and StaticChunk: coverage, partitioning, errors.
+// ThreadPool, ParallelFor, ParallelForRange, ParallelForClaimed and StaticChunk: coverage, partitioning, errors.
 #include "moe/core/context.h"
 
 #include <gtest/gtest.h>
@@ -36,14 +36,17 @@ TEST(StaticChunk, PartitionsIntoContiguousBalancedRanges) {
   }
 }
 
-TEST(ParallelFor, VisitsEveryIndexExactlyOnce) {
+// parallel_for(n, ctx, fn) at every size and thread count visits each index once, from a worker
+// of the pool.
+template <typename ParallelForFn>
+void ExpectEveryIndexOnce(ParallelForFn&& parallel_for) {
   for (int threads = 1; threads <= 4; ++threads) {
     Context ctx({.threads = threads});
     ASSERT_EQ(ctx.threads(), threads);
     for (const int64_t n : kSizes) {
       std::vector<std::atomic<int>> hits(static_cast<size_t>(n));
       std::atomic<bool> bad_worker{false};
-      ParallelFor(n, ctx, [&](int64_t i, int w) {
+      parallel_for(n, ctx, [&](int64_t i, int w) {
         if (w < 0 || w >= threads) bad_worker = true;
         hits[static_cast<size_t>(i)].fetch_add(1);
       });
@@ -53,6 +56,15 @@ TEST(ParallelFor, VisitsEveryIndexExactlyOnce) {
             << "index " << i << " n=" << n << " threads=" << threads;
     }
   }
+}
+
+TEST(ParallelFor, VisitsEveryIndexExactlyOnce) {
+  ExpectEveryIndexOnce([](int64_t n, Context& ctx, const auto& fn) { ParallelFor(n, ctx, fn); });
+}
+
+TEST(ParallelForClaimed, VisitsEveryIndexExactlyOnce) {
+  ExpectEveryIndexOnce(
+      [](int64_t n, Context& ctx, const auto& fn) { ParallelForClaimed(n, ctx, fn); });
 }
 
 struct Chunk {
