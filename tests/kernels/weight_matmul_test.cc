@@ -86,34 +86,42 @@ std::vector<float> Alone(const std::vector<float>& x, int64_t m, const TestWeigh
 const DType kTypes[] = {DType::kF32,  DType::kQ8_0, DType::kQ4_0,
                         DType::kQ4_K, DType::kQ5_K, DType::kQ6_K};
 
-TEST(WeightMatMul, EachTypeMatchesItsKernelForAnyRowsAndThreads) {
-  Rng rng(3);
-  for (DType dt : kTypes) {
-    const TestWeight w(dt, 37, 512, rng);
-    for (int64_t m : {1, 3, 8, 9, 21}) {
-      const std::vector<float> x = RandomNormal<float>(rng, m * w.k);
-      Context one({.threads = 1});
-      const std::vector<float> want = Alone(x, m, w, one);
-      for (int threads : {1, 2, 3}) {
-        Context ctx({.threads = threads});
-        std::vector<float> y(static_cast<size_t>(m * w.n), -1.0f);
-        WeightMatMul(CView<float>(x.data(), {m, w.k}), w.tensor, View<float>(y.data(), {m, w.n}), ctx);
-        const std::string what = std::string(DTypeName(dt)) + " m=" + std::to_string(m) +
-                                 " threads=" + std::to_string(threads);
-        if (dt == DType::kF32) {
-          EXPECT_TRUE(testing::ExpectClose(y.data(), want.data(), Size(y), kF32Tol, what));
-        } else {
-          EXPECT_EQ(y, want) << what;  // the same integer kernel, bit for bit
-        }
+// WeightMatMul against `weight` (w as stored, or regrouped in tiles) for each row count of x in
+// `ms` at 1-3 threads equals w's product alone through its own kernel: bit for bit when
+// quantised (the same integer kernel), close to the double reference for f32.
+void ExpectAloneForAnyRowsAndThreads(const TestWeight& w, const Tensor& weight,
+                                     std::initializer_list<int64_t> ms, Rng& rng) {
+  for (int64_t m : ms) {
+    const std::vector<float> x = RandomNormal<float>(rng, m * w.k);
+    Context one({.threads = 1});
+    const std::vector<float> want = Alone(x, m, w, one);
+    for (int threads : {1, 2, 3}) {
+      Context ctx({.threads = threads});
+      std::vector<float> y(static_cast<size_t>(m * w.n), -1.0f);
+      WeightMatMul(CView<float>(x.data(), {m, w.k}), weight, View<float>(y.data(), {m, w.n}), ctx);
+      const std::string what = std::string(DTypeName(weight.dtype())) + " m=" + std::to_string(m) +
+                               " threads=" + std::to_string(threads);
+      if (w.dtype == DType::kF32) {
+        EXPECT_TRUE(testing::ExpectClose(y.data(), want.data(), Size(y), kF32Tol, what));
+      } else {
+        EXPECT_EQ(y, want) << what;
       }
     }
   }
 }
 
-// w's Q4_0 blocks regrouped as an owned Q4_0x16 tensor.
-Tensor Repacked(const TestWeight& w) {
-  Tensor t(DType::kQ4_0x16, {w.n, w.k});
-  RepackTiled(DType::kQ4_0x16, w.q.data(), w.n, w.k, t.raw());
+TEST(WeightMatMul, EachTypeMatchesItsKernelForAnyRowsAndThreads) {
+  Rng rng(3);
+  for (DType dt : kTypes) {
+    const TestWeight w(dt, 37, 512, rng);
+    ExpectAloneForAnyRowsAndThreads(w, w.tensor, {1, 3, 8, 9, 21}, rng);
+  }
+}
+
+// w's blocks regrouped as an owned tensor of the tiled type (w's type's).
+Tensor Repacked(const TestWeight& w, DType tiled) {
+  Tensor t(tiled, {w.n, w.k});
+  RepackTiled(tiled, w.q.data(), w.n, w.k, t.raw());
   return t;
 }
 
@@ -121,7 +129,7 @@ TEST(WeightMatMul, Q4_0x16MatchesQ4_0ForAnyRowsAndThreads) {
   if (!HasTiledKernels()) GTEST_SKIP() << "no AVX-512 VNNI: Q4_0x16 weights are never made here";
   Rng rng(6);
   const TestWeight w(DType::kQ4_0, 48, 512, rng);
-  const Tensor x16 = Repacked(w);
+  const Tensor x16 = Repacked(w, DType::kQ4_0x16);
   const TestWeight other(DType::kQ8_0, 24, 512, rng);
   for (int64_t m : {1, 3, 8, 9, 21}) {  // few rows share a region; 9 and 21 run alone
     const std::vector<float> x = RandomNormal<float>(rng, m * w.k);
@@ -169,23 +177,8 @@ TEST(WeightMatMul, KQuantTilesEqualTheMappedBlocksForAnyRowsAndThreads) {
   if (!HasTiledKernels()) GTEST_SKIP() << "no AVX-512 VNNI: tiled weights are never made here";
   Rng rng(7);
   for (const DType tiled : {DType::kQ4_Kx16, DType::kQ5_Kx16, DType::kQ6_Kx16}) {
-    const DType base = tiled == DType::kQ4_Kx16   ? DType::kQ4_K
-                       : tiled == DType::kQ5_Kx16 ? DType::kQ5_K
-                                                  : DType::kQ6_K;
-    const TestWeight w(base, 48, 768, rng);
-    Tensor x16(tiled, {w.n, w.k});
-    RepackTiled(tiled, w.q.data(), w.n, w.k, x16.raw());
-    for (int64_t m : {1, 5, 8, 9, 21}) {
-      const std::vector<float> x = RandomNormal<float>(rng, m * w.k);
-      Context one({.threads = 1});
-      const std::vector<float> want = Alone(x, m, w, one);
-      for (int threads : {1, 2, 3}) {
-        Context ctx({.threads = threads});
-        std::vector<float> y(static_cast<size_t>(m * w.n), -1.0f);
-        WeightMatMul(CView<float>(x.data(), {m, w.k}), x16, View<float>(y.data(), {m, w.n}), ctx);
-        EXPECT_EQ(y, want) << DTypeName(tiled) << " m=" << m << " threads=" << threads;
-      }
-    }
+    const TestWeight w(ToDType(TiledBase(tiled)), 48, 768, rng);
+    ExpectAloneForAnyRowsAndThreads(w, Repacked(w, tiled), {1, 5, 8, 9, 21}, rng);
   }
 }
 
