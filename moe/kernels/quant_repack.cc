@@ -12,26 +12,37 @@ namespace {
 
 constexpr int64_t kTileBlockBytes = kTileRows * qk::kQ4_0Bytes;  // 288
 
-// Byte offsets of row r's block b parts inside a tile-block: d at 2r, bytes 4v..4v+3 at
-// 32 + 64v + 4r.
-template <bool kToTiles>
-void Move(const uint8_t* src, int64_t n, int64_t k, uint8_t* dst) {
-  const int64_t nb = k / 32, row_bytes = nb * qk::kQ4_0Bytes;
+// Moves an [n, k] matrix of `block_bytes` blocks (`block_values` values each) between rows and
+// 16-row tiles (a tile-block holds the 16 rows' block b). For each tile, block and row r,
+// parts(r, piece) names every part of the row's block: piece(offset in the block, offset in the
+// tile-block, bytes). Q4_0 and the K-quants move whole bytes this way (Q6_K re-packs its bits).
+template <bool kToTiles, typename Parts>
+void MoveBlocks(const uint8_t* src, int64_t n, int64_t k, int64_t block_values, int64_t block_bytes,
+                uint8_t* dst, Parts&& parts) {
+  const int64_t nb = k / block_values, row_bytes = nb * block_bytes,
+                tile_bytes = kTileRows * block_bytes;
   for (int64_t t = 0; t < n / kTileRows; ++t)
     for (int64_t b = 0; b < nb; ++b) {
-      const int64_t tile = (t * nb + b) * kTileBlockBytes;
+      const int64_t tile = (t * nb + b) * tile_bytes;
       for (int64_t r = 0; r < kTileRows; ++r) {
-        const int64_t blk = (t * kTileRows + r) * row_bytes + b * qk::kQ4_0Bytes;
-        for (int64_t v = 0; v < 5; ++v) {  // v = 4: the d
-          const int64_t in_block = v < 4 ? 2 + 4 * v : 0, in_tile = v < 4 ? 32 + 64 * v + 4 * r : 2 * r;
-          const int64_t len = v < 4 ? 4 : 2;
+        const int64_t blk = (t * kTileRows + r) * row_bytes + b * block_bytes;
+        parts(r, [&](int64_t in_block, int64_t in_tile, int64_t len) {
           if constexpr (kToTiles)
             std::memcpy(dst + tile + in_tile, src + blk + in_block, static_cast<size_t>(len));
           else
             std::memcpy(dst + blk + in_block, src + tile + in_tile, static_cast<size_t>(len));
-        }
+        });
       }
     }
+}
+
+// Q4_0x16: row r's d at 2r of the tile-block, its bytes 4v..4v+3 (v < 4) at 32 + 64v + 4r.
+template <bool kToTiles>
+void Move(const uint8_t* src, int64_t n, int64_t k, uint8_t* dst) {
+  MoveBlocks<kToTiles>(src, n, k, 32, qk::kQ4_0Bytes, dst, [](int64_t r, const auto& piece) {
+    piece(0, 2 * r, 2);
+    for (int64_t v = 0; v < 4; ++v) piece(2 + 4 * v, 32 + 64 * v + 4 * r, 4);
+  });
 }
 
 // The Q4_0x16 reference (quant_repack.h): its own f32 order.
@@ -153,9 +164,7 @@ namespace {
 // Q5_K adds its 32 qh bytes per row as 8 vectors after the scales (kHigh); the rest is Q4_K's.
 template <bool kHigh>
 constexpr int64_t KBlockBytes() { return kHigh ? qk::kQ5_KBytes : qk::kQ4_KBytes; }
-template <bool kHigh>
-constexpr int64_t KTileBytes() { return kTileRows * KBlockBytes<kHigh>(); }  // 2304 / 2816
-// Byte offsets inside a tile-block of row r's parts: d, dmin, scale dword u (0..2), qh dword v
+// Byte offsets inside a tile-block (2304 / 2816 bytes) of row r's parts: d, dmin, scale dword u (0..2), qh dword v
 // (Q5_K), and qs dword (c, v) of chunk c (0..3), vector v (0..7).
 constexpr int64_t KD(int64_t r) { return 2 * r; }
 constexpr int64_t KDmin(int64_t r) { return 32 + 2 * r; }
@@ -168,29 +177,16 @@ constexpr int64_t KQs(int64_t c, int64_t v, int64_t r) {
 
 template <bool kToTiles, bool kHigh>
 void MoveK(const uint8_t* src, int64_t n, int64_t k, uint8_t* dst) {
-  const int64_t nb = k / qk::kQK, row_bytes = nb * KBlockBytes<kHigh>();
-  for (int64_t t = 0; t < n / kTileRows; ++t)
-    for (int64_t b = 0; b < nb; ++b) {
-      const int64_t tile = (t * nb + b) * KTileBytes<kHigh>();
-      for (int64_t r = 0; r < kTileRows; ++r) {
-        const int64_t blk = (t * kTileRows + r) * row_bytes + b * KBlockBytes<kHigh>();
-        // (offset in the block, offset in the tile, length) of every piece of row r's block.
-        const auto piece = [&](int64_t in_block, int64_t in_tile, int64_t len) {
-          if constexpr (kToTiles)
-            std::memcpy(dst + tile + in_tile, src + blk + in_block, static_cast<size_t>(len));
-          else
-            std::memcpy(dst + blk + in_block, src + tile + in_tile, static_cast<size_t>(len));
-        };
-        piece(0, KD(r), 2);
-        piece(2, KDmin(r), 2);
-        for (int64_t u = 0; u < 3; ++u) piece(4 + 4 * u, KScales(u, r), 4);
-        if constexpr (kHigh)
-          for (int64_t v = 0; v < 8; ++v) piece(16 + 4 * v, KQh(v, r), 4);
-        const int64_t qs = kHigh ? 48 : 16;
-        for (int64_t c = 0; c < 4; ++c)
-          for (int64_t v = 0; v < 8; ++v) piece(qs + 32 * c + 4 * v, KQs<kHigh>(c, v, r), 4);
-      }
-    }
+  MoveBlocks<kToTiles>(src, n, k, qk::kQK, KBlockBytes<kHigh>(), dst, [](int64_t r, const auto& piece) {
+    piece(0, KD(r), 2);
+    piece(2, KDmin(r), 2);
+    for (int64_t u = 0; u < 3; ++u) piece(4 + 4 * u, KScales(u, r), 4);
+    if constexpr (kHigh)
+      for (int64_t v = 0; v < 8; ++v) piece(16 + 4 * v, KQh(v, r), 4);
+    const int64_t qs = kHigh ? 48 : 16;
+    for (int64_t c = 0; c < 4; ++c)
+      for (int64_t v = 0; v < 8; ++v) piece(qs + 32 * c + 4 * v, KQs<kHigh>(c, v, r), 4);
+  });
 }
 
 // The K-quant tiles' references: each tile unpacked and run through the scalar mapped kernel
