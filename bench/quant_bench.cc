@@ -12,7 +12,7 @@
 //       xSgemm = GFLOP/s_best / Sgemm.
 //   QuantDecodeInCache/<type>/<isa>   m = 1, one thread, 384 KB of weights that stay in L2: the
 //       kernel's compute ceiling in weight GB/s (what a thread could stream if memory kept up).
-//   QuantDecode[InCache]/<Q4_0x16|Q4_Kx16|Q5_Kx16|Q6_Kx16>/avx512vnni   the same regrouped in
+//   QuantDecode[InCache]/<Q8_0x16|Q4_0x16|Q4_Kx16|Q5_Kx16|Q6_Kx16>/avx512vnni   the same regrouped in
 //       tiles of 16 rows (moe/kernels/quant_repack.h), split over tiles; only with AVX512-VNNI.
 // Weights are random bytes with finite f16 scales: every byte pattern is a valid encoding, and the
 // kernels' speed does not depend on the values. Benchmarks never assert. See docs/QUANT.md.
@@ -211,8 +211,8 @@ void BM_Prefill(benchmark::State& state, QuantType t, const QuantOps* ops) {
 }
 
 void Register() {
-  for (QuantType t : {QuantType::kQ4_0, QuantType::kQ4_K, QuantType::kQ5_K, QuantType::kQ6_K}) {
-    const moe::DType tiled = moe::kernels::TiledOf(t);
+  for (QuantType t : moe::kernels::kAllQuantTypes) {
+    const moe::DType tiled = moe::kernels::TiledOf(t);  // kF32: no tiled form
     if (!moe::kernels::TiledKernel(tiled)) continue;
     const std::string tag = std::string(moe::DTypeName(tiled)) + "/avx512vnni";
     benchmark::RegisterBenchmark(("QuantDecode/" + tag).c_str(), BM_Decode, t, nullptr)

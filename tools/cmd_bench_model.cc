@@ -274,8 +274,8 @@ int RunModelBench(const ModelBenchOptions& opt) {
   std::printf("weights: %.2f GB as stored, ready in %.1f s; resident %.2f GB (peak %.2f GB)\n",
               weight_bytes / 1e9, NowSeconds() - ti, rss_load / 1e9, hwm_load / 1e9);
   if (repacked > 0)
-    std::printf("  of which %.2f GB of Q4_0 / K-quants regrouped in 16-row tiles in memory for decode "
-                "(MOE_REPACK=0: keep them mapped)\n",
+    std::printf("  of which %.2f GB of Q8_0 / Q4_0 / K-quants regrouped in 16-row tiles in memory "
+                "for decode (MOE_REPACK=0: keep them mapped)\n",
                 static_cast<double>(repacked) / 1e9);
   MOE_CHECK(opt.prefill + opt.decode < cfg.max_seq, "bench",
             "prefill + decode = {} exceeds the context of {}", opt.prefill + opt.decode,

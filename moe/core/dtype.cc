@@ -18,6 +18,7 @@ std::string_view DTypeName(DType t) {
     case DType::kQ5_K: return "Q5_K";
     case DType::kQ6_K: return "Q6_K";
     case DType::kQ4_0x16: return "Q4_0x16";
+    case DType::kQ8_0x16: return "Q8_0x16";
     case DType::kQ4_Kx16: return "Q4_Kx16";
     case DType::kQ5_Kx16: return "Q5_Kx16";
     case DType::kQ6_Kx16: return "Q6_Kx16";

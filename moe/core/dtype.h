@@ -9,12 +9,13 @@
 
 namespace moe {
 
-// kQ4_0x16, kQ4_Kx16, kQ5_Kx16, kQ6_Kx16: Q4_0 and the K-quants regrouped in tiles of 16 rows for
+// kQ8_0x16, kQ4_0x16, kQ4_Kx16, kQ5_Kx16, kQ6_Kx16: Q8_0, Q4_0 and the K-quants regrouped in tiles of 16 rows for
 // the decode kernels (moe/kernels/quant_repack.h), in-memory layouts of inference weights only
 // (never read from or written to a file); a [rows, cols] matrix of one has the bytes of the
 // original, and rows come in multiples of 16.
 enum class DType : uint8_t {
-  kF32, kF64, kBF16, kF16, kQ8_0, kQ4_0, kQ4_K, kQ5_K, kQ6_K, kQ4_0x16, kQ4_Kx16, kQ5_Kx16, kQ6_Kx16
+  kF32, kF64, kBF16, kF16, kQ8_0, kQ4_0, kQ4_K, kQ5_K, kQ6_K, kQ4_0x16, kQ4_Kx16, kQ5_Kx16, kQ6_Kx16,
+  kQ8_0x16
 };
 
 std::string_view DTypeName(DType t);
@@ -27,6 +28,7 @@ size_t DTypeSize(DType t);
 constexpr int64_t DTypeBlockValues(DType t) {
   switch (t) {
     case DType::kQ8_0:
+    case DType::kQ8_0x16:
     case DType::kQ4_0:
     case DType::kQ4_0x16: return 32;
     case DType::kQ4_K:
@@ -40,7 +42,8 @@ constexpr int64_t DTypeBlockValues(DType t) {
 }
 constexpr int64_t DTypeBlockBytes(DType t) {
   switch (t) {
-    case DType::kQ8_0: return 34;
+    case DType::kQ8_0:
+    case DType::kQ8_0x16: return 34;
     case DType::kQ4_0:
     case DType::kQ4_0x16: return 18;
     case DType::kQ4_K:

@@ -151,8 +151,8 @@ ModelDir OpenGguf(const std::string& path) {
 bool ShouldRepack(int64_t bytes, double available_bytes) {
   if (const char* env = std::getenv("MOE_REPACK"); env && *env) {
     const std::string v = env;
-    MOE_CHECK(v == "0" || v == "1", kTag, "MOE_REPACK='{}' must be 0 (never regroup Q4_0 / K-quants "
-              "for decode) or 1 (when it fits in memory)", v);
+    MOE_CHECK(v == "0" || v == "1", kTag, "MOE_REPACK='{}' must be 0 (never regroup Q8_0 / Q4_0 / "
+              "K-quants for decode) or 1 (when it fits in memory)", v);
     if (v == "0") return false;
   }
   return static_cast<double>(bytes) <= available_bytes / 2;

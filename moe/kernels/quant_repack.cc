@@ -10,12 +10,10 @@
 namespace moe::kernels {
 namespace {
 
-constexpr int64_t kTileBlockBytes = kTileRows * qk::kQ4_0Bytes;  // 288
-
 // Moves an [n, k] matrix of `block_bytes` blocks (`block_values` values each) between rows and
 // 16-row tiles (a tile-block holds the 16 rows' block b). For each tile, block and row r,
 // parts(r, piece) names every part of the row's block: piece(offset in the block, offset in the
-// tile-block, bytes). Q4_0 and the K-quants move whole bytes this way (Q6_K re-packs its bits).
+// tile-block, bytes). Q8_0, Q4_0 and the K-quants move whole bytes this way (Q6_K re-packs its bits).
 template <bool kToTiles, typename Parts>
 void MoveBlocks(const uint8_t* src, int64_t n, int64_t k, int64_t block_values, int64_t block_bytes,
                 uint8_t* dst, Parts&& parts) {
@@ -36,35 +34,44 @@ void MoveBlocks(const uint8_t* src, int64_t n, int64_t k, int64_t block_values, 
     }
 }
 
-// Q4_0x16: row r's d at 2r of the tile-block, its bytes 4v..4v+3 (v < 4) at 32 + 64v + 4r.
-template <bool kToTiles>
+// Q4_0x16 and Q8_0x16: row r's d at 2r of the tile-block, its quant bytes 4v..4v+3 at
+// 32 + 64v + 4r (v < 4 for Q4_0's 16 bytes, v < 8 for Q8_0's 32).
+template <bool kToTiles, bool kQ8>
 void Move(const uint8_t* src, int64_t n, int64_t k, uint8_t* dst) {
-  MoveBlocks<kToTiles>(src, n, k, 32, qk::kQ4_0Bytes, dst, [](int64_t r, const auto& piece) {
+  const int64_t block_bytes = kQ8 ? qk::kQ8_0Bytes : qk::kQ4_0Bytes;
+  MoveBlocks<kToTiles>(src, n, k, 32, block_bytes, dst, [](int64_t r, const auto& piece) {
     piece(0, 2 * r, 2);
-    for (int64_t v = 0; v < 4; ++v) piece(2 + 4 * v, 32 + 64 * v + 4 * r, 4);
+    for (int64_t v = 0; v < (kQ8 ? 8 : 4); ++v) piece(2 + 4 * v, 32 + 64 * v + 4 * r, 4);
   });
 }
 
-// The Q4_0x16 reference (quant_repack.h): its own f32 order.
-void Q4_0x16DotScalar(const uint8_t* w, int64_t k, int64_t t0, int64_t t1, const QuantActs& a,
-                      int64_t m, float* y, int64_t ldy) {
-  const int64_t nb = k / 32;
+// The Q4_0x16 / Q8_0x16 reference (quant_repack.h): its own f32 order. Value 4v + u of row r's
+// block is byte 32 + 64v + 4r + u of the tile-block for Q8_0 (int8); for Q4_0 the low nibble of
+// byte 32 + 64v + 4r + u (v < 4), the high nibble of byte 32 + 64(v - 4) + 4r + u (v >= 4), minus 8.
+template <bool kQ8>
+void Q32x16DotScalar(const uint8_t* w, int64_t k, int64_t t0, int64_t t1, const QuantActs& a,
+                     int64_t m, float* y, int64_t ldy) {
+  const int64_t nb = k / 32, tile_block = kTileRows * (kQ8 ? qk::kQ8_0Bytes : qk::kQ4_0Bytes);
   for (int64_t t = t0; t < t1; ++t)
     for (int64_t r = 0; r < kTileRows; ++r)
       for (int64_t i = 0; i < m; ++i) {
         const int8_t* x = a.qs(i);
         const float* dx = a.d(i);
-        const int32_t* sx = a.sums(i);
         float acc[2] = {0.0f, 0.0f};
         for (int64_t b = 0; b < nb; ++b) {
-          const uint8_t* tile = w + (t * nb + b) * kTileBlockBytes;
+          const uint8_t* tile = w + (t * nb + b) * tile_block;
           int32_t isum = 0;
-          for (int64_t v = 0; v < 4; ++v)
+          for (int64_t v = 0; v < 8; ++v)
             for (int64_t u = 0; u < 4; ++u) {
-              const uint8_t q = tile[32 + 64 * v + 4 * r + u];
-              isum += (q & 0x0F) * x[32 * b + 4 * v + u] + (q >> 4) * x[32 * b + 16 + 4 * v + u];
+              int32_t q;
+              if constexpr (kQ8) {
+                q = static_cast<int8_t>(tile[32 + 64 * v + 4 * r + u]);
+              } else {
+                const uint8_t byte = tile[32 + 64 * (v % 4) + 4 * r + u];
+                q = (v < 4 ? byte & 0x0F : byte >> 4) - 8;
+              }
+              isum += q * x[32 * b + 4 * v + u];
             }
-          isum -= 8 * sx[b];
           uint16_t h;
           std::memcpy(&h, tile + 2 * r, 2);
           const float scale = FromF16(h) * dx[b];
@@ -214,7 +221,8 @@ void MoveTiled(const char* op, DType t, const void* src, int64_t n, int64_t k, v
   const auto* from = static_cast<const uint8_t*>(src);
   auto* to = static_cast<uint8_t*>(dst);
   switch (t) {
-    case DType::kQ4_0x16: return Move<kToTiles>(from, n, k, to);
+    case DType::kQ4_0x16: return Move<kToTiles, false>(from, n, k, to);
+    case DType::kQ8_0x16: return Move<kToTiles, true>(from, n, k, to);
     case DType::kQ4_Kx16: return MoveK<kToTiles, false>(from, n, k, to);
     case DType::kQ5_Kx16: return MoveK<kToTiles, true>(from, n, k, to);
     default: return MoveQ6<kToTiles>(from, n, k, to);
@@ -224,13 +232,14 @@ void MoveTiled(const char* op, DType t, const void* src, int64_t n, int64_t k, v
 }  // namespace
 
 bool IsTiled(DType t) {
-  return t == DType::kQ4_0x16 || t == DType::kQ4_Kx16 || t == DType::kQ5_Kx16 ||
+  return t == DType::kQ8_0x16 || t == DType::kQ4_0x16 || t == DType::kQ4_Kx16 || t == DType::kQ5_Kx16 ||
          t == DType::kQ6_Kx16;
 }
 
 QuantType TiledBase(DType t) {
   MOE_CHECK(IsTiled(t), "quant", "{} is not a tiled type", DTypeName(t));
   switch (t) {
+    case DType::kQ8_0x16: return QuantType::kQ8_0;
     case DType::kQ4_0x16: return QuantType::kQ4_0;
     case DType::kQ4_Kx16: return QuantType::kQ4_K;
     case DType::kQ5_Kx16: return QuantType::kQ5_K;
@@ -240,6 +249,7 @@ QuantType TiledBase(DType t) {
 
 DType TiledOf(QuantType t) {
   switch (t) {
+    case QuantType::kQ8_0: return DType::kQ8_0x16;
     case QuantType::kQ4_0: return DType::kQ4_0x16;
     case QuantType::kQ4_K: return DType::kQ4_Kx16;
     case QuantType::kQ5_K: return DType::kQ5_Kx16;
@@ -258,7 +268,8 @@ void UnpackTiled(DType t, const void* src, int64_t n, int64_t k, void* dst) {
 
 TiledDotFn TiledScalarKernel(DType t) {
   switch (t) {
-    case DType::kQ4_0x16: return &Q4_0x16DotScalar;
+    case DType::kQ8_0x16: return &Q32x16DotScalar<true>;
+    case DType::kQ4_0x16: return &Q32x16DotScalar<false>;
     case DType::kQ4_Kx16: return &UnpackedDotScalar<DType::kQ4_Kx16>;
     case DType::kQ5_Kx16: return &UnpackedDotScalar<DType::kQ5_Kx16>;
     case DType::kQ6_Kx16: return &UnpackedDotScalar<DType::kQ6_Kx16>;
@@ -273,6 +284,7 @@ bool HasTiledKernels() {
 TiledDotFn TiledKernel(DType t) {
   if (!HasTiledKernels()) return nullptr;
   switch (t) {
+    case DType::kQ8_0x16: return &Q8_0x16DotAvx512Vnni;
     case DType::kQ4_0x16: return &Q4_0x16DotAvx512Vnni;
     case DType::kQ4_Kx16: return &Q4_Kx16DotAvx512Vnni;
     case DType::kQ5_Kx16: return &Q5_Kx16DotAvx512Vnni;

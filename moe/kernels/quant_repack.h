@@ -29,6 +29,17 @@ namespace moe::kernels {
 
 inline constexpr int64_t kTileRows = 16;  // rows per tile, every tiled type
 
+// ---- Q8_0x16 -------------------------------------------------------------------------------------
+//
+// Q8_0 (f16 d, 32 int8 values) in the same tiles: per tile-block (16 * 34 bytes) the 16 rows' d
+// (32 B), then 8 vectors of 64 B, vector v holding in its dword r row r's values 4v..4v+3. The
+// VNNI kernel flips each byte's sign bit (q + 128, unsigned) and takes off 128 * the activation
+// block's sum: 8 vpdpbusd per block and activation row, no shuffles or gathers (the mapped Q8_0
+// kernel rearranges 34-byte blocks with permutes and gathers the d's, and from memory one core
+// read ~2/3 of what it reads of a plain stream). The reference and the f32 order are Q4_0x16's:
+// isum = sum_t q[t] x[t] exactly, acc[b % 2] = fma(float(isum), d_b * dx_b, acc[b % 2]),
+// y = acc[0] + acc[1].
+
 // ---- Q6_Kx16 -------------------------------------------------------------------------------------
 //
 // Q6_K (256-value super-blocks: 4 low bits in ql, 2 high bits in qh, an int8 scale per 16 values,
@@ -61,7 +72,7 @@ inline constexpr int64_t kTileRows = 16;  // rows per tile, every tiled type
 // ---- The tiled types -----------------------------------------------------------------------------
 
 bool IsTiled(DType t);
-QuantType TiledBase(DType t);  // kQ4_0x16 -> kQ4_0, kQ4_Kx16 -> kQ4_K, ... kQ6_Kx16 -> kQ6_K
+QuantType TiledBase(DType t);  // kQ8_0x16 -> kQ8_0, kQ4_0x16 -> kQ4_0, kQ4_Kx16 -> kQ4_K, ... kQ6_Kx16 -> kQ6_K
 DType TiledOf(QuantType t);    // the reverse; DType::kF32 when t has no tiled form
 // dst = the [n, k] matrix of TiledBase(t) at src in t's layout (the same number of bytes).
 // n % 16 == 0 and k a multiple of the base type's block (Error otherwise).
@@ -71,7 +82,7 @@ void UnpackTiled(DType t, const void* src, int64_t n, int64_t k, void* dst);
 
 // y[i * ldy + j] = row j of the tiled matrix w ([n, k]) . row i of the activations, for rows
 // j in [16 t0, 16 t1) and i < m (1..8). acts: in the natural order (ActLayout::kNatural), 32-value
-// blocks for Q4_0x16 and 256-value ones for the K-quant tiles, a.k == k.
+// blocks for Q8_0x16 / Q4_0x16 and 256-value ones for the K-quant tiles, a.k == k.
 using TiledDotFn = void (*)(const uint8_t* w, int64_t k, int64_t t0, int64_t t1,
                             const QuantActs& a, int64_t m, float* y, int64_t ldy);
 // The scalar reference of t's product: what its results are.
@@ -84,6 +95,8 @@ bool HasTiledKernels();
 
 // The VNNI kernels (isa/quant_repack_avx512vnni.cc, built with -mavx512vnni): call them through
 // TiledKernel, which checks the CPU.
+void Q8_0x16DotAvx512Vnni(const uint8_t* w, int64_t k, int64_t t0, int64_t t1,
+                          const QuantActs& a, int64_t m, float* y, int64_t ldy);
 void Q4_0x16DotAvx512Vnni(const uint8_t* w, int64_t k, int64_t t0, int64_t t1,
                           const QuantActs& a, int64_t m, float* y, int64_t ldy);
 void Q4_Kx16DotAvx512Vnni(const uint8_t* w, int64_t k, int64_t t0, int64_t t1,

@@ -57,8 +57,8 @@ struct ModelWeights;
 // the loaders for inference call it. Infer works without them, only slower.
 void DeriveInferenceWeights(const ModelConfig& cfg, ModelWeights& w);
 
-// The Q4_0, Q4_K, Q5_K and Q6_K matrices of a model loaded for inference that RepackForDecode
-// regroups as Q4_0x16 / Q4_Kx16 / Q5_Kx16 / Q6_Kx16 (moe/kernels/quant_repack.h): attention projections
+// The Q8_0, Q4_0, Q4_K, Q5_K and Q6_K matrices of a model loaded for inference that RepackForDecode
+// regroups as Q8_0x16 / Q4_0x16 / Q4_Kx16 / Q5_Kx16 / Q6_Kx16 (moe/kernels/quant_repack.h): attention projections
 // (not MLA's kv_b and its derived kt, which are sliced per head), the dense FFN, every routed and
 // shared expert, and an untied lm_head, each with rows in multiples of 16. The embedding table
 // stays (rows are looked up by token). Bytes they hold:

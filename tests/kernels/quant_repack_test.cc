@@ -1,5 +1,5 @@
-// Tiled layouts (moe/kernels/quant_repack.h). Q4_0x16: the repack is a lossless permutation of
-// the bytes, the scalar kernel equals QuantMatMul on the original layout up to float summation
+// Tiled layouts (moe/kernels/quant_repack.h). Q4_0x16 and Q8_0x16: the repack is a lossless
+// permutation of the bytes, the scalar kernel equals QuantMatMul on the original layout up to float summation
 // order (the same integer sums and scales) and the dequantise-then-multiply reference within the
 // activation rounding, and the AVX-512 VNNI kernel equals the scalar one bit for bit. Q4_Kx16,
 // Q5_Kx16 and Q6_Kx16: lossless permutations, and both kernels equal QuantMatMul on the original
@@ -30,77 +30,99 @@ std::vector<uint8_t> RandomRows(Rng& rng, QuantType t, int64_t n, int64_t k) {
   return w;
 }
 
+// The 32-value tiled types with their base types.
+const std::pair<QuantType, DType> k32Tiled[] = {{QuantType::kQ4_0, DType::kQ4_0x16},
+                                                {QuantType::kQ8_0, DType::kQ8_0x16}};
+
+// Every byte of the quants random (Q8_0: -128 too, which the quantiser never writes but a file
+// may hold); the f16 scales as quantised.
+void RandomQuants(QuantType t, std::vector<uint8_t>& w, int64_t n, int64_t k) {
+  Rng bytes(95);
+  const int64_t bb = QuantRowBytes(t, 32);
+  for (int64_t j = 0; j < n * k / 32; ++j)
+    for (int64_t i = 2; i < bb; ++i) w[static_cast<size_t>(j * bb + i)] = static_cast<uint8_t>(bytes.Next());
+}
+
 TEST(QuantRepack, RepackIsALosslessPermutation) {
   Rng rng(91);
-  for (const auto& [n, k] : {std::pair<int64_t, int64_t>{16, 32}, {32, 96}, {48, 1024}}) {
-    const std::vector<uint8_t> w = RandomRows(rng, QuantType::kQ4_0, n, k);
-    std::vector<uint8_t> packed(w.size()), back(w.size());
-    RepackTiled(DType::kQ4_0x16, w.data(), n, k, packed.data());
-    UnpackTiled(DType::kQ4_0x16, packed.data(), n, k, back.data());
-    EXPECT_EQ(back, w) << n << "x" << k;
-    EXPECT_NE(packed, w) << n << "x" << k;
-    // Tile t starts where row 16 t started (the same bytes per 16 rows).
-    const int64_t rb = QuantRowBytes(QuantType::kQ4_0, k);
-    uint16_t d_row16, d_tile1;
-    std::memcpy(&d_row16, w.data() + 16 * rb * (n / 16 - 1), 2);
-    std::memcpy(&d_tile1, packed.data() + 16 * rb * (n / 16 - 1), 2);
-    EXPECT_EQ(d_row16, d_tile1);
-  }
+  for (const auto& [base, tiled] : k32Tiled)
+    for (const auto& [n, k] : {std::pair<int64_t, int64_t>{16, 32}, {32, 96}, {48, 1024}}) {
+      SCOPED_TRACE(::testing::Message() << DTypeName(tiled) << " " << n << "x" << k);
+      std::vector<uint8_t> w = RandomRows(rng, base, n, k);
+      RandomQuants(base, w, n, k);
+      std::vector<uint8_t> packed(w.size()), back(w.size());
+      RepackTiled(tiled, w.data(), n, k, packed.data());
+      UnpackTiled(tiled, packed.data(), n, k, back.data());
+      EXPECT_EQ(back, w);
+      EXPECT_NE(packed, w);
+      // Tile t starts where row 16 t started (the same bytes per 16 rows).
+      const int64_t rb = QuantRowBytes(base, k);
+      uint16_t d_row16, d_tile1;
+      std::memcpy(&d_row16, w.data() + 16 * rb * (n / 16 - 1), 2);
+      std::memcpy(&d_tile1, packed.data() + 16 * rb * (n / 16 - 1), 2);
+      EXPECT_EQ(d_row16, d_tile1);
+    }
   std::vector<uint8_t> buf(4096);
-  EXPECT_THROW(RepackTiled(DType::kQ4_0x16, buf.data(), 15, 32, buf.data() + 2048), Error);
-  EXPECT_THROW(RepackTiled(DType::kQ4_0x16, buf.data(), 16, 48, buf.data() + 2048), Error);
-  EXPECT_THROW(UnpackTiled(DType::kQ4_0x16, buf.data(), 16, 40, buf.data() + 2048), Error);
+  for (const auto& [base, tiled] : k32Tiled) {
+    EXPECT_THROW(RepackTiled(tiled, buf.data(), 15, 32, buf.data() + 2048), Error);
+    EXPECT_THROW(RepackTiled(tiled, buf.data(), 16, 48, buf.data() + 2048), Error);
+    EXPECT_THROW(UnpackTiled(tiled, buf.data(), 16, 40, buf.data() + 2048), Error);
+  }
 }
 
 TEST(QuantRepack, KernelsMatchTheMappedLayoutAndEachOther) {
   Rng rng(92);
-  const TiledDotFn simd = TiledKernel(DType::kQ4_0x16);
-  if (!simd) std::printf("[ info ] no AVX-512 VNNI here: the SIMD kernel is not compared\n");
   Context ctx({.threads = 1});
-  // k: one block (odd count), odd and even block counts, the benchmark shapes' widths.
-  for (const int64_t k : {32, 96, 512, 704, 1024}) {
-    const int64_t n = 48;
-    const std::vector<uint8_t> w = RandomRows(rng, QuantType::kQ4_0, n, k);
-    std::vector<uint8_t> packed(w.size());
-    RepackTiled(DType::kQ4_0x16, w.data(), n, k, packed.data());
-    for (int64_t m = 1; m <= 8; ++m) {
-      SCOPED_TRACE(::testing::Message() << "k=" << k << " m=" << m);
-      const std::vector<float> x = RandomNormal<float>(rng, m * k);
-      QuantActsBuffer buf;
-      const QuantActs& a = buf.Reset(m, k, 32, ActLayout::kNatural);
-      ScalarQuantOps().quantize_acts(x.data(), 0, m, a);
-      // Tiles 1..2 only: rows outside [16, 48) stay untouched.
-      std::vector<float> y(static_cast<size_t>(m * n), -7.0f), ys = y;
-      TiledScalarKernel(DType::kQ4_0x16)(packed.data(), k, 1, 3, a, m, y.data(), n);
-      std::vector<float> mapped(static_cast<size_t>(m * n));
-      QuantMatMulWith(ScalarQuantOps(), QuantType::kQ4_0, w.data(), n, k, x.data(), m,
-                      mapped.data(), ctx);
-      // The dequantised weights times x in double.
-      std::vector<float> wf(static_cast<size_t>(n * k));
-      Dequantize(QuantType::kQ4_0, w.data(), wf.data(), n * k);
-      for (int64_t i = 0; i < m; ++i)
-        for (int64_t j = 0; j < n; ++j) {
-          const float got = y[static_cast<size_t>(i * n + j)];
-          if (j < 16) {
-            EXPECT_EQ(got, -7.0f);
-            continue;
+  for (const auto& [base, tiled] : k32Tiled) {
+    const TiledDotFn simd = TiledKernel(tiled);
+    if (!simd) std::printf("[ info ] no AVX-512 VNNI here: the SIMD kernel is not compared\n");
+    // k: one block (odd count), odd and even block counts, the benchmark shapes' widths.
+    for (const int64_t k : {32, 96, 512, 704, 1024}) {
+      const int64_t n = 48;
+      std::vector<uint8_t> w = RandomRows(rng, base, n, k);
+      if (k == 96) RandomQuants(base, w, n, k);  // the ends of the int8 range
+      std::vector<uint8_t> packed(w.size());
+      RepackTiled(tiled, w.data(), n, k, packed.data());
+      for (int64_t m = 1; m <= 8; ++m) {
+        SCOPED_TRACE(::testing::Message() << DTypeName(tiled) << " k=" << k << " m=" << m);
+        const std::vector<float> x = RandomNormal<float>(rng, m * k);
+        QuantActsBuffer buf;
+        const QuantActs& a = buf.Reset(m, k, 32, ActLayout::kNatural);
+        ScalarQuantOps().quantize_acts(x.data(), 0, m, a);
+        // Tiles 1..2 only: rows outside [16, 48) stay untouched.
+        std::vector<float> y(static_cast<size_t>(m * n), -7.0f), ys = y;
+        TiledScalarKernel(tiled)(packed.data(), k, 1, 3, a, m, y.data(), n);
+        std::vector<float> mapped(static_cast<size_t>(m * n));
+        QuantMatMulWith(ScalarQuantOps(), base, w.data(), n, k, x.data(), m, mapped.data(), ctx);
+        // The dequantised weights times x in double.
+        std::vector<float> wf(static_cast<size_t>(n * k));
+        Dequantize(base, w.data(), wf.data(), n * k);
+        for (int64_t i = 0; i < m; ++i)
+          for (int64_t j = 0; j < n; ++j) {
+            const float got = y[static_cast<size_t>(i * n + j)];
+            if (j < 16) {
+              EXPECT_EQ(got, -7.0f);
+              continue;
+            }
+            double want = 0, scale = 0, wsum = 0, xmax = 0;
+            for (int64_t p = 0; p < k; ++p) {
+              const double wv = wf[static_cast<size_t>(j * k + p)], xv = x[static_cast<size_t>(i * k + p)];
+              want += wv * xv;
+              scale += std::fabs(wv * xv);
+              wsum += std::fabs(wv);
+              xmax = std::max(xmax, std::fabs(xv));
+            }
+            // Same integer sums and scales as the mapped kernel: only the f32 summation order
+            // differs.
+            EXPECT_NEAR(got, mapped[static_cast<size_t>(i * n + j)], 1e-6 * scale + 1e-6)
+                << i << "," << j;
+            // Activations rounded to 8 bits: each within half a step, amax / 254, of its value.
+            EXPECT_NEAR(got, want, wsum * xmax / 254 + 1e-5) << i << "," << j;
           }
-          double want = 0, scale = 0, wsum = 0, xmax = 0;
-          for (int64_t p = 0; p < k; ++p) {
-            const double wv = wf[static_cast<size_t>(j * k + p)], xv = x[static_cast<size_t>(i * k + p)];
-            want += wv * xv;
-            scale += std::fabs(wv * xv);
-            wsum += std::fabs(wv);
-            xmax = std::max(xmax, std::fabs(xv));
-          }
-          // Same integer sums and scales as the mapped kernel: only the f32 summation order differs.
-          EXPECT_NEAR(got, mapped[static_cast<size_t>(i * n + j)], 1e-6 * scale + 1e-6) << i << "," << j;
-          // Activations rounded to 8 bits: each within half a step, amax / 254, of its value.
-          EXPECT_NEAR(got, want, wsum * xmax / 254 + 1e-5) << i << "," << j;
+        if (simd) {
+          simd(packed.data(), k, 1, 3, a, m, ys.data(), n);
+          EXPECT_EQ(0, std::memcmp(ys.data(), y.data(), sizeof(float) * y.size()));
         }
-      if (simd) {
-        simd(packed.data(), k, 1, 3, a, m, ys.data(), n);
-        EXPECT_EQ(0, std::memcmp(ys.data(), y.data(), sizeof(float) * y.size()));
       }
     }
   }

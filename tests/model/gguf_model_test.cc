@@ -597,11 +597,12 @@ TEST(GgufModel, Q4_0RegroupedForDecodeMatchesTheMappedFile) {
     GgufSaveOptions o;
     o.scheme = GgufScheme::kQ4_0;
     SaveGgufModel(r.cfg, r.w, path, o);
-    for (const GgufScheme scheme : {GgufScheme::kQ4_K_M, GgufScheme::kQ5_K_M}) {
+    for (const GgufScheme scheme : {GgufScheme::kQ4_K_M, GgufScheme::kQ5_K_M, GgufScheme::kQ8_0}) {
       // Q4_K_M / Q5_K_M: their Q4_K or Q5_K and Q6_K matrices become tiled (the mapped kernels'
-      // bits).
-      const bool q5 = scheme == GgufScheme::kQ5_K_M;
-      const std::string what = name + (q5 ? " Q5_K_M" : " Q4_K_M");
+      // bits); Q8_0: Q8_0x16 (Q4_0x16's f32 order, so within rounding of the mapped logits).
+      const bool q5 = scheme == GgufScheme::kQ5_K_M, q8 = scheme == GgufScheme::kQ8_0;
+      const DType expert_type = q8 ? DType::kQ8_0x16 : q5 ? DType::kQ5_Kx16 : DType::kQ4_Kx16;
+      const std::string what = name + " " + std::string(DTypeName(expert_type));
       const std::string km = TmpPath("kx16.gguf");
       GgufSaveOptions ok;
       ok.scheme = scheme;
@@ -616,21 +617,27 @@ TEST(GgufModel, Q4_0RegroupedForDecodeMatchesTheMappedFile) {
         tiled += t.defined() && kernels::IsTiled(t.dtype());
         // The embedding (looked up by row) and lm_head (300 rows: not whole tiles) stay.
         if (t.defined() && tn != "embed" && t.shape()[0] % 16 == 0) {
-          for (const DType base : {DType::kQ4_K, DType::kQ5_K, DType::kQ6_K})
+          for (const DType base : {DType::kQ4_K, DType::kQ5_K, DType::kQ6_K, DType::kQ8_0})
             EXPECT_NE(t.dtype(), base) << what << " " << tn << ": a matrix of whole tiles stayed";
         }
       });
-      int main_type = 0;  // experts in Q4_Kx16 (Q5_Kx16)
+      int main_type = 0;  // experts in Q4_Kx16 (Q5_Kx16, Q8_0x16)
       for (const LayerWeights& L : b.weights.layers)
         for (const auto& e : L.moe.experts)
           for (const Tensor* t : {&e.gate, &e.up, &e.down}) {
             tiled += kernels::IsTiled(t->dtype());
-            main_type += t->dtype() == (q5 ? DType::kQ5_Kx16 : DType::kQ4_Kx16);
+            main_type += t->dtype() == expert_type;
           }
       EXPECT_GT(main_type, 0) << what;
       EXPECT_GT(tiled, 0) << what;
       EXPECT_GT(repackable, 0) << what;
-      EXPECT_EQ(Logits(b.config, b.weights, toks), Logits(a.config, a.weights, toks)) << what;
+      if (q8) {
+        EXPECT_LE(RelMaxErr(Logits(b.config, b.weights, toks), Logits(a.config, a.weights, toks)),
+                  1e-5)
+            << what;
+      } else {
+        EXPECT_EQ(Logits(b.config, b.weights, toks), Logits(a.config, a.weights, toks)) << what;
+      }
       fs::remove(km);
     }
     GgufModel mapped = LoadGgufModel(path, {.mapped = true});

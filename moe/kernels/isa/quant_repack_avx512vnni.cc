@@ -1,4 +1,4 @@
-// The tiled few-row kernels (Q4_0x16, Q4/5_Kx16, Q6_Kx16) with AVX-512 VNNI (quant_repack.h).
+// The tiled few-row kernels (Q8_0x16, Q4_0x16, Q4/5_Kx16, Q6_Kx16) with AVX-512 VNNI (quant_repack.h).
 // Compiled with -mavx512vnni; called only through TiledKernel(), which checks the CPU.
 #include <immintrin.h>
 
@@ -10,14 +10,17 @@
 namespace moe::kernels {
 namespace {
 
-constexpr int64_t kTileBlockBytes = kTileRows * qk::kQ4_0Bytes;
-
-// One tile (16 rows) against M rows of activations: per block, the 4 nibble vectors are unpacked
-// once into 8 (low, high) and each activation row adds 8 vpdpbusd with its broadcast quads. Even
-// and odd blocks go to separate accumulators (two independent float chains), added at the end.
-template <int M>
-void Q4_0Tile(const uint8_t* w, int64_t nb, const QuantActs& a, float* y, int64_t ldy) {
-  const __m512i m4 = _mm512_set1_epi8(0x0F);
+// One tile (16 rows) of Q4_0x16 (kQ8 false) or Q8_0x16 against M rows of activations: per block
+// the weights become 8 vectors of unsigned bytes W[v] (dword r = row r's values 4v..4v+3; Q4_0:
+// the 4 stored vectors' low nibbles, then their high ones; Q8_0: the 8 stored vectors with the
+// sign bit flipped, q + 128), once, and each activation row adds 8 vpdpbusd with its broadcast
+// quads and takes off 8 (Q4_0) or 128 (Q8_0) times the block's sum. Even and odd blocks go to
+// separate accumulators (two independent float chains), added at the end.
+template <bool kQ8, int M>
+void Q32Tile(const uint8_t* w, int64_t nb, const QuantActs& a, float* y, int64_t ldy) {
+  constexpr int64_t kBlockBytes = kTileRows * (kQ8 ? qk::kQ8_0Bytes : qk::kQ4_0Bytes);
+  constexpr int kOffsetShift = kQ8 ? 7 : 3;
+  const __m512i m4 = _mm512_set1_epi8(0x0F), sign = _mm512_set1_epi8(static_cast<char>(0x80));
   __m512 acc[2][M];
   for (int p = 0; p < 2; ++p)
     for (int i = 0; i < M; ++i) acc[p][i] = _mm512_setzero_ps();
@@ -30,25 +33,30 @@ void Q4_0Tile(const uint8_t* w, int64_t nb, const QuantActs& a, float* y, int64_
     sx[i] = a.sums(i);
   }
   for (int64_t b = 0; b < nb; ++b) {
-    const uint8_t* tile = w + b * kTileBlockBytes;
-    __m512i lo[4], hi[4];
-    for (int v = 0; v < 4; ++v) {
-      const __m512i q = _mm512_loadu_si512(tile + 32 + 64 * v);
-      lo[v] = _mm512_and_si512(q, m4);
-      hi[v] = _mm512_and_si512(_mm512_srli_epi16(q, 4), m4);
+    const uint8_t* tile = w + b * kBlockBytes;
+    __m512i W[8];
+    if constexpr (kQ8) {
+      for (int v = 0; v < 8; ++v)
+        W[v] = _mm512_xor_si512(_mm512_loadu_si512(tile + 32 + 64 * v), sign);
+    } else {
+      for (int v = 0; v < 4; ++v) {
+        const __m512i q = _mm512_loadu_si512(tile + 32 + 64 * v);
+        W[v] = _mm512_and_si512(q, m4);
+        W[4 + v] = _mm512_and_si512(_mm512_srli_epi16(q, 4), m4);
+      }
     }
     const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(tile)));
     const int p = static_cast<int>(b & 1);
     for (int i = 0; i < M; ++i) {
       const int32_t* x4 = reinterpret_cast<const int32_t*>(xq[i] + 32 * b);
-      __m512i s0 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), lo[0], _mm512_set1_epi32(x4[0]));
-      __m512i s1 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), hi[0], _mm512_set1_epi32(x4[4]));
+      __m512i s0 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), W[0], _mm512_set1_epi32(x4[0]));
+      __m512i s1 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), W[4], _mm512_set1_epi32(x4[4]));
       for (int v = 1; v < 4; ++v) {
-        s0 = _mm512_dpbusd_epi32(s0, lo[v], _mm512_set1_epi32(x4[v]));
-        s1 = _mm512_dpbusd_epi32(s1, hi[v], _mm512_set1_epi32(x4[4 + v]));
+        s0 = _mm512_dpbusd_epi32(s0, W[v], _mm512_set1_epi32(x4[v]));
+        s1 = _mm512_dpbusd_epi32(s1, W[4 + v], _mm512_set1_epi32(x4[4 + v]));
       }
-      const __m512i isum =
-          _mm512_sub_epi32(_mm512_add_epi32(s0, s1), _mm512_set1_epi32(8 * sx[i][b]));
+      const __m512i isum = _mm512_sub_epi32(_mm512_add_epi32(s0, s1),
+                                            _mm512_set1_epi32(sx[i][b] * (1 << kOffsetShift)));
       const __m512 scale = _mm512_mul_ps(dw, _mm512_set1_ps(dx[i][b]));
       acc[p][i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), scale, acc[p][i]);
     }
@@ -218,11 +226,13 @@ void KTile(const uint8_t* w, int64_t nb, const QuantActs& a, float* y, int64_t l
 }
 
 // Each type's tile kernel for M activation rows and its values and bytes per tile-block.
-struct Q4_0x16 {
-  static constexpr int64_t kValues = 32, kBlockBytes = kTileBlockBytes;
+template <bool kQ8>
+struct Q32x16 {
+  static constexpr int64_t kValues = 32,
+                           kBlockBytes = kTileRows * (kQ8 ? qk::kQ8_0Bytes : qk::kQ4_0Bytes);
   template <int M>
   static void Tile(const uint8_t* w, int64_t nb, const QuantActs& a, float* y, int64_t ldy) {
-    Q4_0Tile<M>(w, nb, a, y, ldy);
+    Q32Tile<kQ8, M>(w, nb, a, y, ldy);
   }
 };
 template <bool kHigh>
@@ -268,9 +278,14 @@ void Dot(const uint8_t* w, int64_t k, int64_t t0, int64_t t1, const QuantActs& a
 
 }  // namespace
 
+void Q8_0x16DotAvx512Vnni(const uint8_t* w, int64_t k, int64_t t0, int64_t t1,
+                          const QuantActs& a, int64_t m, float* y, int64_t ldy) {
+  Dot<Q32x16<true>>(w, k, t0, t1, a, m, y, ldy);
+}
+
 void Q4_0x16DotAvx512Vnni(const uint8_t* w, int64_t k, int64_t t0, int64_t t1,
                           const QuantActs& a, int64_t m, float* y, int64_t ldy) {
-  Dot<Q4_0x16>(w, k, t0, t1, a, m, y, ldy);
+  Dot<Q32x16<false>>(w, k, t0, t1, a, m, y, ldy);
 }
 
 void Q4_Kx16DotAvx512Vnni(const uint8_t* w, int64_t k, int64_t t0, int64_t t1,
