@@ -65,14 +65,16 @@ std::vector<double> Reference(const std::vector<float>& x, int64_t m, const Test
     for (int64_t j = 0; j < w.n; ++j) {
       double s = 0;
       for (int64_t p = 0; p < w.k; ++p)
-        s += static_cast<double>(x[static_cast<size_t>(i * w.k + p)]) * w.f32[static_cast<size_t>(j * w.k + p)];
+        s += static_cast<double>(x[static_cast<size_t>(i * w.k + p)]) *
+             w.f32[static_cast<size_t>(j * w.k + p)];
       y[static_cast<size_t>(i * w.n + j)] = s;
     }
   return y;
 }
 
 // The product alone through the type's own kernel: QuantMatMul, or y = x W^T in double for f32.
-std::vector<float> Alone(const std::vector<float>& x, int64_t m, const TestWeight& w, Context& ctx) {
+std::vector<float> Alone(const std::vector<float>& x, int64_t m, const TestWeight& w,
+                         Context& ctx) {
   std::vector<float> y(static_cast<size_t>(m * w.n));
   if (w.dtype == DType::kF32) {
     const std::vector<double> r = Reference(x, m, w);
@@ -125,52 +127,58 @@ Tensor Repacked(const TestWeight& w, DType tiled) {
   return t;
 }
 
-TEST(WeightMatMul, Q4_0x16MatchesQ4_0ForAnyRowsAndThreads) {
-  if (!HasTiledKernels()) GTEST_SKIP() << "no AVX-512 VNNI: Q4_0x16 weights are never made here";
+TEST(WeightMatMul, Q4_0x16AndQ8_0x16MatchTheirMappedTypeForAnyRowsAndThreads) {
+  if (!HasTiledKernels()) GTEST_SKIP() << "no AVX-512 VNNI: tiled weights are never made here";
   Rng rng(6);
-  const TestWeight w(DType::kQ4_0, 48, 512, rng);
-  const Tensor x16 = Repacked(w, DType::kQ4_0x16);
-  const TestWeight other(DType::kQ8_0, 24, 512, rng);
-  for (int64_t m : {1, 3, 8, 9, 21}) {  // few rows share a region; 9 and 21 run alone
-    const std::vector<float> x = RandomNormal<float>(rng, m * w.k);
-    Context one({.threads = 1});
-    std::vector<float> q40(static_cast<size_t>(m * w.n)), first;
-    WeightMatMul(CView<float>(x.data(), {m, w.k}), w.tensor, View<float>(q40.data(), {m, w.n}), one);
-    const std::vector<double> ref = Reference(x, m, w);
-    for (int threads : {1, 2, 3}) {
-      Context ctx({.threads = threads});
-      std::vector<float> y(static_cast<size_t>(m * w.n), -1.0f);
-      WeightMatMul(CView<float>(x.data(), {m, w.k}), x16, View<float>(y.data(), {m, w.n}), ctx);
-      const std::string what = "m=" + std::to_string(m) + " threads=" + std::to_string(threads);
-      // The same integer sums and scales as Q4_0, in another f32 order.
-      EXPECT_TRUE(testing::ExpectClose(y.data(), q40.data(), Size(y),
-                                       {.atol = 1e-5, .rtol = 1e-5, .nmse = 1e-12}, what));
-      if (first.empty()) first = y;
-      EXPECT_EQ(y, first) << what << ": the split over threads changed bits";
-      // Together with another product sharing x (quantised once per layout): the same bits.
-      std::vector<float> y2(static_cast<size_t>(m * w.n), -1.0f), yo(static_cast<size_t>(m * other.n));
-      const WeightProduct both[] = {{x.data(), m, AsWeight(x16), y2.data()},
-                                    {x.data(), m, other.ref(), yo.data()}};
-      WeightMatMul(both, ctx);
-      EXPECT_EQ(y2, first) << what << " (with a Q8_0 product)";
-      EXPECT_EQ(yo, Alone(x, m, other, one)) << what << " (the Q8_0 product)";
+  for (const DType tiled : {DType::kQ4_0x16, DType::kQ8_0x16}) {
+    const TestWeight w(ToDType(TiledBase(tiled)), 48, 512, rng);
+    const Tensor x16 = Repacked(w, tiled);
+    const TestWeight other(DType::kQ8_0, 24, 512, rng);
+    for (int64_t m : {1, 3, 8, 9, 21}) {  // few rows share a region; 9 and 21 run alone
+      const std::vector<float> x = RandomNormal<float>(rng, m * w.k);
+      Context one({.threads = 1});
+      std::vector<float> mapped(static_cast<size_t>(m * w.n)), first;
+      WeightMatMul(CView<float>(x.data(), {m, w.k}), w.tensor, View<float>(mapped.data(), {m, w.n}),
+                   one);
+      const std::vector<double> ref = Reference(x, m, w);
+      for (int threads : {1, 2, 3}) {
+        Context ctx({.threads = threads});
+        std::vector<float> y(static_cast<size_t>(m * w.n), -1.0f);
+        WeightMatMul(CView<float>(x.data(), {m, w.k}), x16, View<float>(y.data(), {m, w.n}), ctx);
+        const std::string what = std::string(DTypeName(tiled)) + " m=" + std::to_string(m) +
+                                 " threads=" + std::to_string(threads);
+        // The same integer sums and scales as the mapped type, in another f32 order.
+        EXPECT_TRUE(testing::ExpectClose(y.data(), mapped.data(), Size(y),
+                                         {.atol = 1e-5, .rtol = 1e-5, .nmse = 1e-12}, what));
+        if (first.empty()) first = y;
+        EXPECT_EQ(y, first) << what << ": the split over threads changed bits";
+        // Together with another product sharing x (quantised once per layout): the same bits.
+        std::vector<float> y2(static_cast<size_t>(m * w.n), -1.0f),
+            yo(static_cast<size_t>(m * other.n));
+        const WeightProduct both[] = {{x.data(), m, AsWeight(x16), y2.data()},
+                                      {x.data(), m, other.ref(), yo.data()}};
+        WeightMatMul(both, ctx);
+        EXPECT_EQ(y2, first) << what << " (with a Q8_0 product)";
+        EXPECT_EQ(yo, Alone(x, m, other, one)) << what << " (the Q8_0 product)";
+      }
+      double se = 0, sr = 0;
+      for (size_t i = 0; i < first.size(); ++i) {
+        se += (first[i] - ref[i]) * (first[i] - ref[i]);
+        sr += ref[i] * ref[i];
+      }
+      EXPECT_LE(se / sr, 1e-4) << DTypeName(tiled) << " m=" << m;
     }
-    double se = 0, sr = 0;
-    for (size_t i = 0; i < first.size(); ++i) {
-      se += (first[i] - ref[i]) * (first[i] - ref[i]);
-      sr += ref[i] * ref[i];
-    }
-    EXPECT_LE(se / sr, 1e-4) << "m=" << m;
   }
   // Rows that are not whole tiles are refused.
   const TestWeight odd(DType::kQ4_0, 40, 64, rng);
   const Tensor bad = Tensor::Borrow(DType::kQ4_0x16, {40, 64}, odd.q.data(), nullptr);
   std::vector<float> x(64, 1.0f), y(40);
   Context ctx({.threads = 1});
-  EXPECT_THAT(ErrorOf([&] {
-                WeightMatMul(CView<float>(x.data(), {1, 64}), bad, View<float>(y.data(), {1, 40}), ctx);
-              }),
-              HasSubstr("tiles of 16"));
+  EXPECT_THAT(
+      ErrorOf([&] {
+        WeightMatMul(CView<float>(x.data(), {1, 64}), bad, View<float>(y.data(), {1, 40}), ctx);
+      }),
+      HasSubstr("tiles of 16"));
 }
 
 TEST(WeightMatMul, KQuantTilesEqualTheMappedBlocksForAnyRowsAndThreads) {
@@ -219,7 +227,8 @@ void ExpectTogetherEqualAlone(const std::vector<std::unique_ptr<TestWeight>>& ws
     WeightMatMul(products, ctx);
     for (size_t i = 0; i < ws.size(); ++i) {
       const std::vector<float> want = Alone(xs[i], rows[i], *ws[i], ctx);
-      const std::string what = "product " + std::to_string(i) + " threads=" + std::to_string(threads);
+      const std::string what =
+          "product " + std::to_string(i) + " threads=" + std::to_string(threads);
       if (ws[i]->dtype == DType::kF32) {
         EXPECT_TRUE(testing::ExpectClose(ys[i].data(), want.data(), Size(want), kF32Tol, what));
       } else {
@@ -249,7 +258,8 @@ TEST(WeightMatMul, ManyProductsTogetherEqualEachAlone) {
     }
   }
   ExpectTogetherEqualAlone(ws, xs, std::vector<int64_t>(std::begin(rows), std::end(rows)),
-                           [&](size_t i) { return i == 1 ? xs[0].data() : xs[i].data(); }, {1, 2, 4});
+                           [&](size_t i) { return i == 1 ? xs[0].data() : xs[i].data(); },
+                           {1, 2, 4});
 }
 
 TEST(WeightMatMul, ManyF32ProductsOfManyRowsRunWholeOnEachThread) {
@@ -261,7 +271,8 @@ TEST(WeightMatMul, ManyF32ProductsOfManyRowsRunWholeOnEachThread) {
   std::vector<int64_t> rows;
   for (int i = 0; i < 13; ++i) {
     const bool q = i == 6;
-    ws.push_back(std::make_unique<TestWeight>(q ? DType::kQ8_0 : DType::kF32, 8 + 9 * (i % 5), 64 + 32 * (i % 3), rng));
+    ws.push_back(std::make_unique<TestWeight>(q ? DType::kQ8_0 : DType::kF32, 8 + 9 * (i % 5),
+                                              64 + 32 * (i % 3), rng));
     rows.push_back(9 + 7 * ((i * 3) % 4));
   }
   std::vector<std::vector<float>> xs;
@@ -286,20 +297,23 @@ TEST(WeightMatMul, BadWeightsAreClearErrors) {
   Context ctx({.threads = 1});
   std::vector<float> x(64), y(64);
   Tensor bf(DType::kBF16, {4, 16});
-  EXPECT_THAT(ErrorOf([&] {
-                WeightMatMul(CView<float>(x.data(), {1, 16}), bf, View<float>(y.data(), {1, 4}), ctx);
-              }),
-              HasSubstr("BF16"));
+  EXPECT_THAT(
+      ErrorOf([&] {
+        WeightMatMul(CView<float>(x.data(), {1, 16}), bf, View<float>(y.data(), {1, 4}), ctx);
+      }),
+      HasSubstr("BF16"));
   Tensor vec(DType::kF32, {16});
-  EXPECT_THAT(ErrorOf([&] {
-                WeightMatMul(CView<float>(x.data(), {1, 16}), vec, View<float>(y.data(), {1, 4}), ctx);
-              }),
-              HasSubstr("not a matrix"));
+  EXPECT_THAT(
+      ErrorOf([&] {
+        WeightMatMul(CView<float>(x.data(), {1, 16}), vec, View<float>(y.data(), {1, 4}), ctx);
+      }),
+      HasSubstr("not a matrix"));
   Tensor w(DType::kF32, {4, 16});
-  EXPECT_THAT(ErrorOf([&] {
-                WeightMatMul(CView<float>(x.data(), {1, 32}), w, View<float>(y.data(), {1, 4}), ctx);
-              }),
-              HasSubstr("does not fit"));
+  EXPECT_THAT(
+      ErrorOf([&] {
+        WeightMatMul(CView<float>(x.data(), {1, 32}), w, View<float>(y.data(), {1, 4}), ctx);
+      }),
+      HasSubstr("does not fit"));
   // A quantised row must be whole blocks.
   const WeightProduct odd{x.data(), 1, {DType::kQ4_K, x.data(), 1, 64}, y.data()};
   EXPECT_THAT(ErrorOf([&] { WeightMatMul(std::span<const WeightProduct>(&odd, 1), ctx); }),
