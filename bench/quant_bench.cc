@@ -12,8 +12,9 @@
 //       xSgemm = GFLOP/s_best / Sgemm.
 //   QuantDecodeInCache/<type>/<isa>   m = 1, one thread, 384 KB of weights that stay in L2: the
 //       kernel's compute ceiling in weight GB/s (what a thread could stream if memory kept up).
-//   QuantDecode[InCache]/<Q8_0x16|Q4_0x16|Q4_Kx16|Q5_Kx16|Q6_Kx16>/avx512vnni   the same regrouped in
-//       tiles of 16 rows (moe/kernels/quant_repack.h), split over tiles; only with AVX512-VNNI.
+//   Quant{Decode[InCache],Prefill}/<Q8_0x16|Q4_0x16|Q4_Kx16|Q5_Kx16|Q6_Kx16>/avx512vnni   the same
+//       regrouped in tiles of 16 rows (moe/kernels/quant_repack.h), split over tiles (prefill:
+//       through WeightMatMul, as the models run it); only with AVX512-VNNI.
 // Weights are random bytes with finite f16 scales: every byte pattern is a valid encoding, and the
 // kernels' speed does not depend on the values. Benchmarks never assert. See docs/QUANT.md.
 #include <benchmark/benchmark.h>
@@ -33,6 +34,7 @@
 #include "moe/kernels/quant_repack.h"
 #include "moe/kernels/quant.h"
 #include "moe/kernels/roofline.h"
+#include "moe/kernels/weight_matmul.h"
 
 namespace {
 
@@ -189,18 +191,29 @@ void BM_Prefill(benchmark::State& state, QuantType t, const QuantOps* ops) {
   const int64_t rb = moe::kernels::QuantRowBytes(t, kK);
   Buffer w(n * rb);
   FillWeights(t, n, kK, static_cast<uint8_t*>(w.p), ctx);
+  Repack(ops, t, n, w);
   const std::vector<float> x = RandomX(m, kK);
   std::vector<float> y(static_cast<size_t>(m * n));
   const double flop = 2.0 * static_cast<double>(m * n * kK);
+  const moe::DType dtype = ops ? moe::kernels::QuantInfo(t).dtype : moe::kernels::TiledOf(t);
+  const moe::Tensor weight = moe::Tensor::Borrow(dtype, {n, kK}, w.p, nullptr);
+  const auto run = [&] {
+    if (ops) {
+      moe::kernels::QuantMatMulWith(*ops, t, w.p, n, kK, x.data(), m, y.data(), ctx);
+    } else {
+      moe::kernels::WeightMatMul(moe::CView<float>(x.data(), {m, kK}), weight,
+                                 moe::View<float>(y.data(), {m, n}), ctx);
+    }
+  };
   double sgemm = 0, best = 1e30;
   for (int r = 0; r < 3; ++r) {
     sgemm = std::max(sgemm, moe::kernels::MeasureSgemmGflops(ctx, 2048, 2048, 2048, 1));
     const double t0 = moe::kernels::NowSeconds();
-    moe::kernels::QuantMatMulWith(*ops, t, w.p, n, kK, x.data(), m, y.data(), ctx);
+    run();
     best = std::min(best, moe::kernels::NowSeconds() - t0);
   }
   for (auto _ : state) {
-    moe::kernels::QuantMatMulWith(*ops, t, w.p, n, kK, x.data(), m, y.data(), ctx);
+    run();
     benchmark::DoNotOptimize(y.data());
   }
   state.counters["GFLOP"] =
@@ -226,6 +239,12 @@ void Register() {
         ->Unit(benchmark::kMicrosecond)
         ->UseRealTime()
         ->MinTime(0.5);
+    benchmark::RegisterBenchmark(("QuantPrefill/" + tag).c_str(), BM_Prefill, t, nullptr)
+        ->ArgNames({"m", "threads"})
+        ->ArgsProduct({{512}, {1, 2}})
+        ->Unit(benchmark::kMillisecond)
+        ->UseRealTime()
+        ->MinTime(1.0);
   }
   for (const QuantOps* ops : moe::kernels::AvailableQuantOps()) {
     for (QuantType t : moe::kernels::kAllQuantTypes) {
