@@ -30,6 +30,21 @@ std::vector<uint8_t> RandomRows(Rng& rng, QuantType t, int64_t n, int64_t k) {
   return w;
 }
 
+// The [n, k] matrix w (rows of blocks) regrouped as tiled type t.
+std::vector<uint8_t> Packed(DType t, const std::vector<uint8_t>& w, int64_t n, int64_t k) {
+  std::vector<uint8_t> packed(w.size());
+  RepackTiled(t, w.data(), n, k, packed.data());
+  return packed;
+}
+
+// x (m rows of k values) quantised by the scalar table in blocks of `block`, in natural order.
+const QuantActs& ScalarActs(QuantActsBuffer& buf, const std::vector<float>& x, int64_t m, int64_t k,
+                            int block) {
+  const QuantActs& a = buf.Reset(m, k, block, ActLayout::kNatural);
+  ScalarQuantOps().quantize_acts(x.data(), 0, m, a);
+  return a;
+}
+
 // The 32-value tiled types with their base types.
 const std::pair<QuantType, DType> k32Tiled[] = {{QuantType::kQ4_0, DType::kQ4_0x16},
                                                 {QuantType::kQ8_0, DType::kQ8_0x16}};
@@ -81,14 +96,12 @@ TEST(QuantRepack, KernelsMatchTheMappedLayoutAndEachOther) {
       const int64_t n = 48;
       std::vector<uint8_t> w = RandomRows(rng, base, n, k);
       if (k == 96) RandomQuants(base, w, n, k);  // the ends of the int8 range
-      std::vector<uint8_t> packed(w.size());
-      RepackTiled(tiled, w.data(), n, k, packed.data());
+      const std::vector<uint8_t> packed = Packed(tiled, w, n, k);
       for (int64_t m = 1; m <= 8; ++m) {
         SCOPED_TRACE(::testing::Message() << DTypeName(tiled) << " k=" << k << " m=" << m);
         const std::vector<float> x = RandomNormal<float>(rng, m * k);
         QuantActsBuffer buf;
-        const QuantActs& a = buf.Reset(m, k, 32, ActLayout::kNatural);
-        ScalarQuantOps().quantize_acts(x.data(), 0, m, a);
+        const QuantActs& a = ScalarActs(buf, x, m, k, 32);
         // Tiles 1..2 only: rows outside [16, 48) stay untouched.
         std::vector<float> y(static_cast<size_t>(m * n), -7.0f), ys = y;
         TiledScalarKernel(tiled)(packed.data(), k, 1, 3, a, m, y.data(), n);
@@ -173,14 +186,12 @@ TEST(QuantRepack, KQuantKernelsEqualTheMappedKernels) {
     for (const int64_t k : {256, 768, 1024}) {  // one, odd and even super-block counts
       const int64_t n = 48;
       const std::vector<uint8_t> w = RandomRows(rng, base, n, k);
-      std::vector<uint8_t> packed(w.size());
-      RepackTiled(tiled, w.data(), n, k, packed.data());
+      const std::vector<uint8_t> packed = Packed(tiled, w, n, k);
       for (int64_t m = 1; m <= 8; ++m) {
         SCOPED_TRACE(::testing::Message() << DTypeName(tiled) << " k=" << k << " m=" << m);
         const std::vector<float> x = RandomNormal<float>(rng, m * k);
         QuantActsBuffer buf;
-        const QuantActs& a = buf.Reset(m, k, 256, ActLayout::kNatural);
-        ScalarQuantOps().quantize_acts(x.data(), 0, m, a);
+        const QuantActs& a = ScalarActs(buf, x, m, k, 256);
         std::vector<float> mapped(static_cast<size_t>(m * n));
         QuantMatMulWith(ScalarQuantOps(), base, w.data(), n, k, x.data(), m, mapped.data(), ctx);
         std::vector<float> y(static_cast<size_t>(m * n), -7.0f), ys = y;
