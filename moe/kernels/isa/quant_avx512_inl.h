@@ -333,6 +333,8 @@ void Dot32M(const uint8_t* w, int64_t wrb, int64_t rows, const QuantActs& a, int
       int64_t g = 0;
       for (; g < nfull; ++g) {
         G g0, g1;
+        PrefetchAhead(w0 + g * 16 * G::kBytes, 16 * G::kBytes, w + half * wrb);
+        PrefetchAhead(w1 + g * 16 * G::kBytes, 16 * G::kBytes, w + rows * wrb);
         g0.template Load<true>(w0 + g * 16 * G::kBytes, 16, c);
         g1.template Load<true>(w1 + g * 16 * G::kBytes, 16, c);
         acc0 = _mm512_add_ps(acc0, g0.Row(q + g * 512, sums + 16 * g, dx + 16 * g, c));
@@ -362,6 +364,7 @@ void Dot32M(const uint8_t* w, int64_t wrb, int64_t rows, const QuantActs& a, int
       const float* dx = a.d(a_row);
       for (; g + 2 <= nfull; g += 2) {
         G g0, g1;
+        PrefetchAhead(wr + g * 16 * G::kBytes, 32 * G::kBytes, w + rows * wrb);
         g0.template Load<true>(wr + g * 16 * G::kBytes, 16, c);
         g1.template Load<true>(wr + (g + 1) * 16 * G::kBytes, 16, c);
         const __m512 v0 = g0.Row(q + g * 512, sums + 16 * g, dx + 16 * g, c);
@@ -371,6 +374,7 @@ void Dot32M(const uint8_t* w, int64_t wrb, int64_t rows, const QuantActs& a, int
     }
     for (; g < nfull; ++g) {
       G grp;
+      PrefetchAhead(wr + g * 16 * G::kBytes, 16 * G::kBytes, w + rows * wrb);
       grp.template Load<true>(wr + g * 16 * G::kBytes, 16, c);
       for (int i = 0; i < M; ++i)
         acc[i] = _mm512_add_ps(acc[i], grp.Row(a.qs(a_row + i) + g * 512, a.sums(a_row + i) + 16 * g,
@@ -549,6 +553,7 @@ void DotQ45KM1(const uint8_t* w, int64_t wrb, int64_t rows, const QuantActs& a, 
     __m128 acc = _mm_setzero_ps();
     // Four super-blocks, then one Reduce8 of their 4 isums and 4 msums.
     auto four = [&](int64_t b, int count) MOE_LAMBDA_INLINE {
+      PrefetchAhead(wr + b * kBytes, count * kBytes, w + rows * wrb);
       __m128 d, dmin;
       const __m512i scales = UnpackScales4<kBytes>(wr + b * kBytes, count, c, &d, &dmin);
       __m256i part[8];
@@ -621,6 +626,7 @@ void DotQ45KMN(const uint8_t* w, int64_t wrb, int64_t rows, const QuantActs& a, 
     };
     for (int64_t b = 0; b < nb; b += 4) {
       const int count = nb - b < 4 ? static_cast<int>(nb - b) : 4;
+      PrefetchAhead(wr + b * kBytes, count * kBytes, w + rows * wrb);
       __m128 dv, dminv;
       const __m512i scales = UnpackScales4<kBytes>(wr + b * kBytes, count, c, &dv, &dminv);
       alignas(16) float ds[4], dmins[4];
@@ -649,6 +655,7 @@ void DotQ6KM1(const uint8_t* w, int64_t wrb, int64_t rows, const QuantActs& a, i
     __m128 acc = _mm_setzero_ps();
     // Eight super-blocks, one Reduce8; lanes 0..3 then 4..7 go into acc[b % 4] in block order.
     auto eight = [&](int64_t b, int count) MOE_LAMBDA_INLINE {
+      PrefetchAhead(wr + b * qk::kQ6_KBytes, count * qk::kQ6_KBytes, w + rows * wrb);
       __m256i part[8];
       uint64_t dh[2] = {};
       for (int u = 0; u < 8; ++u) {
@@ -700,6 +707,7 @@ void DotQ6KMN(const uint8_t* w, int64_t wrb, int64_t rows, const QuantActs& a, i
     };
     int64_t b = 0;
     for (; b + 4 <= nb; b += 4) {
+      PrefetchAhead(wr + b * qk::kQ6_KBytes, 4 * qk::kQ6_KBytes, w + rows * wrb);
       step(b, acc[0]);
       step(b + 1, acc[1]);
       step(b + 2, acc[2]);

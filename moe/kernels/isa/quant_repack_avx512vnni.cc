@@ -11,22 +11,6 @@
 namespace moe::kernels {
 namespace {
 
-// Software prefetch distance, bytes ahead of the tile-block being computed. A thread's tiles are
-// one ascending stream, yet the hardware prefetcher alone left one core far below its read rate
-// from memory: with one activation row, Q4_Kx16 at ~45% and Q5_Kx16 at ~33% (the in-cache rates
-// are ~2x the read rate; Q4_0x16 / Q8_0x16 / Q6_Kx16 kept up); with eight rows (prefill) every
-// type at 15-25%. Prefetching this far ahead brings them to ~85-95% (measured with
-// moe_quant_bench QuantDecode at 0-16 KiB; gains level off from ~4 KiB).
-constexpr int64_t kAheadBytes = 6144;
-
-// Prefetches the `bytes` from p + kAheadBytes that lie before end (the thread's last tile: what
-// lies past it is another thread's or another matrix's).
-inline __attribute__((always_inline)) void PrefetchAhead(const uint8_t* p, int64_t bytes,
-                                                         const uint8_t* end) {
-  for (const uint8_t* q = p + kAheadBytes; q < p + kAheadBytes + bytes && q < end; q += 64)
-    _mm_prefetch(reinterpret_cast<const char*>(q), _MM_HINT_T0);
-}
-
 // One tile (16 rows) of Q4_0x16 (kQ8 false) or Q8_0x16 against M rows of activations: per block
 // the weights become 8 vectors of unsigned bytes W[v] (dword r = row r's values 4v..4v+3; Q4_0:
 // the 4 stored vectors' low nibbles, then their high ones; Q8_0: the 8 stored vectors with the
