@@ -51,7 +51,7 @@ void Move(const uint8_t* src, int64_t n, int64_t k, uint8_t* dst) {
 template <bool kQ8>
 void Q32x16DotScalar(const uint8_t* w, int64_t k, int64_t t0, int64_t t1, const QuantActs& a,
                      int64_t m, float* y, int64_t ldy) {
-  const int64_t nb = k / 32, tile_block = kTileRows * (kQ8 ? qk::kQ8_0Bytes : qk::kQ4_0Bytes);
+  const int64_t nb = k / 32, tile_block = TileBlockBytes(kQ8 ? DType::kQ8_0x16 : DType::kQ4_0x16);
   for (int64_t t = t0; t < t1; ++t)
     for (int64_t r = 0; r < kTileRows; ++r)
       for (int64_t i = 0; i < m; ++i) {
@@ -90,7 +90,7 @@ void Q32x16DotScalar(const uint8_t* w, int64_t k, int64_t t0, int64_t t1, const 
 namespace moe::kernels {
 namespace {
 
-constexpr int64_t kQ6TileBytes = kTileRows * qk::kQ6_KBytes;  // 3360
+constexpr int64_t kQ6TileBytes = TileBlockBytes(DType::kQ6_Kx16);  // 3360
 constexpr int64_t kQ6Scales = 32;
 // Vectors in the order the kernel reads them: chunk c (0..3) = H[4c..4c+3], L[4c..4c+3],
 // L[16+4c..16+4c+3] (768 bytes each, after the d's and the scales).
@@ -201,7 +201,7 @@ void MoveK(const uint8_t* src, int64_t n, int64_t k, uint8_t* dst) {
 template <DType kTiled>
 void UnpackedDotScalar(const uint8_t* w, int64_t k, int64_t t0, int64_t t1, const QuantActs& a,
                        int64_t m, float* y, int64_t ldy) {
-  const int64_t tile_bytes = k / qk::kQK * kTileRows * DTypeBlockBytes(kTiled);
+  const int64_t tile_bytes = k / qk::kQK * TileBlockBytes(kTiled);
   std::vector<uint8_t> rows(static_cast<size_t>(tile_bytes));
   for (int64_t t = t0; t < t1; ++t) {
     UnpackTiled(kTiled, w + t * tile_bytes, kTileRows, k, rows.data());

@@ -28,6 +28,8 @@
 namespace moe::kernels {
 
 inline constexpr int64_t kTileRows = 16;  // rows per tile, every tiled type
+// Bytes of one tile-block of tiled type t: the 16 rows' block of its base type.
+constexpr int64_t TileBlockBytes(DType t) { return kTileRows * DTypeBlockBytes(t); }
 
 // ---- Q8_0x16 -------------------------------------------------------------------------------------
 //

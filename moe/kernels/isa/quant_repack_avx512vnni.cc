@@ -20,7 +20,7 @@ namespace {
 template <bool kQ8, int M>
 void Q32Tile(const uint8_t* w, const uint8_t* end, int64_t nb, const QuantActs& a, float* y,
              int64_t ldy) {
-  constexpr int64_t kBlockBytes = kTileRows * (kQ8 ? qk::kQ8_0Bytes : qk::kQ4_0Bytes);
+  constexpr int64_t kBlockBytes = TileBlockBytes(kQ8 ? DType::kQ8_0x16 : DType::kQ4_0x16);
   constexpr int kOffsetShift = kQ8 ? 7 : 3;
   const __m512i m4 = _mm512_set1_epi8(0x0F), sign = _mm512_set1_epi8(static_cast<char>(0x80));
   __m512 acc[2][M];
@@ -70,7 +70,7 @@ void Q32Tile(const uint8_t* w, const uint8_t* end, int64_t nb, const QuantActs& 
 
 // ---- Q6_Kx16 ----
 
-constexpr int64_t kQ6TileBytes = kTileRows * qk::kQ6_KBytes;
+constexpr int64_t kQ6TileBytes = TileBlockBytes(DType::kQ6_Kx16);
 
 // One tile against M activation rows. Per super-block and chunk c: H[4c..4c+3] give the high bits
 // of L[4c..4c+3] (sub-blocks c and c + 8: low and high nibbles) and of L[16+4c..] (sub-blocks
@@ -151,7 +151,7 @@ void Q6Tile(const uint8_t* w, const uint8_t* end, int64_t nb, const QuantActs& a
 template <bool kHigh, int M>
 void KTile(const uint8_t* w, const uint8_t* end, int64_t nb, const QuantActs& a, float* y,
            int64_t ldy) {
-  constexpr int64_t kTileBytes = kTileRows * (kHigh ? qk::kQ5_KBytes : qk::kQ4_KBytes);
+  constexpr int64_t kTileBytes = TileBlockBytes(kHigh ? DType::kQ5_Kx16 : DType::kQ4_Kx16);
   constexpr int64_t kQs = kHigh ? 768 : 256;
   const __m512i m4 = _mm512_set1_epi8(0x0F), m6 = _mm512_set1_epi8(0x3F),
                 m2 = _mm512_set1_epi8(0x03), m1 = _mm512_set1_epi8(0x01),
@@ -237,7 +237,7 @@ void KTile(const uint8_t* w, const uint8_t* end, int64_t nb, const QuantActs& a,
 template <bool kQ8>
 struct Q32x16 {
   static constexpr int64_t kValues = 32,
-                           kBlockBytes = kTileRows * (kQ8 ? qk::kQ8_0Bytes : qk::kQ4_0Bytes);
+                           kBlockBytes = TileBlockBytes(kQ8 ? DType::kQ8_0x16 : DType::kQ4_0x16);
   template <int M>
   static void Tile(const uint8_t* w, const uint8_t* end, int64_t nb, const QuantActs& a, float* y,
                    int64_t ldy) {
@@ -247,7 +247,7 @@ struct Q32x16 {
 template <bool kHigh>
 struct Q45_Kx16 {
   static constexpr int64_t kValues = 256,
-                           kBlockBytes = kTileRows * (kHigh ? qk::kQ5_KBytes : qk::kQ4_KBytes);
+                           kBlockBytes = TileBlockBytes(kHigh ? DType::kQ5_Kx16 : DType::kQ4_Kx16);
   template <int M>
   static void Tile(const uint8_t* w, const uint8_t* end, int64_t nb, const QuantActs& a, float* y,
                    int64_t ldy) {
