@@ -195,7 +195,7 @@ void BM_Prefill(benchmark::State& state, QuantType t, const QuantOps* ops) {
   const std::vector<float> x = RandomX(m, kK);
   std::vector<float> y(static_cast<size_t>(m * n));
   const double flop = 2.0 * static_cast<double>(m * n * kK);
-  const moe::DType dtype = ops ? moe::kernels::QuantInfo(t).dtype : moe::kernels::TiledOf(t);
+  const moe::DType dtype = ops ? moe::kernels::ToDType(t) : moe::kernels::TiledOf(t);
   const moe::Tensor weight = moe::Tensor::Borrow(dtype, {n, kK}, w.p, nullptr);
   const auto run = [&] {
     if (ops) {

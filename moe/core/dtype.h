@@ -9,13 +9,13 @@
 
 namespace moe {
 
-// kQ8_0x16, kQ4_0x16, kQ4_Kx16, kQ5_Kx16, kQ6_Kx16: Q8_0, Q4_0 and the K-quants regrouped in tiles of 16 rows for
-// the decode kernels (moe/kernels/quant_repack.h), in-memory layouts of inference weights only
-// (never read from or written to a file); a [rows, cols] matrix of one has the bytes of the
-// original, and rows come in multiples of 16.
+// kQ8_0x16, kQ4_0x16, kQ4_Kx16, kQ5_Kx16, kQ6_Kx16: Q8_0, Q4_0 and the K-quants regrouped in tiles
+// of 16 rows for the decode kernels (moe/kernels/quant_repack.h), in-memory layouts of inference
+// weights only (never read from or written to a file); a [rows, cols] matrix of one has the bytes
+// of the original, and rows come in multiples of 16.
 enum class DType : uint8_t {
-  kF32, kF64, kBF16, kF16, kQ8_0, kQ4_0, kQ4_K, kQ5_K, kQ6_K, kQ4_0x16, kQ4_Kx16, kQ5_Kx16, kQ6_Kx16,
-  kQ8_0x16
+  kF32, kF64, kBF16, kF16, kQ8_0, kQ4_0, kQ4_K, kQ5_K, kQ6_K,
+  kQ4_0x16, kQ4_Kx16, kQ5_Kx16, kQ6_Kx16, kQ8_0x16
 };
 
 std::string_view DTypeName(DType t);

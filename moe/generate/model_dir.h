@@ -35,9 +35,10 @@ struct ModelDir {
 // Loads `path`: a model folder, a `moe train` run folder (its newest checkpoint) or a .gguf file
 // (moe/model/gguf_model.h; its embedded tokenizer, else the byte tokenizer). Errors name the file
 // and the field. A .gguf is mapped; its Q8_0, Q4_0, Q4_K, Q5_K and Q6_K matrices are then regrouped
-// in 16-row tiles (Q8_0x16, Q4_0x16, Q4_Kx16, ...) for the faster decode kernels (model::RepackForDecode: copies in
-// memory, the same bytes) when this CPU runs them, MOE_REPACK is not 0 and the copies take at
-// most half of the memory available; otherwise (a file larger than RAM) they stay mapped.
+// in 16-row tiles (Q8_0x16, Q4_0x16, Q4_Kx16, ...) for the faster decode kernels
+// (model::RepackForDecode: copies in memory, the same bytes) when this CPU runs them, MOE_REPACK is
+// not 0 and the copies take at most half of the memory available; otherwise (a file larger than
+// RAM) they stay mapped.
 ModelDir OpenModelDir(const std::string& path);
 
 // Whether OpenModelDir regroups `bytes` of matrices: MOE_REPACK (0 = never, unset or 1 =

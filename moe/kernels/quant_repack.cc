@@ -13,7 +13,8 @@ namespace {
 // Moves an [n, k] matrix of `block_bytes` blocks (`block_values` values each) between rows and
 // 16-row tiles (a tile-block holds the 16 rows' block b). For each tile, block and row r,
 // parts(r, piece) names every part of the row's block: piece(offset in the block, offset in the
-// tile-block, bytes). Q8_0, Q4_0 and the K-quants move whole bytes this way (Q6_K re-packs its bits).
+// tile-block, bytes). Q8_0, Q4_0 and the K-quants move whole bytes this way (Q6_K re-packs its
+// bits).
 template <bool kToTiles, typename Parts>
 void MoveBlocks(const uint8_t* src, int64_t n, int64_t k, int64_t block_values, int64_t block_bytes,
                 uint8_t* dst, Parts&& parts) {
@@ -47,7 +48,8 @@ void Move(const uint8_t* src, int64_t n, int64_t k, uint8_t* dst) {
 
 // The Q4_0x16 / Q8_0x16 reference (quant_repack.h): its own f32 order. Value 4v + u of row r's
 // block is byte 32 + 64v + 4r + u of the tile-block for Q8_0 (int8); for Q4_0 the low nibble of
-// byte 32 + 64v + 4r + u (v < 4), the high nibble of byte 32 + 64(v - 4) + 4r + u (v >= 4), minus 8.
+// byte 32 + 64v + 4r + u (v < 4), the high nibble of byte 32 + 64(v - 4) + 4r + u (v >= 4),
+// minus 8.
 template <bool kQ8>
 void Q32x16DotScalar(const uint8_t* w, int64_t k, int64_t t0, int64_t t1, const QuantActs& a,
                      int64_t m, float* y, int64_t ldy) {
@@ -171,8 +173,8 @@ namespace {
 // Q5_K adds its 32 qh bytes per row as 8 vectors after the scales (kHigh); the rest is Q4_K's.
 template <bool kHigh>
 constexpr int64_t KBlockBytes() { return kHigh ? qk::kQ5_KBytes : qk::kQ4_KBytes; }
-// Byte offsets inside a tile-block (2304 / 2816 bytes) of row r's parts: d, dmin, scale dword u (0..2), qh dword v
-// (Q5_K), and qs dword (c, v) of chunk c (0..3), vector v (0..7).
+// Byte offsets inside a tile-block (2304 / 2816 bytes) of row r's parts: d, dmin, scale dword u
+// (0..2), qh dword v (Q5_K), and qs dword (c, v) of chunk c (0..3), vector v (0..7).
 constexpr int64_t KD(int64_t r) { return 2 * r; }
 constexpr int64_t KDmin(int64_t r) { return 32 + 2 * r; }
 constexpr int64_t KScales(int64_t u, int64_t r) { return 64 + 64 * u + 4 * r; }
@@ -184,7 +186,7 @@ constexpr int64_t KQs(int64_t c, int64_t v, int64_t r) {
 
 template <bool kToTiles, bool kHigh>
 void MoveK(const uint8_t* src, int64_t n, int64_t k, uint8_t* dst) {
-  MoveBlocks<kToTiles>(src, n, k, qk::kQK, KBlockBytes<kHigh>(), dst, [](int64_t r, const auto& piece) {
+  const auto parts = [](int64_t r, const auto& piece) {
     piece(0, KD(r), 2);
     piece(2, KDmin(r), 2);
     for (int64_t u = 0; u < 3; ++u) piece(4 + 4 * u, KScales(u, r), 4);
@@ -193,7 +195,8 @@ void MoveK(const uint8_t* src, int64_t n, int64_t k, uint8_t* dst) {
     const int64_t qs = kHigh ? 48 : 16;
     for (int64_t c = 0; c < 4; ++c)
       for (int64_t v = 0; v < 8; ++v) piece(qs + 32 * c + 4 * v, KQs<kHigh>(c, v, r), 4);
-  });
+  };
+  MoveBlocks<kToTiles>(src, n, k, qk::kQK, KBlockBytes<kHigh>(), dst, parts);
 }
 
 // The K-quant tiles' references: each tile unpacked and run through the scalar mapped kernel
@@ -232,8 +235,8 @@ void MoveTiled(const char* op, DType t, const void* src, int64_t n, int64_t k, v
 }  // namespace
 
 bool IsTiled(DType t) {
-  return t == DType::kQ8_0x16 || t == DType::kQ4_0x16 || t == DType::kQ4_Kx16 || t == DType::kQ5_Kx16 ||
-         t == DType::kQ6_Kx16;
+  return t == DType::kQ8_0x16 || t == DType::kQ4_0x16 || t == DType::kQ4_Kx16 ||
+         t == DType::kQ5_Kx16 || t == DType::kQ6_Kx16;
 }
 
 QuantType TiledBase(DType t) {

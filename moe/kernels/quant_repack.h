@@ -74,7 +74,7 @@ constexpr int64_t TileBlockBytes(DType t) { return kTileRows * DTypeBlockBytes(t
 // ---- The tiled types -----------------------------------------------------------------------------
 
 bool IsTiled(DType t);
-QuantType TiledBase(DType t);  // kQ8_0x16 -> kQ8_0, kQ4_0x16 -> kQ4_0, kQ4_Kx16 -> kQ4_K, ... kQ6_Kx16 -> kQ6_K
+QuantType TiledBase(DType t);  // kQ8_0x16 -> kQ8_0, kQ4_0x16 -> kQ4_0, ... kQ6_Kx16 -> kQ6_K
 DType TiledOf(QuantType t);    // the reverse; DType::kF32 when t has no tiled form
 // dst = the [n, k] matrix of TiledBase(t) at src in t's layout (the same number of bytes).
 // n % 16 == 0 and k a multiple of the base type's block (Error otherwise).

@@ -153,7 +153,8 @@ void MoeForward(const MoeConfig& cfg, const MoeWeights& w, CView<T> x, View<T> y
   if (gather) {
     ParallelForRange(n, ctx, [&](int64_t b, int64_t e, int) {
       for (int64_t i = b; i < e; ++i)
-        std::memcpy(xp.row(i), x.row(plan.token[static_cast<size_t>(i)]), static_cast<size_t>(d) * sizeof(T));
+        std::memcpy(xp.row(i), x.row(plan.token[static_cast<size_t>(i)]),
+                    static_cast<size_t>(d) * sizeof(T));
     }, 64);
   }
 

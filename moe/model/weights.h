@@ -58,10 +58,10 @@ struct ModelWeights;
 void DeriveInferenceWeights(const ModelConfig& cfg, ModelWeights& w);
 
 // The Q8_0, Q4_0, Q4_K, Q5_K and Q6_K matrices of a model loaded for inference that RepackForDecode
-// regroups as Q8_0x16 / Q4_0x16 / Q4_Kx16 / Q5_Kx16 / Q6_Kx16 (moe/kernels/quant_repack.h): attention projections
-// (not MLA's kv_b and its derived kt, which are sliced per head), the dense FFN, every routed and
-// shared expert, and an untied lm_head, each with rows in multiples of 16. The embedding table
-// stays (rows are looked up by token). Bytes they hold:
+// regroups as Q8_0x16 / Q4_0x16 / Q4_Kx16 / Q5_Kx16 / Q6_Kx16 (moe/kernels/quant_repack.h):
+// attention projections (not MLA's kv_b and its derived kt, which are sliced per head), the dense
+// FFN, every routed and shared expert, and an untied lm_head, each with rows in multiples of 16.
+// The embedding table stays (rows are looked up by token). Bytes they hold:
 int64_t RepackableBytes(const ModelWeights& w);
 // Replaces each of them with a tiled copy (the original, if borrowed, is released) and returns
 // the bytes repacked; rows are split over ctx's threads. The copies share one allocation (huge
