@@ -21,6 +21,7 @@
 
 #include "moe/core/cpu.h"
 #include "moe/core/dtype.h"
+#include "moe/kernels/isa/prefetch.h"
 #include "moe/kernels/quant.h"
 
 namespace moe::kernels {
@@ -180,20 +181,6 @@ using QuantDotFn = void (*)(const uint8_t* w, int64_t w_row_bytes, int64_t rows,
                             const QuantActs& a, int64_t a_row, int m, float* y, int64_t ldy);
 
 inline constexpr int kQuantMaxM = 8;
-
-// Software prefetch in the SIMD dot kernels: the lines `kPrefetchAheadBytes` past the block being
-// computed, up to the end of the weight rows the call reads (past it lie another thread's rows or
-// another matrix). A call's rows are one ascending stream, yet the hardware prefetcher alone left
-// one core well below its read rate from memory with most kernels (e.g. mapped Q5_K and tiled
-// Q5_Kx16 at ~1/3, mapped Q4_0 / Q8_0 at ~1/2 with one activation row; every kernel at 15-25%
-// with eight rows); with it, ~85-95% (docs/QUANT.md "Prefetching"; gains level off from ~4 KiB).
-inline constexpr int64_t kPrefetchAheadBytes = 6144;
-inline __attribute__((always_inline)) void PrefetchAhead(const uint8_t* p, int64_t bytes,
-                                                         const uint8_t* end) {
-  for (const uint8_t* q = p + kPrefetchAheadBytes; q < p + kPrefetchAheadBytes + bytes && q < end;
-       q += 64)
-    __builtin_prefetch(q, 0, 3);
-}
 
 struct QuantOps {
   std::string_view name;  // "scalar", "avx2", "avx512", "avx512vnni"

@@ -2,9 +2,11 @@
 // ActiveIsa() says the CPU has them.
 #include <immintrin.h>
 
+#include <algorithm>
 #include <cmath>
 #include <type_traits>
 
+#include "moe/kernels/isa/prefetch.h"
 #include "moe/kernels/isa/row_ops.h"
 
 #ifndef MOE_PREFETCH_FLOATS
@@ -98,7 +100,8 @@ inline __m512 Transpose16Sums(const __m512 v[16]) {
 // block, the rows of w read one after another (a sequential stream: visiting a block's rows
 // chunk by chunk instead halved the rate from memory), each loaded once for the G rows of x.
 // x sits in registers for the common head dims (C = k / 16: up to 4 for pairs, 8 alone; C = 0
-// reads x from L1 at each use). n: a multiple of 16.
+// reads x from L1 at each use). n: a multiple of 16. Each row prefetches the row ~6 KiB later
+// (decode scores from memory, one core: ~1.3x with one query head a kv head, ~1.6x with four).
 template <int G, int C>
 void ShortRows(const float* x, int64_t ldx, const float* w, int64_t ldw, int64_t n, int64_t k,
                   float* y, int64_t ldy, bool accumulate) {
@@ -113,10 +116,12 @@ void ShortRows(const float* x, int64_t ldx, const float* w, int64_t ldw, int64_t
     if constexpr (kInRegs) return xv[i][c];
     else return _mm512_loadu_ps(x + i * ldx + 16 * c);
   };
+  const auto* wend = reinterpret_cast<const uint8_t*>(w + n * ldw);
   for (int64_t j = 0; j < n; j += R) {
     __m512 acc[16];
     const float* wr = w + j * ldw;
     for (int r = 0; r < R; ++r, wr += ldw) {
+      PrefetchRowAhead(reinterpret_cast<const uint8_t*>(wr), 4 * k, 4 * ldw, wend);
       const __m512 w0 = _mm512_loadu_ps(wr);
       for (int i = 0; i < G; ++i) acc[i * R + r] = _mm512_mul_ps(w0, xc(i, 0));
       for (int64_t c = 1; c < kc; ++c) {
@@ -232,7 +237,8 @@ void MatMulNtSmall(const float* x, int64_t ldx, int64_t m, const float* w, int64
 }
 
 // R rows of x against 64 columns of w at a time (4 vectors, masked at the right edge): each row
-// of w is loaded once for the R rows, R * 4 accumulators.
+// of w is loaded once for the R rows, R * 4 accumulators. Prefetches the same columns of the row
+// ~6 KiB later (decode attention's values: one contiguous stream a kv head).
 template <int R>
 void MatMulNnRows(const float* x, int64_t ldx, const float* w, int64_t ldw, int64_t k, int64_t n,
                   float* y, int64_t ldy, bool accumulate) {
@@ -244,7 +250,10 @@ void MatMulNnRows(const float* x, int64_t ldx, const float* w, int64_t ldw, int6
       for (int v = 0; v < 4; ++v)
         acc[i][v] = accumulate ? _mm512_maskz_loadu_ps(mask[v], y + i * ldy + c + 16 * v)
                                : _mm512_setzero_ps();
+    const auto* wend = reinterpret_cast<const uint8_t*>(w + k * ldw);
     for (int64_t p = 0; p < k; ++p) {
+      PrefetchRowAhead(reinterpret_cast<const uint8_t*>(w + p * ldw + c),
+                       4 * std::min<int64_t>(64, n - c), 4 * ldw, wend);
       __m512 wv[4];
       for (int v = 0; v < 4; ++v) wv[v] = _mm512_maskz_loadu_ps(mask[v], w + p * ldw + c + 16 * v);
       for (int i = 0; i < R; ++i) {
