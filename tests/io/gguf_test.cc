@@ -388,6 +388,7 @@ TEST_F(GgufTest, AlignmentKeySetsTheLayout) {
   EXPECT_ERROR(w.AddMetadata("general.alignment", GgufValue::U32(48)), "48 is not a power of two");
   EXPECT_ERROR(w.AddMetadata("general.alignment", GgufValue::U32(0)), "0 is not a power of two");
   EXPECT_ERROR(w.AddMetadata("general.alignment", GgufValue::U32(1u << 31)), "exceeds the limit");
+  EXPECT_ERROR(w.AddMetadata("general.alignment", GgufValue::U32(1u << 25)), "exceeds the limit");
 }
 
 TEST_F(GgufTest, ReadsThePythonWrittenFixtures) {
@@ -591,7 +592,9 @@ TEST_F(GgufTest, CorruptFilesAreErrorsNamingTheProblem) {
   add("alignment 48", Raw().Header(3, 0, 1).KvU32("general.alignment", 48),
       "alignment 48 is not a power of two");
   add("alignment 2^31", Raw().Header(3, 0, 1).KvU32("general.alignment", 1u << 31),
-      "alignment 2147483648 exceeds the limit of 1073741824");
+      "alignment 2147483648 exceeds the limit of 16777216");
+  add("alignment 2^30", Raw().Header(3, 0, 1).KvU32("general.alignment", 1u << 30),
+      "alignment 1073741824 exceeds the limit of 16777216");
   add("alignment as a string", Raw().Header(3, 0, 1).KvStr("general.alignment", "32"),
       "key 'general.alignment': is string '32', expected an unsigned integer (u32)");
   add("alignment negative i32",
