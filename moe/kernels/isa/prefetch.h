@@ -22,14 +22,19 @@ inline __attribute__((always_inline)) void PrefetchAhead(const uint8_t* p, int64
     __builtin_prefetch(q, 0, 3);
 }
 
-// Rows of `row_bytes` at a stride of `stride_bytes` (the stride of a head's keys or values): the
-// same [col, col + bytes) of the row about kPrefetchAheadBytes later (at least the next one), if
-// it lies before `end` (past the last row). For contiguous rows this is PrefetchAhead.
+// For rows `stride_bytes` apart (a head's keys or values): how many bytes ahead the row about
+// kPrefetchAheadBytes later starts (at least the next row; a stride of 0, from empty operands,
+// stays 0). Computed once per call.
+inline int64_t PrefetchRowDistance(int64_t stride_bytes) {
+  if (stride_bytes <= 0 || stride_bytes >= kPrefetchAheadBytes) return stride_bytes;
+  return kPrefetchAheadBytes / stride_bytes * stride_bytes;
+}
+
+// Prefetches [p + distance, p + distance + bytes) (the same columns of a later row), if that row
+// starts before `end` (past the last row).
 inline __attribute__((always_inline)) void PrefetchRowAhead(const uint8_t* p, int64_t bytes,
-                                                            int64_t stride_bytes,
-                                                            const uint8_t* end) {
-  const int64_t rows = stride_bytes >= kPrefetchAheadBytes ? 1 : kPrefetchAheadBytes / stride_bytes;
-  const uint8_t* q = p + rows * stride_bytes;
+                                                            int64_t distance, const uint8_t* end) {
+  const uint8_t* q = p + distance;
   if (q >= end) return;
   for (int64_t b = 0; b < bytes; b += 64) __builtin_prefetch(q + b, 0, 3);
 }

@@ -68,19 +68,20 @@ inline float HSum(__m256 v) {
   return _mm_cvtss_f32(lo);
 }
 
-// One weight row at a time against M rows of x, k unrolled U ways (8 floats each): w is read as one
-// sequential stream, which keeps the hardware prefetcher at full bandwidth (see the AVX-512 file).
 constexpr int64_t kShortK = 256;  // rows this short (attention's head dims) prefetch a row ahead
 
+// One weight row at a time against M rows of x, k unrolled U ways (8 floats each): w is read as one
+// sequential stream, which keeps the hardware prefetcher at full bandwidth (see the AVX-512 file).
 template <int M>
 void MatMulNtSmallM(const float* x, int64_t ldx, const float* w, int64_t ldw, int64_t n, int64_t k,
                     float* y, int64_t ldy, bool accumulate) {
   constexpr int U = M <= 2 ? 4 : 2;  // U*M accumulators out of 16 ymm registers
   const int64_t kb = k / (8 * U) * (8 * U), k8 = k / 8 * 8;
   const auto* wend = reinterpret_cast<const uint8_t*>(w + n * ldw);
+  const int64_t ahead = PrefetchRowDistance(4 * ldw);
   for (int64_t j = 0; j < n; ++j) {
     const float* wr = w + j * ldw;
-    if (k <= kShortK) PrefetchRowAhead(reinterpret_cast<const uint8_t*>(wr), 4 * k, 4 * ldw, wend);
+    if (k <= kShortK) PrefetchRowAhead(reinterpret_cast<const uint8_t*>(wr), 4 * k, ahead, wend);
     __m256 acc[U][M];
     for (int u = 0; u < U; ++u)
       for (int i = 0; i < M; ++i) acc[u][i] = _mm256_setzero_ps();
@@ -129,7 +130,10 @@ template <int R>
 void MatMulNnRows(const float* x, int64_t ldx, const float* w, int64_t ldw, int64_t k, int64_t n,
                   float* y, int64_t ldy, bool accumulate) {
   const __m256i iota = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  const auto* wend = reinterpret_cast<const uint8_t*>(w + k * ldw);
+  const int64_t ahead = PrefetchRowDistance(4 * ldw);
   for (int64_t c = 0; c < n; c += 32) {
+    const int64_t cbytes = 4 * std::min<int64_t>(32, n - c);
     __m256i mask[4];
     for (int v = 0; v < 4; ++v) {
       const int64_t left = std::clamp<int64_t>(n - c - 8 * v, 0, 8);
@@ -140,10 +144,8 @@ void MatMulNnRows(const float* x, int64_t ldx, const float* w, int64_t ldw, int6
       for (int v = 0; v < 4; ++v)
         acc[i][v] = accumulate ? _mm256_maskload_ps(y + i * ldy + c + 8 * v, mask[v])
                                : _mm256_setzero_ps();
-    const auto* wend = reinterpret_cast<const uint8_t*>(w + k * ldw);
     for (int64_t p = 0; p < k; ++p) {
-      PrefetchRowAhead(reinterpret_cast<const uint8_t*>(w + p * ldw + c),
-                       4 * std::min<int64_t>(32, n - c), 4 * ldw, wend);
+      PrefetchRowAhead(reinterpret_cast<const uint8_t*>(w + p * ldw + c), cbytes, ahead, wend);
       __m256 wv[4];
       for (int v = 0; v < 4; ++v) wv[v] = _mm256_maskload_ps(w + p * ldw + c + 8 * v, mask[v]);
       for (int i = 0; i < R; ++i) {

@@ -117,11 +117,12 @@ void ShortRows(const float* x, int64_t ldx, const float* w, int64_t ldw, int64_t
     else return _mm512_loadu_ps(x + i * ldx + 16 * c);
   };
   const auto* wend = reinterpret_cast<const uint8_t*>(w + n * ldw);
+  const int64_t ahead = PrefetchRowDistance(4 * ldw);
   for (int64_t j = 0; j < n; j += R) {
     __m512 acc[16];
     const float* wr = w + j * ldw;
     for (int r = 0; r < R; ++r, wr += ldw) {
-      PrefetchRowAhead(reinterpret_cast<const uint8_t*>(wr), 4 * k, 4 * ldw, wend);
+      PrefetchRowAhead(reinterpret_cast<const uint8_t*>(wr), 4 * k, ahead, wend);
       const __m512 w0 = _mm512_loadu_ps(wr);
       for (int i = 0; i < G; ++i) acc[i * R + r] = _mm512_mul_ps(w0, xc(i, 0));
       for (int64_t c = 1; c < kc; ++c) {
@@ -242,7 +243,10 @@ void MatMulNtSmall(const float* x, int64_t ldx, int64_t m, const float* w, int64
 template <int R>
 void MatMulNnRows(const float* x, int64_t ldx, const float* w, int64_t ldw, int64_t k, int64_t n,
                   float* y, int64_t ldy, bool accumulate) {
+  const auto* wend = reinterpret_cast<const uint8_t*>(w + k * ldw);
+  const int64_t ahead = PrefetchRowDistance(4 * ldw);
   for (int64_t c = 0; c < n; c += 64) {
+    const int64_t cbytes = 4 * std::min<int64_t>(64, n - c);
     __mmask16 mask[4];
     for (int v = 0; v < 4; ++v) mask[v] = n - c - 16 * v > 0 ? TailMask(n - c - 16 * v) : 0;
     __m512 acc[R][4];
@@ -250,10 +254,8 @@ void MatMulNnRows(const float* x, int64_t ldx, const float* w, int64_t ldw, int6
       for (int v = 0; v < 4; ++v)
         acc[i][v] = accumulate ? _mm512_maskz_loadu_ps(mask[v], y + i * ldy + c + 16 * v)
                                : _mm512_setzero_ps();
-    const auto* wend = reinterpret_cast<const uint8_t*>(w + k * ldw);
     for (int64_t p = 0; p < k; ++p) {
-      PrefetchRowAhead(reinterpret_cast<const uint8_t*>(w + p * ldw + c),
-                       4 * std::min<int64_t>(64, n - c), 4 * ldw, wend);
+      PrefetchRowAhead(reinterpret_cast<const uint8_t*>(w + p * ldw + c), cbytes, ahead, wend);
       __m512 wv[4];
       for (int v = 0; v < 4; ++v) wv[v] = _mm512_maskz_loadu_ps(mask[v], w + p * ldw + c + 16 * v);
       for (int i = 0; i < R; ++i) {
